@@ -1,0 +1,1 @@
+//! Flower App Bundles: read, verify, write, unpack

@@ -1,0 +1,1 @@
+//! The sepal command-line tool

@@ -1,0 +1,1 @@
+//! Flower messages, records and the content-addressed object store

@@ -1,0 +1,1 @@
+//! The SuperLink: link state and the Fleet, ServerAppIo and Exec services

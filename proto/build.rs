@@ -1,0 +1,20 @@
+//! Compiles `proto/flwr/proto/*.proto` with protox (pure Rust, so no system `protoc`).
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto");
+    let dir = root.join("flwr/proto");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
+    files.sort();
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let fds = protox::compile(&files, [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Flower 1.20.0's wire types and gRPC services, generated from Sepal's own `.proto` files.
+//!
+//! The files in `proto/flwr/proto/` are written from the field tables in the shared wire
+//! spec: same package (`flwr.proto`), message names, field numbers and service paths as
+//! Flower, so Python Flower peers interoperate unchanged.
+
+#![allow(missing_docs, clippy::all)]
+
+/// Everything in Flower's `flwr.proto` package.
+pub mod flwr {
+    pub mod proto {
+        tonic::include_proto!("flwr.proto");
+    }
+}
+
+pub use flwr::proto as pb;
+
+/// The largest gRPC message Flower accepts in either direction (2 GiB - 1).
+pub const MAX_GRPC_MESSAGE: usize = 2_147_483_647;
