@@ -1,1 +1,74 @@
-fn main() {}
+//! `sepal`: Flower's deployment runtime in Rust.
+//!
+//! Also answers to `flower-superlink` by its program name, with Flower's flags, so
+//! Flower's own deployment scripts run against it unchanged.
+
+mod commands;
+mod shutdown;
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::{Parser, Subcommand};
+
+/// Flower's deployment runtime (SuperLink and SuperNode) with a WebAssembly sandbox.
+#[derive(Parser)]
+#[command(name = "sepal", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a SuperLink (Flower's `flower-superlink`).
+    Superlink(commands::superlink::SuperlinkArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEPAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The command chosen by the program name (`flower-superlink`) or by the first argument.
+fn parse(args: Vec<OsString>) -> Command {
+    let program = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("sepal");
+    match program {
+        "flower-superlink" => {
+            Command::Superlink(commands::superlink::SuperlinkArgs::parse_from(args))
+        }
+        _ => Cli::parse_from(args).command,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let command = parse(std::env::args_os().collect());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Superlink(args) => args.run().await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! One module per subcommand: an `Args` struct and its `run`.
+
+pub mod superlink;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+/// Resolves `host:port` (as Flower's address flags take it) to one socket address.
+pub async fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("{flag}: cannot resolve {addr:?} (expected HOST:PORT)"))?;
+    addrs
+        .next()
+        .with_context(|| format!("{flag}: {addr:?} resolves to no address"))
+}

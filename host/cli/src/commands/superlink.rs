@@ -1,0 +1,143 @@
+//! `sepal superlink` / `flower-superlink`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::ValueEnum;
+use sepal_superlink::state::memory::MemoryState;
+use sepal_superlink::{Config, Isolation, Listeners};
+
+use super::resolve;
+
+/// Flower's value for "keep the state in memory".
+const IN_MEMORY: &str = ":flwr-in-memory-state:";
+
+/// Flower 1.20's `flower-superlink` flags (and Sepal's additions).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "flower-superlink",
+    about = "Run a SuperLink (Fleet, ServerAppIo and Exec APIs)"
+)]
+pub struct SuperlinkArgs {
+    /// Serve Fleet and Exec without TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// TLS: CA certificate (PEM).
+    #[arg(long)]
+    ssl_ca_certfile: Option<PathBuf>,
+    /// TLS: server certificate (PEM).
+    #[arg(long)]
+    ssl_certfile: Option<PathBuf>,
+    /// TLS: server private key (PEM).
+    #[arg(long)]
+    ssl_keyfile: Option<PathBuf>,
+    /// Who runs ServerApps: the SuperLink (subprocess) or an external process.
+    #[arg(long, value_enum, default_value = "subprocess")]
+    isolation: IsolationArg,
+    /// Where state lives: `:flwr-in-memory-state:`, or an SQLite file.
+    #[arg(long, default_value = IN_MEMORY)]
+    database: String,
+    /// Where FABs are kept (accepted for compatibility; FABs are held with the state).
+    #[arg(long)]
+    storage_dir: Option<PathBuf>,
+    /// CSV of SuperNode public keys allowed to connect.
+    #[arg(long)]
+    auth_list_public_keys: Option<PathBuf>,
+    /// Deprecated in Flower and ignored.
+    #[arg(long, hide = true)]
+    auth_superlink_private_key: Option<PathBuf>,
+    /// Deprecated in Flower and ignored.
+    #[arg(long, hide = true)]
+    auth_superlink_public_key: Option<PathBuf>,
+    /// ServerAppIo API address.
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    serverappio_api_address: String,
+    /// Fleet API transport (only grpc-rere is served).
+    #[arg(long, default_value = "grpc-rere")]
+    fleet_api_type: String,
+    /// Fleet API address.
+    #[arg(long, default_value = "0.0.0.0:9092")]
+    fleet_api_address: String,
+    /// Fleet API worker count (Flower supports only 1).
+    #[arg(long, default_value_t = 1)]
+    fleet_api_num_workers: u32,
+    /// Exec API address.
+    #[arg(long, default_value = "0.0.0.0:9093")]
+    exec_api_address: String,
+    /// Ignored, as in Flower.
+    #[arg(long, hide = true)]
+    flwr_dir: Option<PathBuf>,
+    /// The `flwr-serverapp` executable used in subprocess isolation (Sepal addition).
+    #[arg(long, default_value = "flwr-serverapp")]
+    serverapp_bin: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IsolationArg {
+    Subprocess,
+    Process,
+}
+
+impl SuperlinkArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        let tls = [&self.ssl_ca_certfile, &self.ssl_certfile, &self.ssl_keyfile];
+        if !self.insecure && tls.iter().all(|f| f.is_none()) {
+            bail!("refusing to start without TLS: pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile, or --insecure");
+        }
+        if tls.iter().any(|f| f.is_some()) {
+            bail!("TLS is not supported by this Sepal version yet; run with --insecure behind a TLS-terminating proxy");
+        }
+        if self.database != IN_MEMORY {
+            bail!("--database {:?}: only {IN_MEMORY} is supported by this Sepal version (SQLite is planned)", self.database);
+        }
+        if self.auth_list_public_keys.is_some() {
+            bail!("--auth-list-public-keys is not supported by this Sepal version yet");
+        }
+        if self.fleet_api_type != "grpc-rere" {
+            bail!(
+                "--fleet-api-type {:?}: only grpc-rere is supported",
+                self.fleet_api_type
+            );
+        }
+        if self.fleet_api_num_workers != 1 {
+            bail!("--fleet-api-num-workers: only 1 is supported");
+        }
+        if self.auth_superlink_private_key.is_some() || self.auth_superlink_public_key.is_some() {
+            tracing::warn!("--auth-superlink-private-key/--auth-superlink-public-key are deprecated and ignored");
+        }
+        if self.flwr_dir.is_some() {
+            tracing::warn!("--flwr-dir is ignored by the SuperLink");
+        }
+        Ok(())
+    }
+
+    /// Runs the SuperLink until SIGINT/SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.check()?;
+        let serverappio =
+            resolve("--serverappio-api-address", &self.serverappio_api_address).await?;
+        let fleet = resolve("--fleet-api-address", &self.fleet_api_address).await?;
+        let exec = resolve("--exec-api-address", &self.exec_api_address).await?;
+        let listeners = Listeners::bind(serverappio, fleet, exec)
+            .await
+            .context("cannot bind the SuperLink's addresses")?;
+        let isolation = match self.isolation {
+            IsolationArg::Subprocess => Isolation::Subprocess,
+            IsolationArg::Process => Isolation::Process,
+        };
+        tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, insecure)");
+        let config = Config {
+            isolation,
+            serverapp_bin: self.serverapp_bin,
+        };
+        sepal_superlink::serve(
+            config,
+            listeners,
+            Arc::new(MemoryState::new()),
+            crate::shutdown::signal(),
+        )
+        .await?;
+        Ok(())
+    }
+}

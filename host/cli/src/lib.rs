@@ -1,1 +1,0 @@
-//! The sepal command-line tool

@@ -1,0 +1,246 @@
+//! The Exec API (port 9093): what the `flwr` CLI and `sepal run/ls/log/stop` call.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sepal_proto::pb;
+use sepal_proto::pb::exec_server::Exec;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::clock::now_iso;
+use crate::error::{reply, Error, Reply, Result};
+use crate::link::{finished, Link};
+use crate::state::{status, NewRun, RunState};
+
+/// The largest FAB accepted (Flower's limit, 10 MiB).
+pub const FAB_MAX_SIZE: usize = 10 * 1024 * 1024;
+
+/// The `flwr` CLI compares against this exact text.
+const RUN_ID_NOT_FOUND: &str = "Run ID not found";
+
+/// How often a log stream re-checks a run whose status changes without an event
+/// (a ServerApp that went silent is only noticed when its run is read).
+const LOG_RECHECK: Duration = Duration::from_secs(1);
+
+/// The Exec service.
+pub struct ExecService {
+    link: Arc<Link>,
+    fab_max_size: usize,
+}
+
+impl ExecService {
+    /// An Exec service over `link`.
+    pub fn new(link: Arc<Link>) -> Self {
+        Self {
+            link,
+            fab_max_size: FAB_MAX_SIZE,
+        }
+    }
+
+    fn start_run(&self, req: pb::StartRunRequest) -> Result<pb::StartRunResponse> {
+        let fab = req
+            .fab
+            .ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
+        if fab.content.len() > self.fab_max_size {
+            return Err(Error::ResourceExhausted(format!(
+                "FAB is {} bytes; the limit is {} bytes",
+                fab.content.len(),
+                self.fab_max_size
+            )));
+        }
+        let hash = hex::encode(Sha256::digest(&fab.content));
+        if !fab.hash_str.is_empty() && fab.hash_str != hash {
+            return Err(Error::InvalidArgument(format!(
+                "FAB hash mismatch: the request says {} but the content hashes to {hash}",
+                fab.hash_str
+            )));
+        }
+        let info = sepal_fab::Fab::read(&fab.content, &sepal_fab::Limits::default())
+            .map_err(|e| Error::InvalidArgument(format!("invalid FAB: {e}")))?;
+        let manifest = info.manifest();
+        let unknown: Vec<&String> = req
+            .override_config
+            .keys()
+            .filter(|k| !manifest.run_config().contains_key(*k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "run config override keys not in the app's [tool.flwr.app.config]: {unknown:?}"
+            )));
+        }
+        let new = NewRun {
+            fab_id: manifest.fab_id(),
+            fab_version: manifest.version().to_string(),
+            fab_hash: hash.clone(),
+            override_config: req.override_config,
+            federation_options: req.federation_options.unwrap_or_default(),
+            flwr_aid: String::new(),
+        };
+        self.link.state.store_fab(&hash, fab.content.into())?;
+        let run_id = self.link.state.create_run(new)?;
+        tracing::info!(run_id, fab_id = %manifest.fab_id(), "run submitted");
+        self.link.events.run_submitted.notify_one();
+        Ok(pb::StartRunResponse {
+            run_id: Some(run_id),
+        })
+    }
+
+    fn existing_run(&self, run_id: u64) -> Result<pb::Run> {
+        self.link
+            .state
+            .run(run_id)?
+            .ok_or_else(|| Error::NotFound(RUN_ID_NOT_FOUND.into()))
+    }
+
+    fn list_runs(&self, req: pb::ListRunsRequest) -> Result<pb::ListRunsResponse> {
+        let runs = match req.run_id {
+            Some(run_id) => vec![self.existing_run(run_id)?],
+            None => {
+                let ids = self.link.state.run_ids()?;
+                ids.into_iter()
+                    .filter_map(|id| self.link.state.run(id).transpose())
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let mut run_dict = HashMap::new();
+        for run in runs {
+            if run
+                .status
+                .as_ref()
+                .is_some_and(|s| s.status == status::FINISHED)
+            {
+                self.link.objects.delete_run(run.run_id);
+            }
+            run_dict.insert(run.run_id, run);
+        }
+        Ok(pb::ListRunsResponse {
+            run_dict,
+            now: now_iso(),
+        })
+    }
+
+    fn stop_run(&self, req: pb::StopRunRequest) -> Result<pb::StopRunResponse> {
+        let run = self.existing_run(req.run_id)?;
+        if run
+            .status
+            .as_ref()
+            .is_some_and(|s| s.status == status::FINISHED)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "Run ID {} is already finished",
+                req.run_id
+            )));
+        }
+        let success = self
+            .link
+            .update_run_status(req.run_id, finished(status::STOPPED, ""))?;
+        if success {
+            let ids = self.link.state.instruction_ids_of_run(req.run_id)?;
+            self.link.state.delete_messages(&ids)?;
+            tracing::info!(run_id = req.run_id, "run stopped by user");
+        }
+        Ok(pb::StopRunResponse { success })
+    }
+}
+
+/// Sends a run's log as it grows, ending once the run is finished.
+async fn stream_logs(
+    link: Arc<Link>,
+    run_id: u64,
+    mut after: f64,
+    tx: mpsc::Sender<Result<pb::StreamLogsResponse, Status>>,
+) {
+    let mut changed = link.events.run_changed.subscribe();
+    loop {
+        let finished = match link.run_status(run_id) {
+            Ok(s) => RunState::parse(&s.status) == Some(RunState::Finished),
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        match link.state.logs_after(run_id, after) {
+            Ok((text, latest)) if !text.is_empty() => {
+                after = after.max(latest);
+                let frame = pb::StreamLogsResponse {
+                    log_output: text,
+                    latest_timestamp: latest,
+                };
+                if tx.send(Ok(frame)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Err(Error::from(e).into())).await;
+                return;
+            }
+        }
+        if finished {
+            link.objects.delete_run(run_id);
+            return;
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(LOG_RECHECK) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::StreamLogsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Exec for ExecService {
+    async fn start_run(&self, req: Request<pb::StartRunRequest>) -> Reply<pb::StartRunResponse> {
+        reply(ExecService::start_run(self, req.into_inner()))
+    }
+
+    async fn stop_run(&self, req: Request<pb::StopRunRequest>) -> Reply<pb::StopRunResponse> {
+        reply(ExecService::stop_run(self, req.into_inner()))
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(&self, req: Request<pb::StreamLogsRequest>) -> Reply<LogStream> {
+        let req = req.into_inner();
+        self.existing_run(req.run_id).map_err(Status::from)?;
+        let (tx, rx) = mpsc::channel(16);
+        // Flower resumes strictly after the last stamp the client saw.
+        let after = if req.after_timestamp > 0.0 {
+            req.after_timestamp
+        } else {
+            0.0
+        };
+        tokio::spawn(stream_logs(self.link.clone(), req.run_id, after, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as LogStream))
+    }
+
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Reply<pb::ListRunsResponse> {
+        reply(ExecService::list_runs(self, req.into_inner()))
+    }
+
+    async fn get_login_details(
+        &self,
+        _req: Request<pb::GetLoginDetailsRequest>,
+    ) -> Reply<pb::GetLoginDetailsResponse> {
+        reply(Err(Error::Unimplemented(
+            "user authentication is not enabled on this SuperLink".into(),
+        )))
+    }
+
+    async fn get_auth_tokens(
+        &self,
+        _req: Request<pb::GetAuthTokensRequest>,
+    ) -> Reply<pb::GetAuthTokensResponse> {
+        reply(Err(Error::Unimplemented(
+            "user authentication is not enabled on this SuperLink".into(),
+        )))
+    }
+}

@@ -1,0 +1,261 @@
+//! The Fleet API (port 9092): what SuperNodes call.
+//!
+//! Every request has passed [`crate::auth::interceptor`]; handlers check that the
+//! caller's key belongs to the node the request names, then act on the [`Link`].
+
+use std::sync::Arc;
+
+use sepal_proto::pb;
+use sepal_proto::pb::fleet_server::Fleet;
+use tonic::Request;
+
+use crate::auth::{require_node, NodeKey};
+use crate::error::{reply, Error, Reply, Result};
+use crate::link::{require_valid, Link};
+use crate::state::{ReplyRejected, StoredMessage};
+
+/// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
+const RECONNECT_AFTER: u64 = 5;
+
+/// The Fleet service.
+pub struct FleetService {
+    link: Arc<Link>,
+}
+
+impl FleetService {
+    /// A Fleet service over `link`.
+    pub fn new(link: Arc<Link>) -> Self {
+        Self { link }
+    }
+
+    fn node_of<T>(&self, req: &Request<T>, node: &Option<pb::Node>) -> Result<u64> {
+        let node_id = node.as_ref().map_or(0, |n| n.node_id);
+        require_node(&self.link.state, req, node_id)?;
+        Ok(node_id)
+    }
+
+    fn create_node(&self, req: Request<pb::CreateNodeRequest>) -> Result<pb::CreateNodeResponse> {
+        let key = req
+            .extensions()
+            .get::<NodeKey>()
+            .cloned()
+            .ok_or_else(|| Error::Unauthenticated("Missing authentication metadata".into()))?;
+        let state = &self.link.state;
+        let node_id = state.create_node(req.get_ref().heartbeat_interval)?;
+        if let Err(e) = state.bind_public_key(node_id, &key.0) {
+            state.delete_node(node_id)?;
+            return Err(e.into());
+        }
+        tracing::info!(node_id, "node created");
+        Ok(pb::CreateNodeResponse {
+            node: Some(pb::Node { node_id }),
+        })
+    }
+
+    fn delete_node(&self, req: Request<pb::DeleteNodeRequest>) -> Result<pb::DeleteNodeResponse> {
+        let node_id = self.node_of(&req, &req.get_ref().node)?;
+        self.link.state.delete_node(node_id)?;
+        tracing::info!(node_id, "node deleted");
+        Ok(pb::DeleteNodeResponse {})
+    }
+
+    fn heartbeat(
+        &self,
+        req: Request<pb::SendNodeHeartbeatRequest>,
+    ) -> Result<pb::SendNodeHeartbeatResponse> {
+        let node_id = self.node_of(&req, &req.get_ref().node)?;
+        let success = self
+            .link
+            .state
+            .ack_node_heartbeat(node_id, req.get_ref().heartbeat_interval)?;
+        Ok(pb::SendNodeHeartbeatResponse { success })
+    }
+
+    fn pull_messages(
+        &self,
+        req: Request<pb::PullMessagesRequest>,
+    ) -> Result<pb::PullMessagesResponse> {
+        let node_id = self.node_of(&req, &req.get_ref().node)?;
+        let mut res = pb::PullMessagesResponse::default();
+        if let Some(msg) = self.link.state.next_instruction(node_id)? {
+            tracing::debug!(node_id, message_id = msg.id(), "instruction delivered");
+            res.messages_list.push(msg.message);
+            res.message_object_trees.push(msg.tree);
+        }
+        Ok(res)
+    }
+
+    fn push_messages(
+        &self,
+        req: Request<pb::PushMessagesRequest>,
+    ) -> Result<pb::PushMessagesResponse> {
+        let node_id = self.node_of(&req, &req.get_ref().node)?;
+        let body = req.into_inner();
+        let msgs = self
+            .link
+            .stored_messages(body.messages_list, body.message_object_trees)?;
+        let run_id = msgs[0].metadata().run_id;
+        self.link.require_running(run_id)?;
+        require_valid(&msgs, true)?;
+        let mut results = std::collections::HashMap::new();
+        for msg in &msgs {
+            if msg.metadata().src_node_id != node_id {
+                return Err(Error::InvalidArgument(format!(
+                    "reply claims to come from node {} but was sent by node {node_id}",
+                    msg.metadata().src_node_id
+                )));
+            }
+            let id = self.store_reply(msg.clone())?;
+            results.insert(id, 0);
+        }
+        let objects_to_push = self.link.register_objects(run_id, &msgs)?;
+        self.link.message_stored();
+        Ok(pb::PushMessagesResponse {
+            reconnect: Some(pb::Reconnect {
+                reconnect: RECONNECT_AFTER,
+            }),
+            results,
+            objects_to_push,
+        })
+    }
+
+    /// Stores one reply. A late reply (its instruction expired or was answered with an
+    /// error already) is dropped with a warning and an OK answer, because Python
+    /// SuperNodes stop on any other status here; every other refusal is an error.
+    fn store_reply(&self, msg: StoredMessage) -> Result<String> {
+        let id = msg.id().to_string();
+        match self.link.state.store_reply(msg)? {
+            Ok(id) => Ok(id),
+            Err(e @ ReplyRejected::Gone(_)) => {
+                tracing::warn!(reply = %id, "late reply dropped: {e}");
+                Ok("None".into())
+            }
+            Err(e @ ReplyRejected::UnknownInstruction(_)) => Err(Error::NotFound(e.to_string())),
+            Err(e @ ReplyRejected::WrongNode { .. }) => {
+                Err(Error::FailedPrecondition(e.to_string()))
+            }
+            Err(e) => Err(Error::InvalidArgument(e.to_string())),
+        }
+    }
+
+    fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<pb::GetRunResponse> {
+        self.node_of(&req, &req.get_ref().node)?;
+        let run_id = req.get_ref().run_id;
+        let Some(run) = self.link.state.run(run_id)? else {
+            return Err(Error::RunNotFound(run_id));
+        };
+        self.link.require_running(run_id)?;
+        // SuperNodes get the identity of the run, not its lifecycle.
+        Ok(pb::GetRunResponse {
+            run: Some(pb::Run {
+                run_id: run.run_id,
+                fab_id: run.fab_id,
+                fab_version: run.fab_version,
+                override_config: run.override_config,
+                fab_hash: run.fab_hash,
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn get_fab(&self, req: Request<pb::GetFabRequest>) -> Result<pb::GetFabResponse> {
+        self.node_of(&req, &req.get_ref().node)?;
+        self.link.require_running(req.get_ref().run_id)?;
+        let hash = &req.get_ref().hash_str;
+        let content = self
+            .link
+            .state
+            .fab(hash)?
+            .ok_or_else(|| Error::NotFound(format!("no FAB with hash {hash}")))?;
+        Ok(pb::GetFabResponse {
+            fab: Some(pb::Fab {
+                hash_str: hash.clone(),
+                content: content.to_vec(),
+            }),
+        })
+    }
+
+    fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Result<pb::PushObjectResponse> {
+        self.node_of(&req, &req.get_ref().node)?;
+        let body = req.into_inner();
+        self.link.require_running(body.run_id)?;
+        let stored = self
+            .link
+            .push_object(&body.object_id, body.object_content.into())?;
+        Ok(pb::PushObjectResponse { stored })
+    }
+
+    fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Result<pb::PullObjectResponse> {
+        self.node_of(&req, &req.get_ref().node)?;
+        self.link.require_running(req.get_ref().run_id)?;
+        Ok(self.link.pull_object(&req.get_ref().object_id))
+    }
+
+    fn confirm(
+        &self,
+        req: Request<pb::ConfirmMessageReceivedRequest>,
+    ) -> Result<pb::ConfirmMessageReceivedResponse> {
+        self.node_of(&req, &req.get_ref().node)?;
+        self.link.require_running(req.get_ref().run_id)?;
+        self.link.objects.delete(&req.get_ref().message_object_id);
+        Ok(pb::ConfirmMessageReceivedResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    async fn create_node(
+        &self,
+        req: Request<pb::CreateNodeRequest>,
+    ) -> Reply<pb::CreateNodeResponse> {
+        reply(FleetService::create_node(self, req))
+    }
+    async fn delete_node(
+        &self,
+        req: Request<pb::DeleteNodeRequest>,
+    ) -> Reply<pb::DeleteNodeResponse> {
+        reply(FleetService::delete_node(self, req))
+    }
+    async fn send_node_heartbeat(
+        &self,
+        req: Request<pb::SendNodeHeartbeatRequest>,
+    ) -> Reply<pb::SendNodeHeartbeatResponse> {
+        reply(self.heartbeat(req))
+    }
+    async fn pull_messages(
+        &self,
+        req: Request<pb::PullMessagesRequest>,
+    ) -> Reply<pb::PullMessagesResponse> {
+        reply(FleetService::pull_messages(self, req))
+    }
+    async fn push_messages(
+        &self,
+        req: Request<pb::PushMessagesRequest>,
+    ) -> Reply<pb::PushMessagesResponse> {
+        reply(FleetService::push_messages(self, req))
+    }
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
+        reply(FleetService::get_run(self, req))
+    }
+    async fn get_fab(&self, req: Request<pb::GetFabRequest>) -> Reply<pb::GetFabResponse> {
+        reply(FleetService::get_fab(self, req))
+    }
+    async fn push_object(
+        &self,
+        req: Request<pb::PushObjectRequest>,
+    ) -> Reply<pb::PushObjectResponse> {
+        reply(FleetService::push_object(self, req))
+    }
+    async fn pull_object(
+        &self,
+        req: Request<pb::PullObjectRequest>,
+    ) -> Reply<pb::PullObjectResponse> {
+        reply(FleetService::pull_object(self, req))
+    }
+    async fn confirm_message_received(
+        &self,
+        req: Request<pb::ConfirmMessageReceivedRequest>,
+    ) -> Reply<pb::ConfirmMessageReceivedResponse> {
+        reply(self.confirm(req))
+    }
+}

@@ -1,0 +1,182 @@
+//! Subprocess isolation: one ServerApp process per submitted run.
+//!
+//! For a Python FAB the launcher starts `flwr-serverapp --run-once` pointed at this
+//! SuperLink's ServerAppIo address, as Flower does. The process asks for a pending run
+//! itself; runs are launched one at a time, oldest first, so the run a process takes is
+//! the one it was started for. When the process exits before its run finished, the run
+//! becomes finished:failed and the end of the process's output goes into the run's log,
+//! so `flwr log` shows why.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::link::{finished, Link};
+use crate::state::{status, RunState};
+
+/// How many trailing output lines of a failed ServerApp go into the run's log.
+const TAIL_LINES: usize = 40;
+
+/// How long a started ServerApp may take to pick up its run before the launcher moves on.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where and how to start ServerApp processes.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    /// The `flwr-serverapp` executable (a bare name is looked up on PATH).
+    pub serverapp_bin: PathBuf,
+    /// The ServerAppIo address the process connects to.
+    pub serverappio: SocketAddr,
+}
+
+/// Launches ServerApps for pending runs until the task is dropped.
+pub async fn run(link: Arc<Link>, config: LauncherConfig) {
+    let mut changed = link.events.run_changed.subscribe();
+    loop {
+        let next = match link.state.pending_run_ids() {
+            Ok(ids) => ids.first().copied(),
+            Err(e) => {
+                tracing::error!("launcher cannot read pending runs: {e}");
+                None
+            }
+        };
+        let Some(run_id) = next else {
+            link.events.run_submitted.notified().await;
+            continue;
+        };
+        match start(&config, run_id) {
+            Ok(child) => {
+                let tail = Arc::new(Mutex::new(VecDeque::new()));
+                let child = capture(child, &tail);
+                tokio::spawn(watch(link.clone(), run_id, child, tail));
+                wait_until_claimed(&link, run_id, &mut changed).await;
+            }
+            Err(details) => fail(&link, run_id, &details),
+        }
+    }
+}
+
+fn start(config: &LauncherConfig, run_id: u64) -> Result<Child, String> {
+    let mut cmd = Command::new(&config.serverapp_bin);
+    cmd.arg("--run-once")
+        .arg("--serverappio-api-address")
+        .arg(config.serverappio.to_string())
+        .arg("--insecure")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| {
+        format!(
+            "could not start the ServerApp process `{}`: {e}. Install flwr==1.20.0 so that \
+             `flwr-serverapp` is on PATH, or pass --serverapp-bin",
+            config.serverapp_bin.display()
+        )
+    })?;
+    tracing::info!(run_id, pid = child.id(), "ServerApp process started");
+    Ok(child)
+}
+
+/// Keeps the last lines of the child's stdout and stderr.
+fn capture(mut child: Child, tail: &Arc<Mutex<VecDeque<String>>>) -> Child {
+    fn pump(out: impl AsyncRead + Unpin + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>) {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "serverapp", "{line}");
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+    }
+    if let Some(out) = child.stdout.take() {
+        pump(out, tail.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, tail.clone());
+    }
+    child
+}
+
+async fn wait_until_claimed(
+    link: &Link,
+    run_id: u64,
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+) {
+    let claimed = async {
+        loop {
+            let pending = link
+                .run_status(run_id)
+                .map(|s| s.status == status::PENDING)
+                .unwrap_or(false);
+            if !pending {
+                return;
+            }
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(CLAIM_TIMEOUT, claimed).await.is_err() {
+        tracing::warn!(run_id, "ServerApp process has not picked up its run yet");
+    }
+}
+
+async fn watch(link: Arc<Link>, run_id: u64, mut child: Child, tail: Arc<Mutex<VecDeque<String>>>) {
+    let outcome = child.wait().await;
+    // Let the output pumps drain what the process wrote last.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let code = match &outcome {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let unfinished = link
+        .run_status(run_id)
+        .map(|s| RunState::parse(&s.status) != Some(RunState::Finished))
+        .unwrap_or(false);
+    if !unfinished {
+        tracing::info!(run_id, "ServerApp process ended ({code})");
+        return;
+    }
+    let lines: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    if !lines.is_empty() {
+        let text = format!(
+            "ServerApp process output (last {} lines):\n{}\n",
+            lines.len(),
+            lines.join("\n")
+        );
+        let _ = link.add_log(run_id, &text);
+    }
+    fail(
+        &link,
+        run_id,
+        &format!("ServerApp process ended ({code}) before the run finished"),
+    );
+}
+
+fn fail(link: &Link, run_id: u64, details: &str) {
+    tracing::error!(run_id, "{details}");
+    let _ = link.add_log(run_id, &format!("{details}\n"));
+    match link.update_run_status(run_id, finished(status::FAILED, details)) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            run_id,
+            "could not mark the run failed from its current status"
+        ),
+        Err(e) => tracing::error!(run_id, "could not mark the run failed: {e}"),
+    }
+}

@@ -1,0 +1,329 @@
+//! What the three services share: the state, the object store, wake-ups, and the rules
+//! that more than one service applies (run status gates, message validation, objects).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sepal_core::records::{Error as MsgError, Message, Metadata};
+use sepal_core::store::{ObjectLookup, ObjectStore};
+use sepal_proto::pb;
+use tokio::sync::{watch, Notify};
+
+use crate::clock::now_secs;
+use crate::error::{Error, Result};
+use crate::state::status::{self, RunState};
+use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
+
+/// The shared core of a SuperLink.
+pub struct Link {
+    /// Runs, nodes, messages, logs, FABs.
+    pub state: Arc<dyn LinkState>,
+    /// Message payload objects.
+    pub objects: ObjectStore,
+    /// Wake-ups for whoever waits on the state.
+    pub events: Events,
+}
+
+/// Wake-ups, so that waiters react to changes instead of polling on a timer.
+#[derive(Default)]
+pub struct Events {
+    /// A run was submitted (the launcher waits on this).
+    pub run_submitted: Notify,
+    /// A run's log or status changed (StreamLogs waits on this).
+    pub run_changed: watch::Sender<u64>,
+    /// An instruction or reply was stored.
+    pub message_stored: watch::Sender<u64>,
+}
+
+impl Events {
+    fn bump(tx: &watch::Sender<u64>) {
+        tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Link {
+    /// A link over the given state with an empty object store.
+    pub fn new(state: Arc<dyn LinkState>) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            objects: ObjectStore::new(),
+            events: Events::default(),
+        })
+    }
+
+    /// The run's status, or `RunNotFound`.
+    pub fn run_status(&self, run_id: u64) -> Result<pb::RunStatus> {
+        let run = self.state.run(run_id)?.ok_or(Error::RunNotFound(run_id))?;
+        Ok(run.status.unwrap_or_default())
+    }
+
+    /// Fails with PERMISSION_DENIED (Flower's wording) unless the run is running.
+    pub fn require_running(&self, run_id: u64) -> Result<()> {
+        let status = self.run_status(run_id)?;
+        match RunState::parse(&status.status) {
+            Some(RunState::Running) => Ok(()),
+            Some(RunState::Finished) => {
+                self.objects.delete_run(run_id);
+                Err(Error::RunRefused(RunState::refusal(&status)))
+            }
+            _ => Err(Error::RunRefused(RunState::refusal(&status))),
+        }
+    }
+
+    /// Applies a status change; a finished run drops its objects. Returns whether the
+    /// transition was allowed.
+    pub fn update_run_status(&self, run_id: u64, new: pb::RunStatus) -> Result<bool> {
+        let finished = new.status == status::FINISHED;
+        let changed = self.state.update_run_status(run_id, new)?;
+        if changed {
+            if finished {
+                self.objects.delete_run(run_id);
+            }
+            Events::bump(&self.events.run_changed);
+        }
+        Ok(changed)
+    }
+
+    /// Hands the oldest pending run to a ServerApp (pending -> starting).
+    pub fn claim_pending_run(&self) -> Result<Option<u64>> {
+        let claimed = self.state.claim_pending_run()?;
+        if claimed.is_some() {
+            Events::bump(&self.events.run_changed);
+        }
+        Ok(claimed)
+    }
+
+    /// Appends text to a run's log and wakes log streams.
+    pub fn add_log(&self, run_id: u64, text: &str) -> Result<()> {
+        self.state.add_log(run_id, text)?;
+        Events::bump(&self.events.run_changed);
+        Ok(())
+    }
+
+    /// Records that a message was stored (wakes waiters on messages).
+    pub fn message_stored(&self) {
+        Events::bump(&self.events.message_stored);
+    }
+
+    /// Pairs each wire message with its tree and checks their shape.
+    pub fn stored_messages(
+        &self,
+        messages: Vec<pb::Message>,
+        trees: Vec<pb::ObjectTree>,
+    ) -> Result<Vec<StoredMessage>> {
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "messages_list must not be empty".into(),
+            ));
+        }
+        if messages.len() != trees.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} messages but {} object trees; each message needs its tree",
+                messages.len(),
+                trees.len()
+            )));
+        }
+        messages
+            .into_iter()
+            .zip(trees)
+            .map(|(message, tree)| {
+                let meta = message
+                    .metadata
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidArgument("message without metadata".into()))?;
+                if tree.object_id != meta.message_id {
+                    return Err(Error::InvalidArgument(format!(
+                        "object tree root {:?} is not the message id {:?}",
+                        tree.object_id, meta.message_id
+                    )));
+                }
+                Ok(StoredMessage { message, tree })
+            })
+            .collect()
+    }
+
+    /// Preregisters the objects of messages and returns the ids still to be pushed.
+    pub fn register_objects(&self, run_id: u64, msgs: &[StoredMessage]) -> Result<Vec<String>> {
+        let mut missing = BTreeSet::new();
+        for msg in msgs {
+            missing.extend(self.objects.preregister(run_id, &msg.tree)?);
+        }
+        Ok(missing.into_iter().collect())
+    }
+
+    /// Stores a pushed object; `false` when it was not expected or its hash is wrong.
+    pub fn push_object(&self, object_id: &str, content: Bytes) -> Result<bool> {
+        match self.objects.put(object_id, content) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tracing::warn!(
+                    object_id,
+                    "pushed object not stored: not preregistered or hash mismatch"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks up an object for a pull.
+    pub fn pull_object(&self, object_id: &str) -> pb::PullObjectResponse {
+        match self.objects.get(object_id) {
+            ObjectLookup::NotFound => pb::PullObjectResponse::default(),
+            ObjectLookup::Pending => pb::PullObjectResponse {
+                object_found: true,
+                ..Default::default()
+            },
+            ObjectLookup::Available(content) => pb::PullObjectResponse {
+                object_found: true,
+                object_available: true,
+                object_content: content.to_vec(),
+            },
+        }
+    }
+
+    /// Turns the state's answer to a reply pull into a wire message and its tree;
+    /// synthetic error replies are built and stored so they can be pulled.
+    pub fn reply_to_wire(
+        &self,
+        run_id: u64,
+        lookup: ReplyLookup,
+    ) -> Option<(pb::Message, pb::ObjectTree)> {
+        let (meta, code, reason) = match lookup {
+            ReplyLookup::Waiting => return None,
+            ReplyLookup::Reply(m) => return Some((m.message, m.tree)),
+            ReplyLookup::InstructionUnavailable { instruction_id } => (
+                Metadata { reply_to_message_id: instruction_id, message_type: "system".into(), ..Default::default() },
+                MsgError::MESSAGE_UNAVAILABLE,
+                "Error: Message Unavailable - The requested message could not be found in the database. It may have expired due to its TTL or never existed.",
+            ),
+            ReplyLookup::ReplyUnavailable { instruction } => (
+                reply_metadata(&instruction),
+                MsgError::REPLY_MESSAGE_UNAVAILABLE,
+                "Error: Reply Message Unavailable - The reply message has expired.",
+            ),
+            ReplyLookup::NodeUnavailable { instruction } => (
+                reply_metadata(&instruction),
+                MsgError::NODE_UNAVAILABLE,
+                "Error: Node Unavailable - The destination node is currently unavailable. It exceeds the time limit specified in its last ping.",
+            ),
+        };
+        let meta = Metadata {
+            src_node_id: SUPERLINK_NODE_ID,
+            dst_node_id: SUPERLINK_NODE_ID,
+            created_at: now_secs(),
+            ..meta
+        };
+        let message = Message::with_error(meta, MsgError::new(code, reason));
+        let (tree, id) = self.objects.insert_message(run_id, &message);
+        let mut wire_meta = pb::Metadata::from(&message.metadata);
+        wire_meta.message_id = id;
+        let error = message.error.as_ref().map(pb::Error::from);
+        Some((
+            pb::Message {
+                metadata: Some(wire_meta),
+                content: None,
+                error,
+            },
+            tree,
+        ))
+    }
+}
+
+/// Metadata of a synthetic reply to `ins`: same run, group and type, TTL = time left.
+fn reply_metadata(ins: &pb::Metadata) -> Metadata {
+    let now = now_secs();
+    Metadata {
+        run_id: ins.run_id,
+        reply_to_message_id: ins.message_id.clone(),
+        group_id: ins.group_id.clone(),
+        message_type: ins.message_type.clone(),
+        ttl: (ins.ttl - (now - ins.created_at)).max(0.0),
+        ..Default::default()
+    }
+}
+
+/// Flower's checks of a message's metadata; returns every problem found.
+pub fn validate_message(msg: &pb::Message, is_reply: bool) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(m) = msg.metadata.as_ref() else {
+        return vec!["message has no metadata".into()];
+    };
+    if m.message_id.is_empty() {
+        errors.push("empty `metadata.message_id`".into());
+    }
+    // Unix time of 28 February 2025: Flower refuses anything older as not a timestamp.
+    if m.created_at < 1_740_700_800.0 {
+        errors.push(
+            "`metadata.created_at` must be the Unix time (seconds) the message was created".into(),
+        );
+    }
+    if m.ttl <= 0.0 {
+        errors.push("`metadata.ttl` must be higher than zero".into());
+    }
+    if m.created_at + m.ttl <= now_secs() {
+        errors.push("Message TTL has expired".into());
+    }
+    if m.src_node_id == 0 {
+        errors.push("`metadata.src_node_id` is not set".into());
+    }
+    if m.dst_node_id == 0 {
+        errors.push("`metadata.dst_node_id` is not set".into());
+    }
+    if m.message_type.is_empty() {
+        errors.push("`metadata.message_type` must be set".into());
+    }
+    if msg.content.is_some() == msg.error.is_some() {
+        errors.push("either message `content` or `error` must be set (but not both)".into());
+    }
+    if is_reply {
+        if m.reply_to_message_id.is_empty() {
+            errors.push("`metadata.reply_to_message_id` must be set".into());
+        }
+        if m.src_node_id == SUPERLINK_NODE_ID {
+            errors.push(format!(
+                "`metadata.src_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"
+            ));
+        }
+        if m.dst_node_id != SUPERLINK_NODE_ID {
+            errors.push(format!(
+                "`metadata.dst_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"
+            ));
+        }
+    } else {
+        if !m.reply_to_message_id.is_empty() {
+            errors.push("`metadata.reply_to_message_id` must not be set".into());
+        }
+        if m.src_node_id != SUPERLINK_NODE_ID {
+            errors.push(format!(
+                "`metadata.src_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"
+            ));
+        }
+        if m.dst_node_id == SUPERLINK_NODE_ID {
+            errors.push(format!(
+                "`metadata.dst_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"
+            ));
+        }
+    }
+    errors
+}
+
+/// Fails with INVALID_ARGUMENT listing every problem, if there are any.
+pub fn require_valid(msgs: &[StoredMessage], is_reply: bool) -> Result<()> {
+    for msg in msgs {
+        let errors = validate_message(&msg.message, is_reply);
+        if !errors.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "malformed message: {}",
+                errors.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Shorthand used by several services.
+pub fn finished(sub_status: &str, details: &str) -> pb::RunStatus {
+    status::status(status::FINISHED, sub_status, details)
+}

@@ -1,0 +1,149 @@
+//! Binding and serving the three APIs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sepal_proto::pb::exec_server::ExecServer;
+use sepal_proto::pb::fleet_server::FleetServer;
+use sepal_proto::pb::server_app_io_server::ServerAppIoServer;
+use sepal_proto::MAX_GRPC_MESSAGE;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use crate::exec::ExecService;
+use crate::fleet::FleetService;
+use crate::launcher::{self, LauncherConfig};
+use crate::link::Link;
+use crate::serverappio::ServerAppIoService;
+use crate::state::LinkState;
+
+/// Who runs ServerApps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// The SuperLink starts a ServerApp process for each run.
+    Subprocess,
+    /// An external, separately managed ServerApp process connects over ServerAppIo.
+    Process,
+}
+
+/// How the SuperLink runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Who runs ServerApps.
+    pub isolation: Isolation,
+    /// The `flwr-serverapp` executable for subprocess isolation.
+    pub serverapp_bin: PathBuf,
+}
+
+/// The three bound listeners.
+pub struct Listeners {
+    /// ServerAppIo (default port 9091).
+    pub serverappio: TcpListener,
+    /// Fleet (default port 9092).
+    pub fleet: TcpListener,
+    /// Exec (default port 9093).
+    pub exec: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the three addresses.
+    pub async fn bind(
+        serverappio: SocketAddr,
+        fleet: SocketAddr,
+        exec: SocketAddr,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            serverappio: TcpListener::bind(serverappio).await?,
+            fleet: TcpListener::bind(fleet).await?,
+            exec: TcpListener::bind(exec).await?,
+        })
+    }
+}
+
+/// The address a local ServerApp process should dial for a listener bound to `addr`
+/// (a wildcard bind is reached over loopback).
+fn dial_address(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+fn base_server() -> Server {
+    Server::builder()
+}
+
+/// Serves the three APIs until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    state: Arc<dyn LinkState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let link = Link::new(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let launcher = (config.isolation == Isolation::Subprocess).then(|| {
+        let serverappio = dial_address(listeners.serverappio.local_addr().expect("bound listener"));
+        let config = LauncherConfig {
+            serverapp_bin: config.serverapp_bin.clone(),
+            serverappio,
+        };
+        tokio::spawn(launcher::run(link.clone(), config))
+    });
+
+    let fleet = FleetServer::new(FleetService::new(link.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let fleet = InterceptedService::new(fleet, crate::auth::interceptor);
+    let serverappio = ServerAppIoServer::new(ServerAppIoService::new(link.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let exec = ExecServer::new(ExecService::new(link.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+
+    let (health_fleet, health_sio, health_exec) =
+        (health_service(), health_service(), health_service());
+    let result = tokio::try_join!(
+        base_server()
+            .add_service(health_fleet)
+            .add_service(fleet)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.fleet), stopped()),
+        base_server()
+            .add_service(health_sio)
+            .add_service(serverappio)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.serverappio), stopped()),
+        base_server()
+            .add_service(health_exec)
+            .add_service(exec)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.exec), stopped()),
+    );
+    if let Some(task) = launcher {
+        task.abort();
+    }
+    result.map(|_| ())
+}
+
+fn health_service(
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    // Serving as soon as bound; the empty service name stands for the whole server.
+    drop(reporter);
+    service
+}

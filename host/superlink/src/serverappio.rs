@@ -1,0 +1,309 @@
+//! The ServerAppIo API (port 9091): what a ServerApp process calls.
+//!
+//! Flower 1.20 has no tokens here: a ServerApp asks for "a pending run" and names the
+//! run in every later call. The API is plaintext and meant for loopback or a private
+//! network.
+
+use std::sync::Arc;
+
+use sepal_proto::pb;
+use sepal_proto::pb::server_app_io_server::ServerAppIo;
+use tonic::Request;
+
+use crate::error::{reply, Error, Reply, Result};
+use crate::link::{require_valid, Link};
+use crate::state::{status, RunState, SUPERLINK_NODE_ID};
+
+/// The ServerAppIo service.
+pub struct ServerAppIoService {
+    link: Arc<Link>,
+}
+
+impl ServerAppIoService {
+    /// A ServerAppIo service over `link`.
+    pub fn new(link: Arc<Link>) -> Self {
+        Self { link }
+    }
+
+    fn get_nodes(&self, req: pb::GetNodesRequest) -> Result<pb::GetNodesResponse> {
+        self.link.require_running(req.run_id)?;
+        let nodes = self
+            .link
+            .state
+            .online_nodes()?
+            .into_iter()
+            .map(|node_id| pb::Node { node_id })
+            .collect();
+        Ok(pb::GetNodesResponse { nodes })
+    }
+
+    fn push_messages(
+        &self,
+        req: pb::PushAppMessagesRequest,
+    ) -> Result<pb::PushAppMessagesResponse> {
+        self.link.require_running(req.run_id)?;
+        let msgs = self
+            .link
+            .stored_messages(req.messages_list, req.message_object_trees)?;
+        require_valid(&msgs, false)?;
+        if let Some(m) = msgs.iter().find(|m| m.metadata().run_id != req.run_id) {
+            return Err(Error::InvalidArgument(format!(
+                "message {} names run {} but the request is for run {}",
+                m.id(),
+                m.metadata().run_id,
+                req.run_id
+            )));
+        }
+        let mut message_ids = Vec::with_capacity(msgs.len());
+        for msg in &msgs {
+            match self.link.state.store_instruction(msg.clone())? {
+                Ok(id) => message_ids.push(id),
+                Err(e) => {
+                    // Flower's contract: an empty id marks the message that was not stored.
+                    tracing::warn!(message_id = msg.id(), "instruction not stored: {e}");
+                    message_ids.push(String::new());
+                }
+            }
+        }
+        let objects_to_push = self.link.register_objects(req.run_id, &msgs)?;
+        self.link.message_stored();
+        Ok(pb::PushAppMessagesResponse {
+            message_ids,
+            objects_to_push,
+        })
+    }
+
+    fn pull_messages(
+        &self,
+        req: pb::PullAppMessagesRequest,
+    ) -> Result<pb::PullAppMessagesResponse> {
+        self.link.require_running(req.run_id)?;
+        let lookups = self.link.state.take_replies(&req.message_ids)?;
+        let mut res = pb::PullAppMessagesResponse::default();
+        for lookup in lookups {
+            if let Some((message, tree)) = self.link.reply_to_wire(req.run_id, lookup) {
+                res.messages_list.push(message);
+                res.message_object_trees.push(tree);
+            }
+        }
+        Ok(res)
+    }
+
+    fn get_run(&self, req: pb::GetRunRequest) -> Result<pb::GetRunResponse> {
+        let run = self
+            .link
+            .state
+            .run(req.run_id)?
+            .ok_or(Error::RunNotFound(req.run_id))?;
+        Ok(pb::GetRunResponse { run: Some(run) })
+    }
+
+    fn get_fab(&self, req: pb::GetFabRequest) -> Result<pb::GetFabResponse> {
+        let content = self
+            .link
+            .state
+            .fab(&req.hash_str)?
+            .ok_or_else(|| Error::NotFound(format!("no FAB with hash {}", req.hash_str)))?;
+        Ok(pb::GetFabResponse {
+            fab: Some(pb::Fab {
+                hash_str: req.hash_str,
+                content: content.to_vec(),
+            }),
+        })
+    }
+
+    fn pull_app_inputs(&self) -> Result<pb::PullAppInputsResponse> {
+        let state = &self.link.state;
+        let Some(run_id) = self.link.claim_pending_run()? else {
+            return Ok(pb::PullAppInputsResponse::default());
+        };
+        let run = state.run(run_id)?.ok_or(Error::RunNotFound(run_id))?;
+        let fab = state.fab(&run.fab_hash)?;
+        let context = state.serverapp_context(run_id)?;
+        let (Some(fab), Some(context)) = (fab, context) else {
+            let details = format!("run {run_id} has no FAB or context stored");
+            self.link
+                .update_run_status(run_id, crate::link::finished(status::FAILED, &details))?;
+            return Err(Error::FailedPrecondition(details));
+        };
+        tracing::info!(run_id, "run handed to a ServerApp");
+        Ok(pb::PullAppInputsResponse {
+            context: Some(context),
+            fab: Some(pb::Fab {
+                hash_str: run.fab_hash.clone(),
+                content: fab.to_vec(),
+            }),
+            run: Some(run),
+        })
+    }
+
+    fn push_app_outputs(
+        &self,
+        req: pb::PushAppOutputsRequest,
+    ) -> Result<pb::PushAppOutputsResponse> {
+        self.link.require_running(req.run_id)?;
+        let context = req
+            .context
+            .ok_or_else(|| Error::InvalidArgument("PushAppOutputs without a context".into()))?;
+        self.link.state.set_serverapp_context(req.run_id, context)?;
+        Ok(pb::PushAppOutputsResponse {})
+    }
+
+    fn update_run_status(
+        &self,
+        req: pb::UpdateRunStatusRequest,
+    ) -> Result<pb::UpdateRunStatusResponse> {
+        let current = self.link.run_status(req.run_id)?;
+        if RunState::parse(&current.status) == Some(RunState::Finished) {
+            return Err(Error::RunRefused(RunState::refusal(&current)));
+        }
+        let new = req
+            .run_status
+            .ok_or_else(|| Error::InvalidArgument("UpdateRunStatus without a status".into()))?;
+        if RunState::parse(&new.status).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "unknown run status {:?}",
+                new.status
+            )));
+        }
+        let shown = status::display(&new);
+        if self.link.update_run_status(req.run_id, new)? {
+            tracing::info!(run_id = req.run_id, status = %shown, "run status updated");
+        }
+        Ok(pb::UpdateRunStatusResponse {})
+    }
+
+    fn get_run_status(&self, req: pb::GetRunStatusRequest) -> Result<pb::GetRunStatusResponse> {
+        let mut run_status_dict = std::collections::HashMap::new();
+        for run_id in req.run_ids {
+            if let Some(run) = self.link.state.run(run_id)? {
+                run_status_dict.insert(run_id, run.status.unwrap_or_default());
+            }
+        }
+        Ok(pb::GetRunStatusResponse { run_status_dict })
+    }
+
+    fn push_logs(&self, req: pb::PushLogsRequest) -> Result<pb::PushLogsResponse> {
+        let text: String = req.logs.concat();
+        self.link.add_log(req.run_id, &text)?;
+        Ok(pb::PushLogsResponse {})
+    }
+
+    fn heartbeat(&self, req: pb::SendAppHeartbeatRequest) -> Result<pb::SendAppHeartbeatResponse> {
+        let success = self
+            .link
+            .state
+            .ack_app_heartbeat(req.run_id, req.heartbeat_interval)?;
+        Ok(pb::SendAppHeartbeatResponse { success })
+    }
+
+    fn require_superlink_node(node: &Option<pb::Node>) -> Result<()> {
+        if node.as_ref().map_or(0, |n| n.node_id) != SUPERLINK_NODE_ID {
+            return Err(Error::FailedPrecondition("Unexpected node ID.".into()));
+        }
+        Ok(())
+    }
+
+    fn push_object(&self, req: pb::PushObjectRequest) -> Result<pb::PushObjectResponse> {
+        self.link.require_running(req.run_id)?;
+        Self::require_superlink_node(&req.node)?;
+        let stored = self
+            .link
+            .push_object(&req.object_id, req.object_content.into())?;
+        Ok(pb::PushObjectResponse { stored })
+    }
+
+    fn pull_object(&self, req: pb::PullObjectRequest) -> Result<pb::PullObjectResponse> {
+        self.link.require_running(req.run_id)?;
+        Self::require_superlink_node(&req.node)?;
+        Ok(self.link.pull_object(&req.object_id))
+    }
+
+    fn confirm(
+        &self,
+        req: pb::ConfirmMessageReceivedRequest,
+    ) -> Result<pb::ConfirmMessageReceivedResponse> {
+        self.link.require_running(req.run_id)?;
+        self.link.objects.delete(&req.message_object_id);
+        Ok(pb::ConfirmMessageReceivedResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl ServerAppIo for ServerAppIoService {
+    async fn get_nodes(&self, req: Request<pb::GetNodesRequest>) -> Reply<pb::GetNodesResponse> {
+        reply(ServerAppIoService::get_nodes(self, req.into_inner()))
+    }
+    async fn push_messages(
+        &self,
+        req: Request<pb::PushAppMessagesRequest>,
+    ) -> Reply<pb::PushAppMessagesResponse> {
+        reply(ServerAppIoService::push_messages(self, req.into_inner()))
+    }
+    async fn pull_messages(
+        &self,
+        req: Request<pb::PullAppMessagesRequest>,
+    ) -> Reply<pb::PullAppMessagesResponse> {
+        reply(ServerAppIoService::pull_messages(self, req.into_inner()))
+    }
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
+        reply(ServerAppIoService::get_run(self, req.into_inner()))
+    }
+    async fn get_fab(&self, req: Request<pb::GetFabRequest>) -> Reply<pb::GetFabResponse> {
+        reply(ServerAppIoService::get_fab(self, req.into_inner()))
+    }
+    async fn pull_app_inputs(
+        &self,
+        _req: Request<pb::PullAppInputsRequest>,
+    ) -> Reply<pb::PullAppInputsResponse> {
+        reply(ServerAppIoService::pull_app_inputs(self))
+    }
+    async fn push_app_outputs(
+        &self,
+        req: Request<pb::PushAppOutputsRequest>,
+    ) -> Reply<pb::PushAppOutputsResponse> {
+        reply(ServerAppIoService::push_app_outputs(self, req.into_inner()))
+    }
+    async fn update_run_status(
+        &self,
+        req: Request<pb::UpdateRunStatusRequest>,
+    ) -> Reply<pb::UpdateRunStatusResponse> {
+        reply(ServerAppIoService::update_run_status(
+            self,
+            req.into_inner(),
+        ))
+    }
+    async fn get_run_status(
+        &self,
+        req: Request<pb::GetRunStatusRequest>,
+    ) -> Reply<pb::GetRunStatusResponse> {
+        reply(ServerAppIoService::get_run_status(self, req.into_inner()))
+    }
+    async fn push_logs(&self, req: Request<pb::PushLogsRequest>) -> Reply<pb::PushLogsResponse> {
+        reply(ServerAppIoService::push_logs(self, req.into_inner()))
+    }
+    async fn send_app_heartbeat(
+        &self,
+        req: Request<pb::SendAppHeartbeatRequest>,
+    ) -> Reply<pb::SendAppHeartbeatResponse> {
+        reply(self.heartbeat(req.into_inner()))
+    }
+    async fn push_object(
+        &self,
+        req: Request<pb::PushObjectRequest>,
+    ) -> Reply<pb::PushObjectResponse> {
+        reply(ServerAppIoService::push_object(self, req.into_inner()))
+    }
+    async fn pull_object(
+        &self,
+        req: Request<pb::PullObjectRequest>,
+    ) -> Reply<pb::PullObjectResponse> {
+        reply(ServerAppIoService::pull_object(self, req.into_inner()))
+    }
+    async fn confirm_message_received(
+        &self,
+        req: Request<pb::ConfirmMessageReceivedRequest>,
+    ) -> Reply<pb::ConfirmMessageReceivedResponse> {
+        reply(self.confirm(req.into_inner()))
+    }
+}

@@ -1,0 +1,543 @@
+//! The in-memory [`LinkState`] (Flower's `:flwr-in-memory-state:`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rand::Rng;
+use sepal_proto::pb;
+
+use super::status::{self, is_valid_transition, RunState};
+use super::{
+    InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
+    StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, MESSAGE_TTL_TOLERANCE,
+    NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
+};
+use crate::clock::{now_iso, now_secs};
+
+/// State kept in process memory; lost when the SuperLink stops.
+#[derive(Default)]
+pub struct MemoryState {
+    // One lock: every operation is short and none awaits while holding it.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: HashMap<u64, RunEntry>,
+    nodes: HashMap<u64, NodeEntry>,
+    keys: HashMap<Vec<u8>, u64>,
+    fabs: HashMap<String, Bytes>,
+    /// Instructions by id, and their arrival order (Flower hands them out oldest first).
+    instructions: HashMap<String, Instruction>,
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    replies: HashMap<String, StoredMessage>,
+}
+
+struct RunEntry {
+    run: pb::Run,
+    active_until: f64,
+    federation_options: pb::ConfigRecord,
+    context: pb::Context,
+    logs: Vec<(f64, String)>,
+    /// Instructions of this run that were answered or dropped, so a late reply is told
+    /// apart from a reply to a message that never existed.
+    gone: HashSet<String>,
+}
+
+struct NodeEntry {
+    online_until: f64,
+    public_key: Option<Vec<u8>>,
+}
+
+struct Instruction {
+    msg: StoredMessage,
+    seq: u64,
+    delivered: bool,
+    reply_id: Option<String>,
+}
+
+impl MemoryState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn expired(meta: &pb::Metadata, now: f64) -> bool {
+    meta.created_at + meta.ttl < now
+}
+
+impl RunEntry {
+    /// Fails a starting/running run whose ServerApp stopped sending heartbeats.
+    fn refresh(&mut self, now: f64) {
+        let state = RunState::of(&self.run);
+        if matches!(state, Some(RunState::Starting | RunState::Running)) && self.active_until < now
+        {
+            self.run.status = Some(status::status(
+                status::FINISHED,
+                status::FAILED,
+                NO_HEARTBEAT_DETAILS,
+            ));
+            self.run.finished_at = now_iso();
+        }
+    }
+}
+
+impl Inner {
+    fn run_mut(&mut self, run_id: u64) -> StateResult<&mut RunEntry> {
+        let entry = self
+            .runs
+            .get_mut(&run_id)
+            .ok_or(StateError::RunNotFound(run_id))?;
+        entry.refresh(now_secs());
+        Ok(entry)
+    }
+
+    fn random_id(&self, taken: impl Fn(u64) -> bool) -> u64 {
+        let mut rng = rand::thread_rng();
+        loop {
+            let id: u64 = rng.gen();
+            if id > SUPERLINK_NODE_ID && !taken(id) {
+                return id;
+            }
+        }
+    }
+
+    fn remove_instruction(&mut self, id: &str) {
+        if let Some(ins) = self.instructions.remove(id) {
+            self.order.remove(&ins.seq);
+            if let Some(reply) = ins.reply_id {
+                self.replies.remove(&reply);
+            }
+            if let Some(run) = self.runs.get_mut(&ins.msg.metadata().run_id) {
+                run.gone.insert(id.to_string());
+            }
+        }
+    }
+
+    fn lookup_reply(&mut self, id: &str, now: f64) -> ReplyLookup {
+        let Some(ins) = self.instructions.get(id) else {
+            return ReplyLookup::InstructionUnavailable {
+                instruction_id: id.to_string(),
+            };
+        };
+        let meta = ins.msg.metadata().clone();
+        if expired(&meta, now) {
+            return ReplyLookup::InstructionUnavailable {
+                instruction_id: id.to_string(),
+            };
+        }
+        if let Some(reply) = ins.reply_id.as_ref().and_then(|r| self.replies.get(r)) {
+            if expired(reply.metadata(), now) {
+                return ReplyLookup::ReplyUnavailable { instruction: meta };
+            }
+            return ReplyLookup::Reply(reply.clone());
+        }
+        let online = self
+            .nodes
+            .get(&meta.dst_node_id)
+            .is_some_and(|n| n.online_until >= now);
+        if !online {
+            return ReplyLookup::NodeUnavailable { instruction: meta };
+        }
+        ReplyLookup::Waiting
+    }
+}
+
+impl LinkState for MemoryState {
+    fn create_run(&self, new: NewRun) -> StateResult<u64> {
+        let mut inner = self.lock();
+        let run_id = inner.random_id(|id| inner.runs.contains_key(&id));
+        let run = pb::Run {
+            run_id,
+            fab_id: new.fab_id,
+            fab_version: new.fab_version,
+            override_config: new.override_config,
+            fab_hash: new.fab_hash,
+            pending_at: now_iso(),
+            status: Some(status::status(status::PENDING, "", "")),
+            flwr_aid: new.flwr_aid,
+            ..Default::default()
+        };
+        let context = pb::Context {
+            run_id,
+            state: Some(pb::RecordDict::default()),
+            ..Default::default()
+        };
+        inner.runs.insert(
+            run_id,
+            RunEntry {
+                run,
+                active_until: 0.0,
+                federation_options: new.federation_options,
+                context,
+                logs: Vec::new(),
+                gone: HashSet::new(),
+            },
+        );
+        Ok(run_id)
+    }
+
+    fn run(&self, run_id: u64) -> StateResult<Option<pb::Run>> {
+        let mut inner = self.lock();
+        Ok(inner.run_mut(run_id).ok().map(|e| e.run.clone()))
+    }
+
+    fn run_ids(&self) -> StateResult<Vec<u64>> {
+        let mut ids: Vec<u64> = self.lock().runs.keys().copied().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn update_run_status(&self, run_id: u64, new: pb::RunStatus) -> StateResult<bool> {
+        let mut inner = self.lock();
+        let entry = inner.run_mut(run_id)?;
+        let current = entry.run.status.clone().unwrap_or_default();
+        if !is_valid_transition(&current, &new) {
+            let (from, to) = (status::display(&current), status::display(&new));
+            tracing::warn!(run_id, %from, %to, "invalid run status transition ignored");
+            return Ok(false);
+        }
+        let now = now_iso();
+        match RunState::parse(&new.status) {
+            Some(RunState::Starting) => entry.run.starting_at = now,
+            Some(RunState::Running) => entry.run.running_at = now,
+            Some(RunState::Finished) => entry.run.finished_at = now,
+            _ => {}
+        }
+        if matches!(
+            RunState::parse(&new.status),
+            Some(RunState::Starting | RunState::Running)
+        ) {
+            entry.active_until = HEARTBEAT_NEVER;
+        }
+        entry.run.status = Some(new);
+        Ok(true)
+    }
+
+    fn claim_pending_run(&self) -> StateResult<Option<u64>> {
+        let mut inner = self.lock();
+        let mut pending: Vec<u64> = inner
+            .runs
+            .iter()
+            .filter(|(_, e)| RunState::of(&e.run) == Some(RunState::Pending))
+            .map(|(id, _)| *id)
+            .collect();
+        // Oldest first, so runs start in submission order.
+        pending.sort_by_key(|id| inner.runs[id].run.pending_at.clone());
+        let Some(run_id) = pending.first().copied() else {
+            return Ok(None);
+        };
+        let entry = inner.run_mut(run_id)?;
+        entry.run.status = Some(status::status(status::STARTING, "", ""));
+        entry.run.starting_at = now_iso();
+        entry.active_until = HEARTBEAT_NEVER;
+        Ok(Some(run_id))
+    }
+
+    fn pending_run_ids(&self) -> StateResult<Vec<u64>> {
+        let inner = self.lock();
+        let mut ids: Vec<(String, u64)> = inner
+            .runs
+            .iter()
+            .filter(|(_, e)| RunState::of(&e.run) == Some(RunState::Pending))
+            .map(|(id, e)| (e.run.pending_at.clone(), *id))
+            .collect();
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool> {
+        let mut inner = self.lock();
+        let Ok(entry) = inner.run_mut(run_id) else {
+            return Ok(false);
+        };
+        if !matches!(
+            RunState::of(&entry.run),
+            Some(RunState::Starting | RunState::Running)
+        ) {
+            return Ok(false);
+        }
+        entry.active_until = now_secs() + HEARTBEAT_PATIENCE * interval;
+        Ok(true)
+    }
+
+    fn serverapp_context(&self, run_id: u64) -> StateResult<Option<pb::Context>> {
+        Ok(self.lock().runs.get(&run_id).map(|e| e.context.clone()))
+    }
+
+    fn set_serverapp_context(&self, run_id: u64, context: pb::Context) -> StateResult<()> {
+        self.lock().run_mut(run_id)?.context = context;
+        Ok(())
+    }
+
+    fn federation_options(&self, run_id: u64) -> StateResult<Option<pb::ConfigRecord>> {
+        Ok(self
+            .lock()
+            .runs
+            .get(&run_id)
+            .map(|e| e.federation_options.clone()))
+    }
+
+    fn add_log(&self, run_id: u64, text: &str) -> StateResult<()> {
+        let mut inner = self.lock();
+        let entry = inner
+            .runs
+            .get_mut(&run_id)
+            .ok_or(StateError::RunNotFound(run_id))?;
+        // Stamps strictly increase so "after this stamp" never skips or repeats a line.
+        let last = entry.logs.last().map_or(0.0, |(t, _)| *t);
+        let stamp = now_secs().max(last + 1e-6);
+        entry.logs.push((stamp, text.to_string()));
+        Ok(())
+    }
+
+    fn logs_after(&self, run_id: u64, after: f64) -> StateResult<(String, f64)> {
+        let inner = self.lock();
+        let entry = inner
+            .runs
+            .get(&run_id)
+            .ok_or(StateError::RunNotFound(run_id))?;
+        let start = entry.logs.partition_point(|(t, _)| *t <= after);
+        let text: String = entry.logs[start..]
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect();
+        let latest = if start < entry.logs.len() {
+            entry.logs[entry.logs.len() - 1].0
+        } else {
+            0.0
+        };
+        Ok((text, latest))
+    }
+
+    fn store_fab(&self, hash: &str, content: Bytes) -> StateResult<()> {
+        self.lock().fabs.entry(hash.to_string()).or_insert(content);
+        Ok(())
+    }
+
+    fn fab(&self, hash: &str) -> StateResult<Option<Bytes>> {
+        Ok(self.lock().fabs.get(hash).cloned())
+    }
+
+    fn create_node(&self, heartbeat_interval: f64) -> StateResult<u64> {
+        let mut inner = self.lock();
+        let node_id = inner.random_id(|id| inner.nodes.contains_key(&id));
+        let entry = NodeEntry {
+            online_until: now_secs() + heartbeat_interval,
+            public_key: None,
+        };
+        inner.nodes.insert(node_id, entry);
+        Ok(node_id)
+    }
+
+    fn delete_node(&self, node_id: u64) -> StateResult<()> {
+        let mut inner = self.lock();
+        let node = inner
+            .nodes
+            .remove(&node_id)
+            .ok_or(StateError::NodeNotFound(node_id))?;
+        if let Some(key) = node.public_key {
+            inner.keys.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool> {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&node_id) else {
+            return Ok(false);
+        };
+        node.online_until = now_secs() + HEARTBEAT_PATIENCE * interval;
+        Ok(true)
+    }
+
+    fn online_nodes(&self) -> StateResult<Vec<u64>> {
+        let now = now_secs();
+        let inner = self.lock();
+        let mut ids: Vec<u64> = inner
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.online_until > now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn bind_public_key(&self, node_id: u64, key: &[u8]) -> StateResult<()> {
+        let mut inner = self.lock();
+        if inner.keys.contains_key(key) {
+            return Err(StateError::PublicKeyInUse);
+        }
+        let node = inner
+            .nodes
+            .get_mut(&node_id)
+            .ok_or(StateError::NodeNotFound(node_id))?;
+        node.public_key = Some(key.to_vec());
+        inner.keys.insert(key.to_vec(), node_id);
+        Ok(())
+    }
+
+    fn node_for_key(&self, key: &[u8]) -> StateResult<Option<u64>> {
+        Ok(self.lock().keys.get(key).copied())
+    }
+
+    fn store_instruction(
+        &self,
+        msg: StoredMessage,
+    ) -> StateResult<Result<String, InstructionRejected>> {
+        let mut inner = self.lock();
+        let meta = msg.metadata();
+        if !inner.runs.contains_key(&meta.run_id) {
+            return Ok(Err(InstructionRejected::UnknownRun(meta.run_id)));
+        }
+        if !inner.nodes.contains_key(&meta.dst_node_id) {
+            return Ok(Err(InstructionRejected::UnknownNode(meta.dst_node_id)));
+        }
+        let id = msg.id().to_string();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.order.insert(seq, id.clone());
+        inner.instructions.insert(
+            id.clone(),
+            Instruction {
+                msg,
+                seq,
+                delivered: false,
+                reply_id: None,
+            },
+        );
+        Ok(Ok(id))
+    }
+
+    fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>> {
+        let now = now_secs();
+        let mut inner = self.lock();
+        let Inner {
+            order,
+            instructions,
+            ..
+        } = &mut *inner;
+        for id in order.values() {
+            let ins = instructions
+                .get_mut(id)
+                .expect("order and instructions agree");
+            let meta = ins.msg.metadata();
+            if meta.dst_node_id == node_id && !ins.delivered && !expired(meta, now) {
+                ins.delivered = true;
+                return Ok(Some(ins.msg.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn store_reply(&self, msg: StoredMessage) -> StateResult<Result<String, ReplyRejected>> {
+        let now = now_secs();
+        let mut inner = self.lock();
+        let meta = msg.metadata().clone();
+        let ins_id = meta.reply_to_message_id.clone();
+        let Some(ins) = inner.instructions.get(&ins_id) else {
+            let gone = inner
+                .runs
+                .get(&meta.run_id)
+                .is_some_and(|r| r.gone.contains(&ins_id));
+            return Ok(Err(if gone {
+                ReplyRejected::Gone(ins_id)
+            } else {
+                ReplyRejected::UnknownInstruction(ins_id)
+            }));
+        };
+        let ins_meta = ins.msg.metadata();
+        if ins_meta.dst_node_id != meta.src_node_id {
+            return Ok(Err(ReplyRejected::WrongNode {
+                instruction: ins_id,
+                addressee: ins_meta.dst_node_id,
+                sender: meta.src_node_id,
+            }));
+        }
+        if ins_meta.run_id != meta.run_id {
+            return Ok(Err(ReplyRejected::WrongRun {
+                instruction: ins_id,
+                run: ins_meta.run_id,
+                reply_run: meta.run_id,
+            }));
+        }
+        if ins_meta.created_at + ins_meta.ttl <= now {
+            return Ok(Err(ReplyRejected::Gone(ins_id)));
+        }
+        let max = ins_meta.created_at + ins_meta.ttl - meta.created_at;
+        if meta.ttl > 0.0 && meta.ttl - max > MESSAGE_TTL_TOLERANCE {
+            return Ok(Err(ReplyRejected::TtlTooLong {
+                instruction: ins_id,
+                ttl: meta.ttl,
+                max,
+            }));
+        }
+        let reply_id = meta.message_id.clone();
+        let ins = inner.instructions.get_mut(&ins_id).expect("checked above");
+        if let Some(old) = ins.reply_id.replace(reply_id.clone()) {
+            inner.replies.remove(&old);
+        }
+        inner.replies.insert(reply_id.clone(), msg);
+        Ok(Ok(reply_id))
+    }
+
+    fn take_replies(&self, instruction_ids: &[String]) -> StateResult<Vec<ReplyLookup>> {
+        let now = now_secs();
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(instruction_ids.len());
+        for id in instruction_ids {
+            let lookup = inner.lookup_reply(id, now);
+            if !matches!(lookup, ReplyLookup::Waiting) {
+                inner.remove_instruction(id);
+            }
+            out.push(lookup);
+        }
+        Ok(out)
+    }
+
+    fn delete_messages(&self, instruction_ids: &[String]) -> StateResult<()> {
+        let mut inner = self.lock();
+        for id in instruction_ids {
+            inner.remove_instruction(id);
+        }
+        Ok(())
+    }
+
+    fn instruction_ids_of_run(&self, run_id: u64) -> StateResult<Vec<String>> {
+        let inner = self.lock();
+        Ok(inner
+            .order
+            .values()
+            .filter(|id| inner.instructions[*id].msg.metadata().run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    fn has_instruction_for(&self, node_id: u64) -> StateResult<bool> {
+        let now = now_secs();
+        let inner = self.lock();
+        Ok(inner.instructions.values().any(|i| {
+            let m = i.msg.metadata();
+            m.dst_node_id == node_id && !i.delivered && !expired(m, now)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_state_passes_the_shared_suite() {
+        super::super::conformance::run_all(&|| Box::new(MemoryState::new()));
+    }
+}

@@ -1,0 +1,277 @@
+//! The SuperLink's state: runs, nodes, messages, logs and FABs, behind one trait.
+//!
+//! Payload objects are not here: they live in the content-addressed
+//! [`sepal_core::store::ObjectStore`]. This state keeps each message's metadata and the
+//! shape of its object tree, which is what the Fleet and ServerAppIo services route on.
+//!
+//! The in-memory backend is [`memory::MemoryState`]; every backend passes the shared
+//! behaviour suite in [`conformance`].
+
+pub mod memory;
+pub mod status;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use sepal_proto::pb;
+
+pub use status::RunState;
+
+/// The node id that stands for the SuperLink (and its ServerApp) in message routing.
+pub const SUPERLINK_NODE_ID: u64 = 1;
+
+/// A heartbeat interval so large that a run is never considered inactive.
+pub const HEARTBEAT_NEVER: f64 = 1e300;
+
+/// How many missed heartbeats are tolerated before a node or run counts as gone.
+pub const HEARTBEAT_PATIENCE: f64 = 2.0;
+
+/// Details written on a run whose ServerApp stopped sending heartbeats.
+pub const NO_HEARTBEAT_DETAILS: &str = "No heartbeat received from the run.";
+
+/// Replies may outlive their instruction by this much (seconds) because of clock skew.
+pub const MESSAGE_TTL_TOLERANCE: f64 = 1e-1;
+
+/// Errors of the state itself (not protocol outcomes, which are return values).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No run with this id.
+    #[error("run {0} not found")]
+    RunNotFound(u64),
+    /// No node with this id.
+    #[error("node {0} not found")]
+    NodeNotFound(u64),
+    /// A public key may belong to one node only.
+    #[error("public key already in use")]
+    PublicKeyInUse,
+    /// The backend failed (I/O, database); the text says how.
+    #[error("state backend failed: {0}")]
+    Backend(String),
+}
+
+/// Result type of state operations.
+pub type StateResult<T> = Result<T, StateError>;
+
+/// What a new run starts with.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// `<publisher>/<name>` from the FAB manifest.
+    pub fab_id: String,
+    /// The FAB's version.
+    pub fab_version: String,
+    /// sha256 of the FAB.
+    pub fab_hash: String,
+    /// Run config overrides given at submission.
+    pub override_config: HashMap<String, pb::Scalar>,
+    /// Federation options given at submission.
+    pub federation_options: pb::ConfigRecord,
+    /// The submitting account (empty without user authentication).
+    pub flwr_aid: String,
+}
+
+/// A message as the state keeps it: metadata (and error, if any) plus its object tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// The content-less wire message (`content` is an empty RecordDict or absent).
+    pub message: pb::Message,
+    /// The tree of objects that carry the payload.
+    pub tree: pb::ObjectTree,
+}
+
+impl StoredMessage {
+    /// The message's metadata (every stored message has one).
+    pub fn metadata(&self) -> &pb::Metadata {
+        self.message
+            .metadata
+            .as_ref()
+            .expect("stored messages always carry metadata")
+    }
+
+    /// The message id (its object id).
+    pub fn id(&self) -> &str {
+        &self.metadata().message_id
+    }
+}
+
+/// Why an instruction was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstructionRejected {
+    /// The run does not exist.
+    #[error("run {0} not found")]
+    UnknownRun(u64),
+    /// The destination node is not registered.
+    #[error("destination node {0} is not registered")]
+    UnknownNode(u64),
+}
+
+/// Why a reply was not stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplyRejected {
+    /// No instruction with this id was ever stored.
+    #[error("message {0} that this reply answers does not exist")]
+    UnknownInstruction(String),
+    /// The instruction existed but has expired or was already answered.
+    #[error("message {0} that this reply answers has expired or was already answered")]
+    Gone(String),
+    /// The reply comes from a node the instruction was not sent to.
+    #[error("message {instruction} was sent to node {addressee}, not to node {sender}")]
+    WrongNode {
+        /// Instruction id.
+        instruction: String,
+        /// The node the instruction went to.
+        addressee: u64,
+        /// The node that replied.
+        sender: u64,
+    },
+    /// The reply claims another run than its instruction.
+    #[error("reply names run {reply_run} but message {instruction} belongs to run {run}")]
+    WrongRun {
+        /// Instruction id.
+        instruction: String,
+        /// Run of the instruction.
+        run: u64,
+        /// Run named by the reply.
+        reply_run: u64,
+    },
+    /// The reply's TTL reaches past its instruction's expiry.
+    #[error("reply TTL {ttl:.2}s exceeds the {max:.2}s left to message {instruction}")]
+    TtlTooLong {
+        /// Instruction id.
+        instruction: String,
+        /// The reply's TTL.
+        ttl: f64,
+        /// The largest allowed TTL.
+        max: f64,
+    },
+}
+
+/// The answer to one requested instruction id when the ServerApp pulls replies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyLookup {
+    /// A real reply arrived.
+    Reply(StoredMessage),
+    /// No reply yet and the instruction is still live: nothing to return.
+    Waiting,
+    /// The instruction is unknown or expired (Flower's error code 3).
+    InstructionUnavailable {
+        /// The requested instruction id.
+        instruction_id: String,
+    },
+    /// The reply expired before it was pulled (error code 4).
+    ReplyUnavailable {
+        /// Metadata of the instruction.
+        instruction: pb::Metadata,
+    },
+    /// The destination node is offline or gone (error code 5).
+    NodeUnavailable {
+        /// Metadata of the instruction.
+        instruction: pb::Metadata,
+    },
+}
+
+/// The SuperLink's state.
+///
+/// Every method is synchronous and short; implementations synchronise internally.
+/// Unknown ids are reported as [`StateError`] where the caller must fail, and as
+/// `Option`/`bool`/`Rejected` values where Flower treats them as ordinary outcomes.
+pub trait LinkState: Send + Sync + 'static {
+    // === runs ===
+
+    /// Creates a pending run with a random id and an empty ServerApp context.
+    fn create_run(&self, new: NewRun) -> StateResult<u64>;
+
+    /// The run, with its status brought up to date (a starting or running run whose
+    /// ServerApp missed its heartbeats becomes finished:failed).
+    fn run(&self, run_id: u64) -> StateResult<Option<pb::Run>>;
+
+    /// Every run id.
+    fn run_ids(&self) -> StateResult<Vec<u64>>;
+
+    /// Applies a status change if Flower's transition rules allow it; returns whether
+    /// it did. Entering starting/running/finished stamps the matching timestamp.
+    fn update_run_status(&self, run_id: u64, status: pb::RunStatus) -> StateResult<bool>;
+
+    /// Moves one pending run to starting and returns it, or `None` if none is pending.
+    fn claim_pending_run(&self) -> StateResult<Option<u64>>;
+
+    /// Ids of the runs that are pending.
+    fn pending_run_ids(&self) -> StateResult<Vec<u64>>;
+
+    /// Records a ServerApp heartbeat; `false` unless the run is starting or running.
+    fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool>;
+
+    /// The ServerApp context of a run.
+    fn serverapp_context(&self, run_id: u64) -> StateResult<Option<pb::Context>>;
+
+    /// Replaces the ServerApp context of a run.
+    fn set_serverapp_context(&self, run_id: u64, context: pb::Context) -> StateResult<()>;
+
+    /// The federation options a run was submitted with.
+    fn federation_options(&self, run_id: u64) -> StateResult<Option<pb::ConfigRecord>>;
+
+    /// Appends text to a run's log, stamped with the current time.
+    fn add_log(&self, run_id: u64, text: &str) -> StateResult<()>;
+
+    /// Log text stored strictly after `after` (Unix seconds), and the stamp of the
+    /// latest entry returned (0 when nothing is returned).
+    fn logs_after(&self, run_id: u64, after: f64) -> StateResult<(String, f64)>;
+
+    // === FABs ===
+
+    /// Stores a FAB under its hash (idempotent).
+    fn store_fab(&self, hash: &str, content: Bytes) -> StateResult<()>;
+
+    /// The FAB with this hash.
+    fn fab(&self, hash: &str) -> StateResult<Option<Bytes>>;
+
+    // === nodes ===
+
+    /// Registers a node with a random id, online for `heartbeat_interval` seconds.
+    fn create_node(&self, heartbeat_interval: f64) -> StateResult<u64>;
+
+    /// Removes a node and its public key binding.
+    fn delete_node(&self, node_id: u64) -> StateResult<()>;
+
+    /// Extends a node's liveness to `now + HEARTBEAT_PATIENCE * interval`.
+    fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool>;
+
+    /// Nodes whose liveness has not lapsed, sorted.
+    fn online_nodes(&self) -> StateResult<Vec<u64>>;
+
+    /// Binds a public key to a node (one node per key).
+    fn bind_public_key(&self, node_id: u64, key: &[u8]) -> StateResult<()>;
+
+    /// The node a public key is bound to.
+    fn node_for_key(&self, key: &[u8]) -> StateResult<Option<u64>>;
+
+    // === messages ===
+
+    /// Stores an instruction (ServerApp -> node) and returns its id.
+    fn store_instruction(
+        &self,
+        msg: StoredMessage,
+    ) -> StateResult<Result<String, InstructionRejected>>;
+
+    /// Hands out the oldest undelivered, unexpired instruction for a node, marking it
+    /// delivered.
+    fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>>;
+
+    /// Stores a reply (node -> ServerApp) after checking it against its instruction.
+    fn store_reply(&self, msg: StoredMessage) -> StateResult<Result<String, ReplyRejected>>;
+
+    /// Answers a pull for replies, one entry per requested id in request order. Every
+    /// instruction answered here (really or with an error) is deleted with its reply.
+    fn take_replies(&self, instruction_ids: &[String]) -> StateResult<Vec<ReplyLookup>>;
+
+    /// Deletes instructions (and their replies).
+    fn delete_messages(&self, instruction_ids: &[String]) -> StateResult<()>;
+
+    /// Ids of every stored instruction of a run.
+    fn instruction_ids_of_run(&self, run_id: u64) -> StateResult<Vec<String>>;
+
+    /// Whether a node has an instruction waiting to be pulled.
+    fn has_instruction_for(&self, node_id: u64) -> StateResult<bool>;
+}

@@ -1,0 +1,145 @@
+//! Run statuses and Flower's transition rules.
+
+use sepal_proto::pb;
+
+/// `pending`: submitted, no ServerApp has picked it up.
+pub const PENDING: &str = "pending";
+/// `starting`: a ServerApp pulled its inputs.
+pub const STARTING: &str = "starting";
+/// `running`: the ServerApp said it runs.
+pub const RUNNING: &str = "running";
+/// `finished`, with a sub-status.
+pub const FINISHED: &str = "finished";
+/// Sub-status: the ServerApp returned normally.
+pub const COMPLETED: &str = "completed";
+/// Sub-status: the ServerApp failed, died or went silent.
+pub const FAILED: &str = "failed";
+/// Sub-status: a user stopped the run.
+pub const STOPPED: &str = "stopped";
+
+/// A run's status, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Waiting for a ServerApp.
+    Pending,
+    /// A ServerApp took it.
+    Starting,
+    /// The ServerApp runs.
+    Running,
+    /// Over.
+    Finished,
+}
+
+impl RunState {
+    /// Parses Flower's status string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            PENDING => Self::Pending,
+            STARTING => Self::Starting,
+            RUNNING => Self::Running,
+            FINISHED => Self::Finished,
+            _ => return None,
+        })
+    }
+
+    /// The status of a run record.
+    pub fn of(run: &pb::Run) -> Option<Self> {
+        Self::parse(&run.status.as_ref()?.status)
+    }
+
+    /// Flower's wording for "this run cannot take that call", as sent with
+    /// PERMISSION_DENIED.
+    pub fn refusal(status: &pb::RunStatus) -> String {
+        let mut msg = match Self::parse(&status.status) {
+            Some(Self::Pending) => "Run is pending.".to_string(),
+            Some(Self::Starting) => "Run is starting.".to_string(),
+            Some(Self::Running) => "Run is running.".to_string(),
+            _ => "Run is finished.".to_string(),
+        };
+        if status.sub_status == STOPPED {
+            msg.push_str(" Stopped by user.");
+        }
+        msg
+    }
+}
+
+/// Whether Flower allows moving from `current` to `new`.
+pub fn is_valid_transition(current: &pb::RunStatus, new: &pb::RunStatus) -> bool {
+    let (Some(from), Some(to)) = (
+        RunState::parse(&current.status),
+        RunState::parse(&new.status),
+    ) else {
+        return false;
+    };
+    let sub_ok = match to {
+        RunState::Finished => [COMPLETED, FAILED, STOPPED].contains(&new.sub_status.as_str()),
+        _ => new.sub_status.is_empty(),
+    };
+    if !sub_ok {
+        return false;
+    }
+    use RunState::*;
+    match (from, to) {
+        (Pending | Starting, Finished) => new.sub_status != COMPLETED,
+        (Pending, Starting) | (Starting, Running) | (Running, Finished) => true,
+        _ => false,
+    }
+}
+
+/// A `RunStatus` value.
+pub fn status(status: &str, sub_status: &str, details: &str) -> pb::RunStatus {
+    pb::RunStatus {
+        status: status.to_string(),
+        sub_status: sub_status.to_string(),
+        details: details.to_string(),
+    }
+}
+
+/// How Flower's CLI shows a status: `running`, or `finished:completed`.
+pub fn display(status: &pb::RunStatus) -> String {
+    if status.sub_status.is_empty() {
+        status.status.clone()
+    } else {
+        format!("{}:{}", status.status, status.sub_status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_flower() {
+        let p = status(PENDING, "", "");
+        let s = status(STARTING, "", "");
+        let r = status(RUNNING, "", "");
+        let done = status(FINISHED, COMPLETED, "");
+        let failed = status(FINISHED, FAILED, "boom");
+        let stopped = status(FINISHED, STOPPED, "");
+        assert!(is_valid_transition(&p, &s));
+        assert!(is_valid_transition(&s, &r));
+        assert!(is_valid_transition(&r, &done));
+        assert!(is_valid_transition(&p, &stopped));
+        assert!(is_valid_transition(&s, &failed));
+        assert!(!is_valid_transition(&p, &done), "pending cannot complete");
+        assert!(!is_valid_transition(&p, &r), "pending cannot skip starting");
+        assert!(!is_valid_transition(&done, &r), "finished is final");
+        assert!(
+            !is_valid_transition(&r, &status(FINISHED, "", "")),
+            "finished needs a sub-status"
+        );
+        assert!(!is_valid_transition(&r, &status("exploded", "", "")));
+    }
+
+    #[test]
+    fn refusal_mentions_stop() {
+        assert_eq!(
+            RunState::refusal(&status(FINISHED, STOPPED, "")),
+            "Run is finished. Stopped by user."
+        );
+        assert_eq!(
+            RunState::refusal(&status(PENDING, "", "")),
+            "Run is pending."
+        );
+    }
+}
