@@ -6,6 +6,8 @@
 
 #![allow(missing_docs, clippy::all)]
 
+pub mod codec;
+
 /// Everything in Flower's `flwr.proto` package.
 pub mod flwr {
     pub mod proto {

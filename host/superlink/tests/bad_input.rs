@@ -1,0 +1,640 @@
+//! Hostile and malformed requests get a precise status, and the SuperLink keeps serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ecdsa::signature::hazmat::PrehashSigner;
+use p384::pkcs8::{EncodePublicKey, LineEnding};
+use prost::Message as _;
+use sepal_proto::pb;
+use sepal_proto::pb::exec_client::ExecClient;
+use sepal_proto::pb::fleet_client::FleetClient;
+use sepal_proto::pb::server_app_io_client::ServerAppIoClient;
+use sepal_superlink::clock::{now_iso, now_secs};
+use sepal_superlink::state::memory::MemoryState;
+use sepal_superlink::{serve, Config, Isolation, Listeners};
+use sha2::{Digest, Sha256};
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+struct Link {
+    sio: SocketAddr,
+    fleet: SocketAddr,
+    exec: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Link {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let listeners = Listeners::bind(any, any, any).await.unwrap();
+    let (sio, fleet, exec) = (
+        listeners.serverappio.local_addr().unwrap(),
+        listeners.fleet.local_addr().unwrap(),
+        listeners.exec.local_addr().unwrap(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        isolation: Isolation::Process,
+        serverapp_bin: "flwr-serverapp".into(),
+    };
+    tokio::spawn(serve(
+        config,
+        listeners,
+        Arc::new(MemoryState::new()),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Link {
+        sio,
+        fleet,
+        exec,
+        _stop: tx,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+type Signed =
+    InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
+
+/// A Fleet client that signs every request like a Flower SuperNode with `key`.
+async fn fleet(addr: SocketAddr, key: p384::ecdsa::SigningKey) -> FleetClient<Signed> {
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let sign: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send> =
+        Box::new(move |mut req| {
+            let ts = now_iso();
+            let sig: p384::ecdsa::Signature =
+                key.sign_prehash(&Sha256::digest(ts.as_bytes())).unwrap();
+            let md = req.metadata_mut();
+            md.insert_bin(
+                "flwr-public-key-bin",
+                BinaryMetadataValue::from_bytes(pem.as_bytes()),
+            );
+            md.insert(
+                "flwr-timestamp",
+                MetadataValue::try_from(ts.as_str()).unwrap(),
+            );
+            md.insert_bin(
+                "flwr-signature-bin",
+                BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()),
+            );
+            Ok(req)
+        });
+    FleetClient::with_interceptor(channel(addr).await, sign)
+}
+
+fn new_key() -> p384::ecdsa::SigningKey {
+    p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)
+}
+
+fn node(node_id: u64) -> Option<pb::Node> {
+    Some(pb::Node { node_id })
+}
+
+fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, text: &str) {
+    let status = result.expect_err("the request should have been refused");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert!(
+        status.message().contains(text),
+        "{:?} does not mention {text:?}",
+        status.message()
+    );
+}
+
+/// A small valid FAB, built from a temporary app directory.
+fn fab() -> pb::Fab {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        r#"[project]
+name = "probe"
+version = "1.0.0"
+
+[tool.flwr.app]
+publisher = "sepal"
+
+[tool.flwr.app.components]
+serverapp = "probe.server:app"
+clientapp = "probe.client:app"
+
+[tool.flwr.app.config]
+num-server-rounds = 1
+"#,
+    )
+    .unwrap();
+    let (content, hash_str, _) = sepal_fab::build_fab(dir.path()).unwrap();
+    pb::Fab { hash_str, content }
+}
+
+/// Submits a run and moves it to running as a ServerApp would; returns its id.
+async fn running_run(link: &Link) -> u64 {
+    let mut exec = ExecClient::new(channel(link.exec).await);
+    let run_id = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(fab()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id
+        .unwrap();
+    let mut sio = ServerAppIoClient::new(channel(link.sio).await);
+    let inputs = sio
+        .pull_app_inputs(pb::PullAppInputsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inputs.run.unwrap().run_id, run_id);
+    let running = pb::RunStatus {
+        status: "running".into(),
+        ..Default::default()
+    };
+    sio.update_run_status(pb::UpdateRunStatusRequest {
+        run_id,
+        run_status: Some(running),
+    })
+    .await
+    .unwrap();
+    run_id
+}
+
+fn instruction(run_id: u64, dst: u64) -> (pb::Message, pb::ObjectTree) {
+    let meta = pb::Metadata {
+        run_id,
+        message_id: "a".repeat(64),
+        src_node_id: 1,
+        dst_node_id: dst,
+        group_id: "1".into(),
+        ttl: 60.0,
+        message_type: "train".into(),
+        created_at: now_secs(),
+        ..Default::default()
+    };
+    let msg = pb::Message {
+        metadata: Some(meta),
+        content: Some(pb::RecordDict::default()),
+        error: None,
+    };
+    (
+        msg,
+        pb::ObjectTree {
+            object_id: "a".repeat(64),
+            children: vec![],
+        },
+    )
+}
+
+#[tokio::test]
+async fn fleet_refuses_unsigned_and_unknown_nodes() {
+    let link = start().await;
+    let mut plain = FleetClient::new(channel(link.fleet).await);
+    let res = plain
+        .create_node(pb::CreateNodeRequest {
+            heartbeat_interval: 30.0,
+        })
+        .await;
+    assert_status(
+        res,
+        Code::Unauthenticated,
+        "Missing authentication metadata",
+    );
+
+    let mut client = fleet(link.fleet, new_key()).await;
+    let res = client
+        .pull_messages(pb::PullMessagesRequest {
+            node: node(42),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::Unauthenticated, "Invalid node ID");
+
+    let created = client
+        .create_node(pb::CreateNodeRequest {
+            heartbeat_interval: 30.0,
+        })
+        .await
+        .unwrap();
+    let node_id = created.into_inner().node.unwrap().node_id;
+    let res = client
+        .pull_messages(pb::PullMessagesRequest {
+            node: node(node_id + 1),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::Unauthenticated, "Invalid node ID");
+    let res = client
+        .create_node(pb::CreateNodeRequest {
+            heartbeat_interval: 30.0,
+        })
+        .await;
+    assert_status(res, Code::Unauthenticated, "Public key already in use");
+
+    let healthy = client
+        .pull_messages(pb::PullMessagesRequest {
+            node: node(node_id),
+            ..Default::default()
+        })
+        .await;
+    assert!(healthy.unwrap().into_inner().messages_list.is_empty());
+}
+
+#[tokio::test]
+async fn exec_refuses_bad_fabs_and_still_accepts_a_good_one() {
+    let link = start().await;
+    let mut exec = ExecClient::new(channel(link.exec).await);
+    let good = fab();
+
+    let wrong_hash = pb::Fab {
+        hash_str: "0".repeat(64),
+        content: good.content.clone(),
+    };
+    let res = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(wrong_hash),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::InvalidArgument, "FAB hash mismatch");
+
+    let huge = pb::Fab {
+        hash_str: String::new(),
+        content: vec![0; 10 * 1024 * 1024 + 1],
+    };
+    let res = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(huge),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::ResourceExhausted, "limit is 10485760 bytes");
+
+    let garbage = pb::Fab {
+        hash_str: String::new(),
+        content: b"not a zip".to_vec(),
+    };
+    let res = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(garbage),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::InvalidArgument, "invalid FAB");
+
+    let mut overrides = std::collections::HashMap::new();
+    overrides.insert(
+        "no-such-key".to_string(),
+        pb::Scalar {
+            scalar: Some(pb::scalar::Scalar::Bool(true)),
+        },
+    );
+    let res = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(good.clone()),
+            override_config: overrides,
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::InvalidArgument, "no-such-key");
+
+    let run_id = exec
+        .start_run(pb::StartRunRequest {
+            fab: Some(good),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let runs = exec
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(runs.run_dict.len(), 1, "only the good FAB became a run");
+    assert_eq!(
+        runs.run_dict[&run_id.unwrap()]
+            .status
+            .as_ref()
+            .unwrap()
+            .status,
+        "pending"
+    );
+}
+
+#[tokio::test]
+async fn exec_unknown_or_finished_runs_are_refused() {
+    let link = start().await;
+    let mut exec = ExecClient::new(channel(link.exec).await);
+    let res = exec
+        .list_runs(pb::ListRunsRequest { run_id: Some(5) })
+        .await;
+    assert_status(res, Code::NotFound, "Run ID not found");
+    assert_status(
+        exec.stop_run(pb::StopRunRequest { run_id: 5 }).await,
+        Code::NotFound,
+        "Run ID not found",
+    );
+    let res = exec
+        .stream_logs(pb::StreamLogsRequest {
+            run_id: 5,
+            after_timestamp: 0.0,
+        })
+        .await;
+    assert_status(res, Code::NotFound, "Run ID not found");
+    assert_status(
+        exec.get_login_details(pb::GetLoginDetailsRequest {}).await,
+        Code::Unimplemented,
+        "not enabled",
+    );
+
+    let run_id = running_run(&link).await;
+    assert!(
+        exec.stop_run(pb::StopRunRequest { run_id })
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
+    let res = exec.stop_run(pb::StopRunRequest { run_id }).await;
+    assert_status(res, Code::FailedPrecondition, "already finished");
+    let runs = exec
+        .list_runs(pb::ListRunsRequest {
+            run_id: Some(run_id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = runs.run_dict[&run_id].status.clone().unwrap();
+    assert_eq!(
+        (status.status.as_str(), status.sub_status.as_str()),
+        ("finished", "stopped")
+    );
+}
+
+#[tokio::test]
+async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
+    let link = start().await;
+    let mut sio = ServerAppIoClient::new(channel(link.sio).await);
+    assert_status(
+        sio.get_nodes(pb::GetNodesRequest { run_id: 5 }).await,
+        Code::NotFound,
+        "run 5 not found",
+    );
+    let res = sio
+        .push_logs(pb::PushLogsRequest {
+            run_id: 5,
+            logs: vec!["x".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::NotFound, "run 5 not found");
+
+    let run_id = running_run(&link).await;
+    let mut client = fleet(link.fleet, new_key()).await;
+    let node_id = client
+        .create_node(pb::CreateNodeRequest {
+            heartbeat_interval: 30.0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+
+    let res = sio
+        .push_messages(pb::PushAppMessagesRequest {
+            run_id,
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::InvalidArgument, "must not be empty");
+
+    let (mut expired, tree) = instruction(run_id, node_id);
+    expired.metadata.as_mut().unwrap().created_at -= 120.0;
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![expired],
+        message_object_trees: vec![tree.clone()],
+        ..Default::default()
+    };
+    assert_status(
+        sio.push_messages(req).await,
+        Code::InvalidArgument,
+        "TTL has expired",
+    );
+
+    let (msg, _) = instruction(run_id, node_id);
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![msg.clone()],
+        message_object_trees: vec![],
+        ..Default::default()
+    };
+    assert_status(
+        sio.push_messages(req).await,
+        Code::InvalidArgument,
+        "needs its tree",
+    );
+
+    let res = sio
+        .push_object(pb::PushObjectRequest {
+            node: node(7),
+            run_id,
+            object_id: "a".repeat(64),
+            object_content: vec![],
+        })
+        .await;
+    assert_status(res, Code::FailedPrecondition, "Unexpected node ID");
+
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![msg],
+        message_object_trees: vec![tree],
+        ..Default::default()
+    };
+    let res = sio.push_messages(req).await.unwrap().into_inner();
+    assert_eq!(res.message_ids, vec!["a".repeat(64)]);
+    assert_eq!(
+        res.objects_to_push,
+        vec!["a".repeat(64)],
+        "the message object is still to be pushed"
+    );
+}
+
+#[tokio::test]
+async fn fleet_replies_must_answer_a_real_instruction_from_its_node() {
+    let link = start().await;
+    let run_id = running_run(&link).await;
+    let mut alice = fleet(link.fleet, new_key()).await;
+    let mut bob = fleet(link.fleet, new_key()).await;
+    let create = pb::CreateNodeRequest {
+        heartbeat_interval: 30.0,
+    };
+    let a = alice
+        .create_node(create)
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+    let b = bob
+        .create_node(create)
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+    let mut sio = ServerAppIoClient::new(channel(link.sio).await);
+    let (msg, tree) = instruction(run_id, a);
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![msg],
+        message_object_trees: vec![tree],
+        ..Default::default()
+    };
+    sio.push_messages(req).await.unwrap();
+
+    let reply = |src: u64, reply_to: &str, id: &str| {
+        let meta = pb::Metadata {
+            run_id,
+            message_id: id.into(),
+            src_node_id: src,
+            dst_node_id: 1,
+            reply_to_message_id: reply_to.into(),
+            group_id: "1".into(),
+            ttl: 30.0,
+            message_type: "train".into(),
+            created_at: now_secs(),
+        };
+        let msg = pb::Message {
+            metadata: Some(meta),
+            content: Some(pb::RecordDict::default()),
+            error: None,
+        };
+        (
+            msg,
+            pb::ObjectTree {
+                object_id: id.into(),
+                children: vec![],
+            },
+        )
+    };
+    let push = |node_id: u64, (msg, tree): (pb::Message, pb::ObjectTree)| pb::PushMessagesRequest {
+        node: node(node_id),
+        messages_list: vec![msg],
+        message_object_trees: vec![tree],
+    };
+
+    let res = alice
+        .push_messages(push(a, reply(a, &"f".repeat(64), &"b".repeat(64))))
+        .await;
+    assert_status(res, Code::NotFound, "does not exist");
+    let res = bob
+        .push_messages(push(b, reply(b, &"a".repeat(64), &"c".repeat(64))))
+        .await;
+    assert_status(res, Code::FailedPrecondition, "not to node");
+    let res = alice
+        .push_messages(push(a, reply(b, &"a".repeat(64), &"c".repeat(64))))
+        .await;
+    assert_status(res, Code::InvalidArgument, "claims to come from node");
+    let res = alice
+        .push_messages(pb::PushMessagesRequest {
+            node: node(a),
+            ..Default::default()
+        })
+        .await;
+    assert_status(res, Code::InvalidArgument, "must not be empty");
+
+    let ok = alice
+        .push_messages(push(a, reply(a, &"a".repeat(64), &"d".repeat(64))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.results.get(&"d".repeat(64)), Some(&0));
+    let pulled = sio
+        .pull_messages(pb::PullAppMessagesRequest {
+            run_id,
+            message_ids: vec!["a".repeat(64)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pulled.messages_list[0]
+            .metadata
+            .as_ref()
+            .unwrap()
+            .message_id,
+        "d".repeat(64)
+    );
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument() {
+    let link = start().await;
+    let mut grpc = tonic::client::Grpc::new(channel(link.sio).await);
+    grpc.ready().await.unwrap();
+    // A Fab's field 1 is a string; GetNodesRequest's field 1 is a varint: the bytes cannot parse.
+    let bytes = pb::Fab {
+        hash_str: "x".into(),
+        content: vec![],
+    }
+    .encode_to_vec();
+    let codec = sepal_proto::codec::WireCodec::<RawBytes, pb::GetNodesResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/flwr.proto.ServerAppIo/GetNodes");
+    let res = grpc.unary(Request::new(RawBytes(bytes)), path, codec).await;
+    assert_status(res, Code::InvalidArgument, "malformed GetNodesRequest");
+
+    let mut sio = ServerAppIoClient::new(channel(link.sio).await);
+    let healthy = sio.get_run_status(pb::GetRunStatusRequest::default()).await;
+    assert!(healthy.is_ok(), "the server keeps serving");
+}
+
+/// A message that is already encoded: its bytes are sent as they are.
+#[derive(Clone, PartialEq, Default)]
+struct RawBytes(Vec<u8>);
+
+impl std::fmt::Debug for RawBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawBytes({} bytes)", self.0.len())
+    }
+}
+
+impl prost::Message for RawBytes {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent; nothing is decoded into it.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
