@@ -1,0 +1,238 @@
+//! Message → objects (Flower's `deflate`).
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use prost::encoding::{encode_key, encode_varint, WireType};
+use prost::Message as _;
+use sepal_proto::pb;
+use sha2::{Digest, Sha256};
+
+use super::{json, object_id, ObjectHead, ObjectType, MAX_ARRAY_CHUNK_SIZE};
+use crate::records::{Array, ArrayRecord, Error, Message, Metadata, Record, RecordDict};
+
+/// The bytes and id of one object.
+pub fn encode_object(object_type: ObjectType, children: &[String], body: &[u8]) -> (String, Bytes) {
+    let head = ObjectHead {
+        object_type,
+        children: children.to_vec(),
+    };
+    let mut bytes = head.to_bytes(body.len());
+    bytes.extend_from_slice(body);
+    (object_id(&bytes), Bytes::from(bytes))
+}
+
+/// Encodes a message as objects.
+///
+/// Returns the object tree, every object once as `(id, bytes)` in post-order (children
+/// before parents, first occurrence wins), and the message id (the Message object's id).
+/// `metadata.message_id` is not part of the encoding.
+pub fn message_to_objects(message: &Message) -> (pb::ObjectTree, Vec<(String, Bytes)>, String) {
+    let mut enc = Encoder::new(true);
+    let tree = enc.message(message);
+    let id = tree.object_id.clone();
+    (tree, enc.objects, id)
+}
+
+/// The message's id: its Message object's id (computed without keeping the objects).
+pub fn message_id(message: &Message) -> String {
+    Encoder::new(false).message(message).object_id
+}
+
+/// Collects objects in post-order, each once.
+struct Encoder {
+    keep: bool,
+    seen: HashSet<String>,
+    objects: Vec<(String, Bytes)>,
+}
+
+fn leaf(object_id: String) -> pb::ObjectTree {
+    pb::ObjectTree {
+        object_id,
+        children: Vec::new(),
+    }
+}
+
+/// Drops repeated subtrees, keeping first occurrences.
+fn unique(trees: Vec<pb::ObjectTree>) -> Vec<pb::ObjectTree> {
+    let mut seen = HashSet::new();
+    trees
+        .into_iter()
+        .filter(|t| seen.insert(t.object_id.clone()))
+        .collect()
+}
+
+fn ids(trees: &[pb::ObjectTree]) -> Vec<String> {
+    trees.iter().map(|t| t.object_id.clone()).collect()
+}
+
+impl Encoder {
+    fn new(keep: bool) -> Self {
+        Encoder {
+            keep,
+            seen: HashSet::new(),
+            objects: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, id: &str, bytes: impl FnOnce() -> Bytes) {
+        if self.keep && !self.seen.contains(id) {
+            self.seen.insert(id.to_owned());
+            self.objects.push((id.to_owned(), bytes()));
+        }
+    }
+
+    /// Emits an object whose children have been emitted; returns its tree node.
+    fn emit(
+        &mut self,
+        ty: ObjectType,
+        children: Vec<pb::ObjectTree>,
+        body: &[u8],
+    ) -> pb::ObjectTree {
+        let (id, bytes) = encode_object(ty, &ids(&children), body);
+        self.add(&id, || bytes);
+        pb::ObjectTree {
+            object_id: id,
+            children,
+        }
+    }
+
+    fn message(&mut self, m: &Message) -> pb::ObjectTree {
+        let children = match (&m.error, &m.content) {
+            (None, Some(content)) => vec![self.record_dict(content)],
+            _ => Vec::new(),
+        };
+        let body = message_body(&m.metadata, m.error.as_ref());
+        self.emit(ObjectType::Message, children, &body)
+    }
+
+    fn record_dict(&mut self, rd: &RecordDict) -> pb::ObjectTree {
+        let trees: Vec<pb::ObjectTree> = rd.iter().map(|(_, r)| self.record(r)).collect();
+        let refs = rd.keys().zip(trees.iter().map(|t| t.object_id.as_str()));
+        let body = json::string_map(refs);
+        self.emit(ObjectType::RecordDict, unique(trees), body.as_bytes())
+    }
+
+    fn record(&mut self, r: &Record) -> pb::ObjectTree {
+        match r {
+            Record::Array(ar) => self.array_record(ar),
+            Record::Metric(mr) => {
+                let body = pb::MetricRecord::from(mr).encode_to_vec();
+                self.emit(ObjectType::MetricRecord, Vec::new(), &body)
+            }
+            Record::Config(cr) => {
+                let body = pb::ConfigRecord::from(cr).encode_to_vec();
+                self.emit(ObjectType::ConfigRecord, Vec::new(), &body)
+            }
+        }
+    }
+
+    fn array_record(&mut self, ar: &ArrayRecord) -> pb::ObjectTree {
+        let trees: Vec<pb::ObjectTree> = ar.iter().map(|(_, a)| self.array(a)).collect();
+        let refs = ar.keys().zip(trees.iter().map(|t| t.object_id.as_str()));
+        let body = json::string_map(refs);
+        self.emit(ObjectType::ArrayRecord, unique(trees), body.as_bytes())
+    }
+
+    fn array(&mut self, a: &Array) -> pb::ObjectTree {
+        let chunk_ids: Vec<String> = (0..a.data.len())
+            .step_by(MAX_ARRAY_CHUNK_SIZE)
+            .map(|start| self.chunk(&a.data, start))
+            .collect();
+        let children = unique(chunk_ids.iter().cloned().map(leaf).collect());
+        let indices: Vec<usize> = chunk_ids
+            .iter()
+            .map(|id| {
+                children
+                    .iter()
+                    .position(|t| t.object_id == *id)
+                    .unwrap_or(0)
+            })
+            .collect();
+        let body = array_body(a, &indices);
+        self.emit(ObjectType::Array, children, body.as_bytes())
+    }
+
+    /// Hashes the chunk at `start` without copying it; copies it only when kept.
+    fn chunk(&mut self, data: &Bytes, start: usize) -> String {
+        let slice = data.slice(start..data.len().min(start + MAX_ARRAY_CHUNK_SIZE));
+        let head = ObjectHead {
+            object_type: ObjectType::ArrayChunk,
+            children: Vec::new(),
+        }
+        .to_bytes(slice.len());
+        let id = hex::encode(
+            Sha256::new()
+                .chain_update(&head)
+                .chain_update(&slice)
+                .finalize(),
+        );
+        self.add(&id, || Bytes::from([head.as_slice(), &slice].concat()));
+        id
+    }
+}
+
+/// `{"dtype": …, "shape": […], "stype": …, "arraychunk_ids": […]}`.
+fn array_body(a: &Array, chunk_indices: &[usize]) -> String {
+    let mut body = String::from("{\"dtype\": ");
+    json::write_str(&mut body, &a.dtype);
+    body.push_str(", \"shape\": ");
+    body.push_str(&json::list(&a.shape));
+    body.push_str(", \"stype\": ");
+    json::write_str(&mut body, &a.stype);
+    body.push_str(", \"arraychunk_ids\": ");
+    body.push_str(&json::list(chunk_indices));
+    body.push('}');
+    body
+}
+
+/// `flwr.proto.Message{metadata (message_id ""), error}` as Python's upb writes it.
+///
+/// Written by hand because upb emits a `-0.0` double (its bits are not zero) where prost
+/// would skip it as a default value.
+fn message_body(md: &Metadata, error: Option<&Error>) -> Vec<u8> {
+    let mut meta = Vec::new();
+    put_varint(&mut meta, 1, md.run_id);
+    put_varint(&mut meta, 3, md.src_node_id);
+    put_varint(&mut meta, 4, md.dst_node_id);
+    put_str(&mut meta, 5, &md.reply_to_message_id);
+    put_str(&mut meta, 6, &md.group_id);
+    put_double(&mut meta, 7, md.ttl);
+    put_str(&mut meta, 8, &md.message_type);
+    put_double(&mut meta, 9, md.created_at);
+    let mut body = Vec::new();
+    put_len(&mut body, 1, &meta);
+    if let Some(e) = error {
+        let mut err = Vec::new();
+        put_varint(&mut err, 1, ((e.code << 1) ^ (e.code >> 63)) as u64);
+        put_str(&mut err, 2, &e.reason);
+        put_len(&mut body, 3, &err);
+    }
+    body
+}
+
+fn put_varint(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+fn put_double(buf: &mut Vec<u8>, tag: u32, value: f64) {
+    if value.to_bits() != 0 {
+        encode_key(tag, WireType::SixtyFourBit, buf);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
+    if !value.is_empty() {
+        put_len(buf, tag, value.as_bytes());
+    }
+}
+
+fn put_len(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value);
+}
