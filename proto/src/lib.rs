@@ -6,12 +6,13 @@
 
 #![allow(missing_docs, clippy::all)]
 
+#[cfg(feature = "grpc")]
 pub mod codec;
 
 /// Everything in Flower's `flwr.proto` package.
 pub mod flwr {
     pub mod proto {
-        tonic::include_proto!("flwr.proto");
+        include!(concat!(env!("OUT_DIR"), "/flwr.proto.rs"));
     }
 }
 
