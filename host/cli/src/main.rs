@@ -1,6 +1,6 @@
 //! `sepal`: Flower's deployment runtime in Rust.
 //!
-//! Also answers to `flower-superlink` by its program name, with Flower's flags, so
+//! Also answers to `flower-superlink` and `flower-supernode` by its program name, with Flower's flags, so
 //! Flower's own deployment scripts run against it unchanged.
 
 mod commands;
@@ -23,28 +23,21 @@ struct Cli {
 enum Command {
     /// Run a SuperLink (Flower's `flower-superlink`).
     Superlink(commands::superlink::SuperlinkArgs),
+    /// Run a SuperNode (Flower's `flower-supernode`).
+    Supernode(commands::supernode::SupernodeArgs),
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEPAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// The command chosen by the program name (`flower-superlink`) or by the first argument.
 fn parse(args: Vec<OsString>) -> Command {
-    let program = args
-        .first()
-        .and_then(|a| Path::new(a).file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("sepal");
+    let program = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("sepal");
     match program {
-        "flower-superlink" => {
-            Command::Superlink(commands::superlink::SuperlinkArgs::parse_from(args))
-        }
+        "flower-superlink" => Command::Superlink(commands::superlink::SuperlinkArgs::parse_from(args)),
         _ => Cli::parse_from(args).command,
     }
 }
@@ -62,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Superlink(args) => args.run().await,
+            Command::Supernode(args) => args.run().await,
         }
     });
     match result {

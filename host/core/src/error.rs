@@ -135,9 +135,6 @@ pub enum ObjectError {
 impl ObjectError {
     /// Builds [`ObjectError::Malformed`].
     pub fn malformed(object_id: &str, reason: impl Into<String>) -> Self {
-        ObjectError::Malformed {
-            object_id: object_id.to_owned(),
-            reason: reason.into(),
-        }
+        ObjectError::Malformed { object_id: object_id.to_owned(), reason: reason.into() }
     }
 }

@@ -90,11 +90,7 @@ pub fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 pub fn encode_values<T: NpyElement>(values: &[T], shape: &[usize]) -> Result<Vec<u8>, NpyError> {
     let expected = element_count(shape)?;
     if expected != values.len() {
-        return Err(NpyError::ShapeMismatch {
-            shape: shape.to_vec(),
-            expected,
-            found: values.len(),
-        });
+        return Err(NpyError::ShapeMismatch { shape: shape.to_vec(), expected, found: values.len() });
     }
     let mut out = header_bytes(T::DESCR, false, shape);
     out.reserve(values.len() * T::SIZE);
@@ -110,11 +106,7 @@ pub fn header_bytes(descr: &str, fortran_order: bool, shape: &[usize]) -> Vec<u8
         if fortran_order { "True" } else { "False" },
         python_tuple(shape)
     );
-    let growth_axis = if fortran_order {
-        shape.last()
-    } else {
-        shape.first()
-    };
+    let growth_axis = if fortran_order { shape.last() } else { shape.first() };
     if let Some(d) = growth_axis {
         let digits = d.to_string().len();
         dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits)));
@@ -162,10 +154,7 @@ fn python_tuple(shape: &[usize]) -> String {
 }
 
 fn element_count(shape: &[usize]) -> Result<usize, NpyError> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| NpyError::ShapeTooLarge(shape.to_vec()))
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| NpyError::ShapeTooLarge(shape.to_vec()))
 }
 
 /// Splits a `.npy` file into its parsed header and its data bytes.
@@ -175,17 +164,10 @@ pub fn parse(bytes: &[u8]) -> Result<(NpyHeader, &[u8]), NpyError> {
     let (dict, data) = split_header(bytes)?;
     let header = parse_dict(dict)?;
     let item = item_size(&header.descr)?;
-    let expected = header
-        .len()
-        .and_then(|n| n.checked_mul(item))
-        .ok_or_else(|| NpyError::ShapeTooLarge(header.shape.clone()))?;
+    let expected =
+        header.len().and_then(|n| n.checked_mul(item)).ok_or_else(|| NpyError::ShapeTooLarge(header.shape.clone()))?;
     if expected != data.len() {
-        return Err(NpyError::DataLength {
-            shape: header.shape,
-            descr: header.descr,
-            expected,
-            found: data.len(),
-        });
+        return Err(NpyError::DataLength { shape: header.shape, descr: header.descr, expected, found: data.len() });
     }
     Ok((header, data))
 }
@@ -194,10 +176,7 @@ pub fn parse(bytes: &[u8]) -> Result<(NpyHeader, &[u8]), NpyError> {
 pub fn decode_values<T: NpyElement>(bytes: &[u8]) -> Result<Vec<T>, NpyError> {
     let (header, data) = parse(bytes)?;
     let big_endian = check_descr::<T>(&header.descr)?;
-    let values: Vec<T> = data
-        .chunks_exact(T::SIZE)
-        .map(|c| T::get(c, big_endian))
-        .collect();
+    let values: Vec<T> = data.chunks_exact(T::SIZE).map(|c| T::get(c, big_endian)).collect();
     if header.fortran_order && header.shape.len() > 1 {
         return Ok(fortran_to_c(&values, &header.shape));
     }
@@ -206,10 +185,7 @@ pub fn decode_values<T: NpyElement>(bytes: &[u8]) -> Result<Vec<T>, NpyError> {
 
 /// Returns whether `descr` is `T` in big-endian order; errors if it is another type.
 fn check_descr<T: NpyElement>(descr: &str) -> Result<bool, NpyError> {
-    let wrong = || NpyError::WrongDtype {
-        expected: T::DESCR.to_owned(),
-        found: descr.to_owned(),
-    };
+    let wrong = || NpyError::WrongDtype { expected: T::DESCR.to_owned(), found: descr.to_owned() };
     let (order, kind) = descr.split_at_checked(1).ok_or_else(wrong)?;
     if kind != &T::DESCR[1..] {
         return Err(wrong());
@@ -263,9 +239,7 @@ fn item_size(descr: &str) -> Result<usize, NpyError> {
 
 fn split_header(bytes: &[u8]) -> Result<(&str, &[u8]), NpyError> {
     if bytes.len() < 10 || !bytes.starts_with(MAGIC) {
-        return Err(NpyError::NotNpy(
-            "missing the \\x93NUMPY magic string".into(),
-        ));
+        return Err(NpyError::NotNpy("missing the \\x93NUMPY magic string".into()));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (len, start): (usize, usize) = match (major, minor) {
@@ -281,16 +255,12 @@ fn split_header(bytes: &[u8]) -> Result<(&str, &[u8]), NpyError> {
         .checked_add(len)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| NpyError::NotNpy("header length exceeds the data".into()))?;
-    let text = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| NpyError::BadHeader("header is not text".into()))?;
+    let text = std::str::from_utf8(&bytes[start..end]).map_err(|_| NpyError::BadHeader("header is not text".into()))?;
     Ok((text, &bytes[end..]))
 }
 
 fn parse_dict(text: &str) -> Result<NpyHeader, NpyError> {
-    let mut p = DictParser {
-        s: text.as_bytes(),
-        pos: 0,
-    };
+    let mut p = DictParser { s: text.as_bytes(), pos: 0 };
     let (mut descr, mut fortran, mut shape) = (None, None, None);
     p.expect(b'{')?;
     while !p.eat(b'}') {
@@ -312,11 +282,7 @@ fn parse_dict(text: &str) -> Result<NpyHeader, NpyError> {
         return Err(bad("unexpected text after the dict"));
     }
     match (descr, fortran, shape) {
-        (Some(descr), Some(fortran_order), Some(shape)) => Ok(NpyHeader {
-            descr,
-            fortran_order,
-            shape,
-        }),
+        (Some(descr), Some(fortran_order), Some(shape)) => Ok(NpyHeader { descr, fortran_order, shape }),
         _ => Err(bad("the dict needs 'descr', 'fortran_order' and 'shape'")),
     }
 }
@@ -349,10 +315,7 @@ impl DictParser<'_> {
         if self.eat(c) {
             return Ok(());
         }
-        Err(bad(format!(
-            "expected {:?} at byte {}",
-            c as char, self.pos
-        )))
+        Err(bad(format!("expected {:?} at byte {}", c as char, self.pos)))
     }
 
     fn string(&mut self) -> Result<String, NpyError> {
@@ -362,10 +325,8 @@ impl DictParser<'_> {
             _ => return Err(bad(format!("expected a string at byte {}", self.pos))),
         };
         let start = self.pos + 1;
-        let len = self.s[start..]
-            .iter()
-            .position(|&c| c == quote || c == b'\\')
-            .ok_or_else(|| bad("unterminated string"))?;
+        let len =
+            self.s[start..].iter().position(|&c| c == quote || c == b'\\').ok_or_else(|| bad("unterminated string"))?;
         if self.s[start + len] == b'\\' {
             return Err(bad("escapes in header strings are not supported"));
         }
@@ -412,9 +373,7 @@ impl DictParser<'_> {
             self.pos += 1;
         }
         let digits = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("");
-        let value = digits
-            .parse()
-            .map_err(|_| bad(format!("bad shape dimension at byte {start}")))?;
+        let value = digits.parse().map_err(|_| bad(format!("bad shape dimension at byte {start}")))?;
         self.eat(b'L'); // Python 2 long suffix
         Ok(value)
     }

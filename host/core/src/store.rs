@@ -28,6 +28,19 @@ pub enum ObjectLookup {
     Available(Bytes),
 }
 
+impl ObjectLookup {
+    /// The answer to a `PullObject` request for this object.
+    pub fn into_pull_response(self) -> pb::PullObjectResponse {
+        match self {
+            ObjectLookup::NotFound => pb::PullObjectResponse::default(),
+            ObjectLookup::Pending => pb::PullObjectResponse { object_found: true, ..Default::default() },
+            ObjectLookup::Available(content) => {
+                pb::PullObjectResponse { object_found: true, object_available: true, object_content: content.to_vec() }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// `None` while pending.
@@ -64,6 +77,19 @@ fn post_order(tree: &pb::ObjectTree) -> Vec<&pb::ObjectTree> {
 }
 
 impl ObjectStore {
+    /// Ids in `tree` whose bytes are not in the store (yet), in depth-first order.
+    pub fn missing(&self, tree: &pb::ObjectTree) -> Vec<String> {
+        let mut missing = Vec::new();
+        let mut stack = vec![tree];
+        while let Some(t) = stack.pop() {
+            if !matches!(self.get(&t.object_id), ObjectLookup::Available(_)) {
+                missing.push(t.object_id.clone());
+            }
+            stack.extend(t.children.iter().rev());
+        }
+        missing
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -77,11 +103,7 @@ impl ObjectStore {
     /// available yet (each once, in post-order): the objects the sender must push.
     ///
     /// Fails, registering nothing, if any id in the tree is invalid.
-    pub fn preregister(
-        &self,
-        run_id: u64,
-        tree: &pb::ObjectTree,
-    ) -> Result<Vec<String>, ObjectError> {
+    pub fn preregister(&self, run_id: u64, tree: &pb::ObjectTree) -> Result<Vec<String>, ObjectError> {
         let nodes = post_order(tree);
         if let Some(bad) = nodes.iter().find(|n| !is_valid_object_id(&n.object_id)) {
             return Err(ObjectError::InvalidId(bad.object_id.clone()));
@@ -110,10 +132,7 @@ impl ObjectStore {
             return Ok(true);
         }
         if entry.children != children {
-            let reason = format!(
-                "Its head lists children {children:?}, its object tree {:?}.",
-                entry.children
-            );
+            let reason = format!("Its head lists children {children:?}, its object tree {:?}.", entry.children);
             return Err(ObjectError::malformed(object_id, reason));
         }
         let len = content.len();
@@ -127,10 +146,7 @@ impl ObjectStore {
         match self.lock().entries.get(object_id) {
             None => ObjectLookup::NotFound,
             Some(Entry { content: None, .. }) => ObjectLookup::Pending,
-            Some(Entry {
-                content: Some(bytes),
-                ..
-            }) => ObjectLookup::Available(bytes.clone()),
+            Some(Entry { content: Some(bytes), .. }) => ObjectLookup::Available(bytes.clone()),
         }
     }
 
@@ -233,12 +249,7 @@ impl Inner {
                 entry.ref_count += 1;
             }
         }
-        let entry = Entry {
-            content: None,
-            children,
-            ref_count: 0,
-            runs: HashSet::from([run_id]),
-        };
+        let entry = Entry { content: None, children, ref_count: 0, runs: HashSet::from([run_id]) };
         self.entries.insert(node.object_id.clone(), entry);
     }
 
@@ -277,19 +288,9 @@ impl Inner {
     }
 
     fn tree(&self, id: &str) -> Result<pb::ObjectTree, ObjectError> {
-        let entry = self
-            .entries
-            .get(id)
-            .ok_or_else(|| ObjectError::Missing(id.to_owned()))?;
-        let children = entry
-            .children
-            .iter()
-            .map(|c| self.tree(c))
-            .collect::<Result<_, _>>()?;
-        Ok(pb::ObjectTree {
-            object_id: id.to_owned(),
-            children,
-        })
+        let entry = self.entries.get(id).ok_or_else(|| ObjectError::Missing(id.to_owned()))?;
+        let children = entry.children.iter().map(|c| self.tree(c)).collect::<Result<_, _>>()?;
+        Ok(pb::ObjectTree { object_id: id.to_owned(), children })
     }
 }
 

@@ -37,30 +37,14 @@ pub struct NodeKey(pub Vec<u8>);
 /// Checks a request's signature metadata; returns the caller's public key (PEM).
 pub fn verify(metadata: &MetadataMap) -> Result<Vec<u8>, Error> {
     let missing = || Error::Unauthenticated("Missing authentication metadata".into());
-    let key = metadata
-        .get_bin(PUBLIC_KEY_HEADER)
-        .ok_or_else(missing)?
-        .to_bytes()
-        .map_err(|_| missing())?;
-    let timestamp = metadata
-        .get(TIMESTAMP_HEADER)
-        .ok_or_else(missing)?
-        .to_str()
-        .map_err(|_| missing())?;
-    let signature = metadata
-        .get_bin(SIGNATURE_HEADER)
-        .ok_or_else(missing)?
-        .to_bytes()
-        .map_err(|_| missing())?;
+    let key = metadata.get_bin(PUBLIC_KEY_HEADER).ok_or_else(missing)?.to_bytes().map_err(|_| missing())?;
+    let timestamp = metadata.get(TIMESTAMP_HEADER).ok_or_else(missing)?.to_str().map_err(|_| missing())?;
+    let signature = metadata.get_bin(SIGNATURE_HEADER).ok_or_else(missing)?.to_bytes().map_err(|_| missing())?;
     if !signature_is_valid(&key, timestamp.as_bytes(), &signature) {
         return Err(Error::Unauthenticated("Invalid signature".into()));
     }
-    let signed_at =
-        parse_iso(timestamp).ok_or_else(|| Error::Unauthenticated("Invalid timestamp".into()))?;
-    let age = (chrono::Utc::now() - signed_at)
-        .num_microseconds()
-        .unwrap_or(i64::MAX) as f64
-        / 1e6;
+    let signed_at = parse_iso(timestamp).ok_or_else(|| Error::Unauthenticated("Invalid timestamp".into()))?;
+    let age = (chrono::Utc::now() - signed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
     if !(-MAX_FUTURE_SKEW < age && age < MAX_AGE) {
         return Err(Error::Unauthenticated("Invalid timestamp".into()));
     }
@@ -77,8 +61,7 @@ fn signature_is_valid(pem: &[u8], message: &[u8], der: &[u8]) -> bool {
     let Ok(signature) = p384::ecdsa::Signature::from_der(der) else {
         return false;
     };
-    key.verify_prehash(&Sha256::digest(message), &signature)
-        .is_ok()
+    key.verify_prehash(&Sha256::digest(message), &signature).is_ok()
 }
 
 /// A tonic interceptor for the Fleet service: verifies the signature and stores the
@@ -91,11 +74,7 @@ pub fn interceptor(mut req: Request<()>) -> Result<Request<()>, Status> {
 
 /// Checks that the caller's key is bound to `claimed_node` (every Fleet call but
 /// CreateNode).
-pub fn require_node<T>(
-    state: &Arc<dyn LinkState>,
-    req: &Request<T>,
-    claimed_node: u64,
-) -> Result<(), Error> {
+pub fn require_node<T>(state: &Arc<dyn LinkState>, req: &Request<T>, claimed_node: u64) -> Result<(), Error> {
     let invalid = || Error::Unauthenticated("Invalid node ID".into());
     let key = req.extensions().get::<NodeKey>().ok_or_else(invalid)?;
     match state.node_for_key(&key.0)? {
@@ -113,25 +92,11 @@ pub(crate) mod tests {
 
     /// Signs `timestamp` like a Flower SuperNode and returns the three metadata values.
     pub(crate) fn sign(key: &p384::ecdsa::SigningKey, timestamp: &str, md: &mut MetadataMap) {
-        let pem = key
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let sig: p384::ecdsa::Signature = key
-            .sign_prehash(&Sha256::digest(timestamp.as_bytes()))
-            .unwrap();
-        md.insert_bin(
-            PUBLIC_KEY_HEADER,
-            BinaryMetadataValue::from_bytes(pem.as_bytes()),
-        );
-        md.insert(
-            TIMESTAMP_HEADER,
-            MetadataValue::try_from(timestamp).unwrap(),
-        );
-        md.insert_bin(
-            SIGNATURE_HEADER,
-            BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()),
-        );
+        let pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let sig: p384::ecdsa::Signature = key.sign_prehash(&Sha256::digest(timestamp.as_bytes())).unwrap();
+        md.insert_bin(PUBLIC_KEY_HEADER, BinaryMetadataValue::from_bytes(pem.as_bytes()));
+        md.insert(TIMESTAMP_HEADER, MetadataValue::try_from(timestamp).unwrap());
+        md.insert_bin(SIGNATURE_HEADER, BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()));
     }
 
     fn key() -> p384::ecdsa::SigningKey {
@@ -147,17 +112,11 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_tampered_and_stale_requests_are_refused() {
-        assert_eq!(
-            verify(&MetadataMap::new()).unwrap_err().to_string(),
-            "Missing authentication metadata"
-        );
+        assert_eq!(verify(&MetadataMap::new()).unwrap_err().to_string(), "Missing authentication metadata");
 
         let mut md = MetadataMap::new();
         sign(&key(), &crate::clock::now_iso(), &mut md);
-        md.insert(
-            TIMESTAMP_HEADER,
-            MetadataValue::try_from(crate::clock::now_iso() + " ").unwrap(),
-        );
+        md.insert(TIMESTAMP_HEADER, MetadataValue::try_from(crate::clock::now_iso() + " ").unwrap());
         assert_eq!(verify(&md).unwrap_err().to_string(), "Invalid signature");
 
         let old = crate::clock::iso(chrono::Utc::now() - chrono::Duration::seconds(400));

@@ -19,9 +19,7 @@ pub fn iso(t: DateTime<Utc>) -> String {
 
 /// Parses an ISO-8601 timestamp with an offset (as sent in `flwr-timestamp`).
 pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -61,9 +61,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) => Code::Unimplemented,
-            Error::State(StateError::RunNotFound(_) | StateError::NodeNotFound(_)) => {
-                Code::NotFound
-            }
+            Error::State(StateError::RunNotFound(_) | StateError::NodeNotFound(_)) => Code::NotFound,
             Error::State(StateError::PublicKeyInUse) => Code::Unauthenticated,
             Error::State(StateError::Backend(_)) => Code::Internal,
             Error::Object(ObjectError::Malformed { .. }) => Code::FailedPrecondition,
@@ -96,21 +94,9 @@ mod tests {
     #[test]
     fn errors_map_to_precise_codes() {
         assert_eq!(Status::from(Error::RunNotFound(7)).code(), Code::NotFound);
-        assert_eq!(
-            Status::from(Error::RunNotFound(7)).message(),
-            "run 7 not found"
-        );
-        assert_eq!(
-            Status::from(Error::RunRefused("Run is finished.".into())).code(),
-            Code::PermissionDenied
-        );
-        assert_eq!(
-            Status::from(Error::State(StateError::PublicKeyInUse)).message(),
-            "Public key already in use"
-        );
-        assert_eq!(
-            Status::from(Error::State(StateError::Backend("disk".into()))).code(),
-            Code::Internal
-        );
+        assert_eq!(Status::from(Error::RunNotFound(7)).message(), "run 7 not found");
+        assert_eq!(Status::from(Error::RunRefused("Run is finished.".into())).code(), Code::PermissionDenied);
+        assert_eq!(Status::from(Error::State(StateError::PublicKeyInUse)).message(), "Public key already in use");
+        assert_eq!(Status::from(Error::State(StateError::Backend("disk".into()))).code(), Code::Internal);
     }
 }

@@ -37,16 +37,11 @@ pub struct ExecService {
 impl ExecService {
     /// An Exec service over `link`.
     pub fn new(link: Arc<Link>) -> Self {
-        Self {
-            link,
-            fab_max_size: FAB_MAX_SIZE,
-        }
+        Self { link, fab_max_size: FAB_MAX_SIZE }
     }
 
     fn start_run(&self, req: pb::StartRunRequest) -> Result<pb::StartRunResponse> {
-        let fab = req
-            .fab
-            .ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
+        let fab = req.fab.ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
         if fab.content.len() > self.fab_max_size {
             return Err(Error::ResourceExhausted(format!(
                 "FAB is {} bytes; the limit is {} bytes",
@@ -64,11 +59,8 @@ impl ExecService {
         let info = sepal_fab::Fab::read(&fab.content, &sepal_fab::Limits::default())
             .map_err(|e| Error::InvalidArgument(format!("invalid FAB: {e}")))?;
         let manifest = info.manifest();
-        let unknown: Vec<&String> = req
-            .override_config
-            .keys()
-            .filter(|k| !manifest.run_config().contains_key(*k))
-            .collect();
+        let unknown: Vec<&String> =
+            req.override_config.keys().filter(|k| !manifest.run_config().contains_key(*k)).collect();
         if !unknown.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "run config override keys not in the app's [tool.flwr.app.config]: {unknown:?}"
@@ -86,16 +78,11 @@ impl ExecService {
         let run_id = self.link.state.create_run(new)?;
         tracing::info!(run_id, fab_id = %manifest.fab_id(), "run submitted");
         self.link.events.run_submitted.notify_one();
-        Ok(pb::StartRunResponse {
-            run_id: Some(run_id),
-        })
+        Ok(pb::StartRunResponse { run_id: Some(run_id) })
     }
 
     fn existing_run(&self, run_id: u64) -> Result<pb::Run> {
-        self.link
-            .state
-            .run(run_id)?
-            .ok_or_else(|| Error::NotFound(RUN_ID_NOT_FOUND.into()))
+        self.link.state.run(run_id)?.ok_or_else(|| Error::NotFound(RUN_ID_NOT_FOUND.into()))
     }
 
     fn list_runs(&self, req: pb::ListRunsRequest) -> Result<pb::ListRunsResponse> {
@@ -103,43 +90,25 @@ impl ExecService {
             Some(run_id) => vec![self.existing_run(run_id)?],
             None => {
                 let ids = self.link.state.run_ids()?;
-                ids.into_iter()
-                    .filter_map(|id| self.link.state.run(id).transpose())
-                    .collect::<Result<Vec<_>, _>>()?
+                ids.into_iter().filter_map(|id| self.link.state.run(id).transpose()).collect::<Result<Vec<_>, _>>()?
             }
         };
         let mut run_dict = HashMap::new();
         for run in runs {
-            if run
-                .status
-                .as_ref()
-                .is_some_and(|s| s.status == status::FINISHED)
-            {
+            if run.status.as_ref().is_some_and(|s| s.status == status::FINISHED) {
                 self.link.objects.delete_run(run.run_id);
             }
             run_dict.insert(run.run_id, run);
         }
-        Ok(pb::ListRunsResponse {
-            run_dict,
-            now: now_iso(),
-        })
+        Ok(pb::ListRunsResponse { run_dict, now: now_iso() })
     }
 
     fn stop_run(&self, req: pb::StopRunRequest) -> Result<pb::StopRunResponse> {
         let run = self.existing_run(req.run_id)?;
-        if run
-            .status
-            .as_ref()
-            .is_some_and(|s| s.status == status::FINISHED)
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "Run ID {} is already finished",
-                req.run_id
-            )));
+        if run.status.as_ref().is_some_and(|s| s.status == status::FINISHED) {
+            return Err(Error::FailedPrecondition(format!("Run ID {} is already finished", req.run_id)));
         }
-        let success = self
-            .link
-            .update_run_status(req.run_id, finished(status::STOPPED, ""))?;
+        let success = self.link.update_run_status(req.run_id, finished(status::STOPPED, ""))?;
         if success {
             let ids = self.link.state.instruction_ids_of_run(req.run_id)?;
             self.link.state.delete_messages(&ids)?;
@@ -168,10 +137,7 @@ async fn stream_logs(
         match link.state.logs_after(run_id, after) {
             Ok((text, latest)) if !text.is_empty() => {
                 after = after.max(latest);
-                let frame = pb::StreamLogsResponse {
-                    log_output: text,
-                    latest_timestamp: latest,
-                };
+                let frame = pb::StreamLogsResponse { log_output: text, latest_timestamp: latest };
                 if tx.send(Ok(frame)).await.is_err() {
                     return; // the client went away
                 }
@@ -213,11 +179,7 @@ impl Exec for ExecService {
         self.existing_run(req.run_id).map_err(Status::from)?;
         let (tx, rx) = mpsc::channel(16);
         // Flower resumes strictly after the last stamp the client saw.
-        let after = if req.after_timestamp > 0.0 {
-            req.after_timestamp
-        } else {
-            0.0
-        };
+        let after = if req.after_timestamp > 0.0 { req.after_timestamp } else { 0.0 };
         tokio::spawn(stream_logs(self.link.clone(), req.run_id, after, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as LogStream))
     }
@@ -226,21 +188,11 @@ impl Exec for ExecService {
         reply(ExecService::list_runs(self, req.into_inner()))
     }
 
-    async fn get_login_details(
-        &self,
-        _req: Request<pb::GetLoginDetailsRequest>,
-    ) -> Reply<pb::GetLoginDetailsResponse> {
-        reply(Err(Error::Unimplemented(
-            "user authentication is not enabled on this SuperLink".into(),
-        )))
+    async fn get_login_details(&self, _req: Request<pb::GetLoginDetailsRequest>) -> Reply<pb::GetLoginDetailsResponse> {
+        reply(Err(Error::Unimplemented("user authentication is not enabled on this SuperLink".into())))
     }
 
-    async fn get_auth_tokens(
-        &self,
-        _req: Request<pb::GetAuthTokensRequest>,
-    ) -> Reply<pb::GetAuthTokensResponse> {
-        reply(Err(Error::Unimplemented(
-            "user authentication is not enabled on this SuperLink".into(),
-        )))
+    async fn get_auth_tokens(&self, _req: Request<pb::GetAuthTokensRequest>) -> Reply<pb::GetAuthTokensResponse> {
+        reply(Err(Error::Unimplemented("user authentication is not enabled on this SuperLink".into())))
     }
 }

@@ -17,6 +17,18 @@ use crate::state::{ReplyRejected, StoredMessage};
 /// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
 const RECONNECT_AFTER: u64 = 5;
 
+/// Metadata by which a Sepal SuperNode asks to be held on an empty PullMessages
+/// (milliseconds); Flower clients never send it.
+pub const WAIT_HEADER: &str = "sepal-wait-ms";
+
+/// The longest a pull is held, whatever the client asks.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn requested_wait<T>(req: &Request<T>) -> std::time::Duration {
+    let ms = req.metadata().get(WAIT_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    ms.map_or(std::time::Duration::ZERO, std::time::Duration::from_millis).min(MAX_WAIT)
+}
+
 /// The Fleet service.
 pub struct FleetService {
     link: Arc<Link>,
@@ -47,9 +59,7 @@ impl FleetService {
             return Err(e.into());
         }
         tracing::info!(node_id, "node created");
-        Ok(pb::CreateNodeResponse {
-            node: Some(pb::Node { node_id }),
-        })
+        Ok(pb::CreateNodeResponse { node: Some(pb::Node { node_id }) })
     }
 
     fn delete_node(&self, req: Request<pb::DeleteNodeRequest>) -> Result<pb::DeleteNodeResponse> {
@@ -59,25 +69,30 @@ impl FleetService {
         Ok(pb::DeleteNodeResponse {})
     }
 
-    fn heartbeat(
-        &self,
-        req: Request<pb::SendNodeHeartbeatRequest>,
-    ) -> Result<pb::SendNodeHeartbeatResponse> {
+    fn heartbeat(&self, req: Request<pb::SendNodeHeartbeatRequest>) -> Result<pb::SendNodeHeartbeatResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
-        let success = self
-            .link
-            .state
-            .ack_node_heartbeat(node_id, req.get_ref().heartbeat_interval)?;
+        let success = self.link.state.ack_node_heartbeat(node_id, req.get_ref().heartbeat_interval)?;
         Ok(pb::SendNodeHeartbeatResponse { success })
     }
 
-    fn pull_messages(
-        &self,
-        req: Request<pb::PullMessagesRequest>,
-    ) -> Result<pb::PullMessagesResponse> {
+    /// Hands out the node's next instruction. A Sepal SuperNode may ask (with the
+    /// [`WAIT_HEADER`] metadata) to be held until one arrives; Flower's never do.
+    async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
+        let wait = requested_wait(&req);
+        let mut stored = self.link.events.message_stored.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        let msg = loop {
+            if let Some(msg) = self.link.state.next_instruction(node_id)? {
+                break Some(msg);
+            }
+            match tokio::time::timeout_at(deadline, stored.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break None,
+            }
+        };
         let mut res = pb::PullMessagesResponse::default();
-        if let Some(msg) = self.link.state.next_instruction(node_id)? {
+        if let Some(msg) = msg {
             tracing::debug!(node_id, message_id = msg.id(), "instruction delivered");
             res.messages_list.push(msg.message);
             res.message_object_trees.push(msg.tree);
@@ -85,15 +100,10 @@ impl FleetService {
         Ok(res)
     }
 
-    fn push_messages(
-        &self,
-        req: Request<pb::PushMessagesRequest>,
-    ) -> Result<pb::PushMessagesResponse> {
+    fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Result<pb::PushMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
-        let msgs = self
-            .link
-            .stored_messages(body.messages_list, body.message_object_trees)?;
+        let msgs = self.link.stored_messages(body.messages_list, body.message_object_trees)?;
         let run_id = msgs[0].metadata().run_id;
         self.link.require_running(run_id)?;
         require_valid(&msgs, true)?;
@@ -111,9 +121,7 @@ impl FleetService {
         let objects_to_push = self.link.register_objects(run_id, &msgs)?;
         self.link.message_stored();
         Ok(pb::PushMessagesResponse {
-            reconnect: Some(pb::Reconnect {
-                reconnect: RECONNECT_AFTER,
-            }),
+            reconnect: Some(pb::Reconnect { reconnect: RECONNECT_AFTER }),
             results,
             objects_to_push,
         })
@@ -131,9 +139,7 @@ impl FleetService {
                 Ok("None".into())
             }
             Err(e @ ReplyRejected::UnknownInstruction(_)) => Err(Error::NotFound(e.to_string())),
-            Err(e @ ReplyRejected::WrongNode { .. }) => {
-                Err(Error::FailedPrecondition(e.to_string()))
-            }
+            Err(e @ ReplyRejected::WrongNode { .. }) => Err(Error::FailedPrecondition(e.to_string())),
             Err(e) => Err(Error::InvalidArgument(e.to_string())),
         }
     }
@@ -162,26 +168,15 @@ impl FleetService {
         self.node_of(&req, &req.get_ref().node)?;
         self.link.require_running(req.get_ref().run_id)?;
         let hash = &req.get_ref().hash_str;
-        let content = self
-            .link
-            .state
-            .fab(hash)?
-            .ok_or_else(|| Error::NotFound(format!("no FAB with hash {hash}")))?;
-        Ok(pb::GetFabResponse {
-            fab: Some(pb::Fab {
-                hash_str: hash.clone(),
-                content: content.to_vec(),
-            }),
-        })
+        let content = self.link.state.fab(hash)?.ok_or_else(|| Error::NotFound(format!("no FAB with hash {hash}")))?;
+        Ok(pb::GetFabResponse { fab: Some(pb::Fab { hash_str: hash.clone(), content: content.to_vec() }) })
     }
 
     fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Result<pb::PushObjectResponse> {
         self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
         self.link.require_running(body.run_id)?;
-        let stored = self
-            .link
-            .push_object(&body.object_id, body.object_content.into())?;
+        let stored = self.link.push_object(&body.object_id, body.object_content.into())?;
         Ok(pb::PushObjectResponse { stored })
     }
 
@@ -191,10 +186,7 @@ impl FleetService {
         Ok(self.link.pull_object(&req.get_ref().object_id))
     }
 
-    fn confirm(
-        &self,
-        req: Request<pb::ConfirmMessageReceivedRequest>,
-    ) -> Result<pb::ConfirmMessageReceivedResponse> {
+    fn confirm(&self, req: Request<pb::ConfirmMessageReceivedRequest>) -> Result<pb::ConfirmMessageReceivedResponse> {
         self.node_of(&req, &req.get_ref().node)?;
         self.link.require_running(req.get_ref().run_id)?;
         self.link.objects.delete(&req.get_ref().message_object_id);
@@ -204,16 +196,10 @@ impl FleetService {
 
 #[tonic::async_trait]
 impl Fleet for FleetService {
-    async fn create_node(
-        &self,
-        req: Request<pb::CreateNodeRequest>,
-    ) -> Reply<pb::CreateNodeResponse> {
+    async fn create_node(&self, req: Request<pb::CreateNodeRequest>) -> Reply<pb::CreateNodeResponse> {
         reply(FleetService::create_node(self, req))
     }
-    async fn delete_node(
-        &self,
-        req: Request<pb::DeleteNodeRequest>,
-    ) -> Reply<pb::DeleteNodeResponse> {
+    async fn delete_node(&self, req: Request<pb::DeleteNodeRequest>) -> Reply<pb::DeleteNodeResponse> {
         reply(FleetService::delete_node(self, req))
     }
     async fn send_node_heartbeat(
@@ -222,16 +208,10 @@ impl Fleet for FleetService {
     ) -> Reply<pb::SendNodeHeartbeatResponse> {
         reply(self.heartbeat(req))
     }
-    async fn pull_messages(
-        &self,
-        req: Request<pb::PullMessagesRequest>,
-    ) -> Reply<pb::PullMessagesResponse> {
-        reply(FleetService::pull_messages(self, req))
+    async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Reply<pb::PullMessagesResponse> {
+        reply(FleetService::pull_messages(self, req).await)
     }
-    async fn push_messages(
-        &self,
-        req: Request<pb::PushMessagesRequest>,
-    ) -> Reply<pb::PushMessagesResponse> {
+    async fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Reply<pb::PushMessagesResponse> {
         reply(FleetService::push_messages(self, req))
     }
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
@@ -240,16 +220,10 @@ impl Fleet for FleetService {
     async fn get_fab(&self, req: Request<pb::GetFabRequest>) -> Reply<pb::GetFabResponse> {
         reply(FleetService::get_fab(self, req))
     }
-    async fn push_object(
-        &self,
-        req: Request<pb::PushObjectRequest>,
-    ) -> Reply<pb::PushObjectResponse> {
+    async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Reply<pb::PushObjectResponse> {
         reply(FleetService::push_object(self, req))
     }
-    async fn pull_object(
-        &self,
-        req: Request<pb::PullObjectRequest>,
-    ) -> Reply<pb::PullObjectResponse> {
+    async fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Reply<pb::PullObjectResponse> {
         reply(FleetService::pull_object(self, req))
     }
     async fn confirm_message_received(

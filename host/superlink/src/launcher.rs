@@ -107,17 +107,10 @@ fn capture(mut child: Child, tail: &Arc<Mutex<VecDeque<String>>>) -> Child {
     child
 }
 
-async fn wait_until_claimed(
-    link: &Link,
-    run_id: u64,
-    changed: &mut tokio::sync::watch::Receiver<u64>,
-) {
+async fn wait_until_claimed(link: &Link, run_id: u64, changed: &mut tokio::sync::watch::Receiver<u64>) {
     let claimed = async {
         loop {
-            let pending = link
-                .run_status(run_id)
-                .map(|s| s.status == status::PENDING)
-                .unwrap_or(false);
+            let pending = link.run_status(run_id).map(|s| s.status == status::PENDING).unwrap_or(false);
             if !pending {
                 return;
             }
@@ -139,33 +132,18 @@ async fn watch(link: Arc<Link>, run_id: u64, mut child: Child, tail: Arc<Mutex<V
         Ok(s) => s.to_string(),
         Err(e) => format!("unknown ({e})"),
     };
-    let unfinished = link
-        .run_status(run_id)
-        .map(|s| RunState::parse(&s.status) != Some(RunState::Finished))
-        .unwrap_or(false);
+    let unfinished =
+        link.run_status(run_id).map(|s| RunState::parse(&s.status) != Some(RunState::Finished)).unwrap_or(false);
     if !unfinished {
         tracing::info!(run_id, "ServerApp process ended ({code})");
         return;
     }
-    let lines: Vec<String> = tail
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
+    let lines: Vec<String> = tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
     if !lines.is_empty() {
-        let text = format!(
-            "ServerApp process output (last {} lines):\n{}\n",
-            lines.len(),
-            lines.join("\n")
-        );
+        let text = format!("ServerApp process output (last {} lines):\n{}\n", lines.len(), lines.join("\n"));
         let _ = link.add_log(run_id, &text);
     }
-    fail(
-        &link,
-        run_id,
-        &format!("ServerApp process ended ({code}) before the run finished"),
-    );
+    fail(&link, run_id, &format!("ServerApp process ended ({code}) before the run finished"));
 }
 
 fn fail(link: &Link, run_id: u64, details: &str) {
@@ -173,10 +151,7 @@ fn fail(link: &Link, run_id: u64, details: &str) {
     let _ = link.add_log(run_id, &format!("{details}\n"));
     match link.update_run_status(run_id, finished(status::FAILED, details)) {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            run_id,
-            "could not mark the run failed from its current status"
-        ),
+        Ok(false) => tracing::warn!(run_id, "could not mark the run failed from its current status"),
         Err(e) => tracing::error!(run_id, "could not mark the run failed: {e}"),
     }
 }

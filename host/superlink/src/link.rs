@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sepal_core::records::{Error as MsgError, Message, Metadata};
-use sepal_core::store::{ObjectLookup, ObjectStore};
+use sepal_core::store::ObjectStore;
 use sepal_proto::pb;
 use tokio::sync::{watch, Notify};
 
@@ -45,11 +45,7 @@ impl Events {
 impl Link {
     /// A link over the given state with an empty object store.
     pub fn new(state: Arc<dyn LinkState>) -> Arc<Self> {
-        Arc::new(Self {
-            state,
-            objects: ObjectStore::new(),
-            events: Events::default(),
-        })
+        Arc::new(Self { state, objects: ObjectStore::new(), events: Events::default() })
     }
 
     /// The run's status, or `RunNotFound`.
@@ -113,9 +109,7 @@ impl Link {
         trees: Vec<pb::ObjectTree>,
     ) -> Result<Vec<StoredMessage>> {
         if messages.is_empty() {
-            return Err(Error::InvalidArgument(
-                "messages_list must not be empty".into(),
-            ));
+            return Err(Error::InvalidArgument("messages_list must not be empty".into()));
         }
         if messages.len() != trees.len() {
             return Err(Error::InvalidArgument(format!(
@@ -157,10 +151,7 @@ impl Link {
         match self.objects.put(object_id, content) {
             Ok(true) => Ok(true),
             Ok(false) => {
-                tracing::warn!(
-                    object_id,
-                    "pushed object not stored: not preregistered or hash mismatch"
-                );
+                tracing::warn!(object_id, "pushed object not stored: not preregistered or hash mismatch");
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -169,27 +160,12 @@ impl Link {
 
     /// Looks up an object for a pull.
     pub fn pull_object(&self, object_id: &str) -> pb::PullObjectResponse {
-        match self.objects.get(object_id) {
-            ObjectLookup::NotFound => pb::PullObjectResponse::default(),
-            ObjectLookup::Pending => pb::PullObjectResponse {
-                object_found: true,
-                ..Default::default()
-            },
-            ObjectLookup::Available(content) => pb::PullObjectResponse {
-                object_found: true,
-                object_available: true,
-                object_content: content.to_vec(),
-            },
-        }
+        self.objects.get(object_id).into_pull_response()
     }
 
     /// Turns the state's answer to a reply pull into a wire message and its tree;
     /// synthetic error replies are built and stored so they can be pulled.
-    pub fn reply_to_wire(
-        &self,
-        run_id: u64,
-        lookup: ReplyLookup,
-    ) -> Option<(pb::Message, pb::ObjectTree)> {
+    pub fn reply_to_wire(&self, run_id: u64, lookup: ReplyLookup) -> Option<(pb::Message, pb::ObjectTree)> {
         let (meta, code, reason) = match lookup {
             ReplyLookup::Waiting => return None,
             ReplyLookup::Reply(m) => return Some((m.message, m.tree)),
@@ -209,25 +185,14 @@ impl Link {
                 "Error: Node Unavailable - The destination node is currently unavailable. It exceeds the time limit specified in its last ping.",
             ),
         };
-        let meta = Metadata {
-            src_node_id: SUPERLINK_NODE_ID,
-            dst_node_id: SUPERLINK_NODE_ID,
-            created_at: now_secs(),
-            ..meta
-        };
+        let meta =
+            Metadata { src_node_id: SUPERLINK_NODE_ID, dst_node_id: SUPERLINK_NODE_ID, created_at: now_secs(), ..meta };
         let message = Message::with_error(meta, MsgError::new(code, reason));
         let (tree, id) = self.objects.insert_message(run_id, &message);
         let mut wire_meta = pb::Metadata::from(&message.metadata);
         wire_meta.message_id = id;
         let error = message.error.as_ref().map(pb::Error::from);
-        Some((
-            pb::Message {
-                metadata: Some(wire_meta),
-                content: None,
-                error,
-            },
-            tree,
-        ))
+        Some((pb::Message { metadata: Some(wire_meta), content: None, error }, tree))
     }
 }
 
@@ -255,9 +220,7 @@ pub fn validate_message(msg: &pb::Message, is_reply: bool) -> Vec<String> {
     }
     // Unix time of 28 February 2025: Flower refuses anything older as not a timestamp.
     if m.created_at < 1_740_700_800.0 {
-        errors.push(
-            "`metadata.created_at` must be the Unix time (seconds) the message was created".into(),
-        );
+        errors.push("`metadata.created_at` must be the Unix time (seconds) the message was created".into());
     }
     if m.ttl <= 0.0 {
         errors.push("`metadata.ttl` must be higher than zero".into());
@@ -282,28 +245,20 @@ pub fn validate_message(msg: &pb::Message, is_reply: bool) -> Vec<String> {
             errors.push("`metadata.reply_to_message_id` must be set".into());
         }
         if m.src_node_id == SUPERLINK_NODE_ID {
-            errors.push(format!(
-                "`metadata.src_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"
-            ));
+            errors.push(format!("`metadata.src_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"));
         }
         if m.dst_node_id != SUPERLINK_NODE_ID {
-            errors.push(format!(
-                "`metadata.dst_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"
-            ));
+            errors.push(format!("`metadata.dst_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"));
         }
     } else {
         if !m.reply_to_message_id.is_empty() {
             errors.push("`metadata.reply_to_message_id` must not be set".into());
         }
         if m.src_node_id != SUPERLINK_NODE_ID {
-            errors.push(format!(
-                "`metadata.src_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"
-            ));
+            errors.push(format!("`metadata.src_node_id` is not {SUPERLINK_NODE_ID} (the SuperLink)"));
         }
         if m.dst_node_id == SUPERLINK_NODE_ID {
-            errors.push(format!(
-                "`metadata.dst_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"
-            ));
+            errors.push(format!("`metadata.dst_node_id` is {SUPERLINK_NODE_ID} (the SuperLink)"));
         }
     }
     errors
@@ -314,10 +269,7 @@ pub fn require_valid(msgs: &[StoredMessage], is_reply: bool) -> Result<()> {
     for msg in msgs {
         let errors = validate_message(&msg.message, is_reply);
         if !errors.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "malformed message: {}",
-                errors.join(", ")
-            )));
+            return Err(Error::InvalidArgument(format!("malformed message: {}", errors.join(", "))));
         }
     }
     Ok(())

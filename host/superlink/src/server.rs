@@ -51,11 +51,7 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the three addresses.
-    pub async fn bind(
-        serverappio: SocketAddr,
-        fleet: SocketAddr,
-        exec: SocketAddr,
-    ) -> std::io::Result<Self> {
+    pub async fn bind(serverappio: SocketAddr, fleet: SocketAddr, exec: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
             serverappio: TcpListener::bind(serverappio).await?,
             fleet: TcpListener::bind(fleet).await?,
@@ -100,10 +96,7 @@ pub async fn serve(
 
     let launcher = (config.isolation == Isolation::Subprocess).then(|| {
         let serverappio = dial_address(listeners.serverappio.local_addr().expect("bound listener"));
-        let config = LauncherConfig {
-            serverapp_bin: config.serverapp_bin.clone(),
-            serverappio,
-        };
+        let config = LauncherConfig { serverapp_bin: config.serverapp_bin.clone(), serverappio };
         tokio::spawn(launcher::run(link.clone(), config))
     });
 
@@ -118,8 +111,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
 
-    let (health_fleet, health_sio, health_exec) =
-        (health_service(), health_service(), health_service());
+    let (health_fleet, health_sio, health_exec) = (health_service(), health_service(), health_service());
     let result = tokio::try_join!(
         base_server()
             .add_service(health_fleet)
@@ -140,8 +132,7 @@ pub async fn serve(
     result.map(|_| ())
 }
 
-fn health_service(
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+fn health_service() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
     // Serving as soon as bound; the empty service name stands for the whole server.
     drop(reporter);

@@ -27,24 +27,13 @@ impl ServerAppIoService {
 
     fn get_nodes(&self, req: pb::GetNodesRequest) -> Result<pb::GetNodesResponse> {
         self.link.require_running(req.run_id)?;
-        let nodes = self
-            .link
-            .state
-            .online_nodes()?
-            .into_iter()
-            .map(|node_id| pb::Node { node_id })
-            .collect();
+        let nodes = self.link.state.online_nodes()?.into_iter().map(|node_id| pb::Node { node_id }).collect();
         Ok(pb::GetNodesResponse { nodes })
     }
 
-    fn push_messages(
-        &self,
-        req: pb::PushAppMessagesRequest,
-    ) -> Result<pb::PushAppMessagesResponse> {
+    fn push_messages(&self, req: pb::PushAppMessagesRequest) -> Result<pb::PushAppMessagesResponse> {
         self.link.require_running(req.run_id)?;
-        let msgs = self
-            .link
-            .stored_messages(req.messages_list, req.message_object_trees)?;
+        let msgs = self.link.stored_messages(req.messages_list, req.message_object_trees)?;
         require_valid(&msgs, false)?;
         if let Some(m) = msgs.iter().find(|m| m.metadata().run_id != req.run_id) {
             return Err(Error::InvalidArgument(format!(
@@ -67,16 +56,10 @@ impl ServerAppIoService {
         }
         let objects_to_push = self.link.register_objects(req.run_id, &msgs)?;
         self.link.message_stored();
-        Ok(pb::PushAppMessagesResponse {
-            message_ids,
-            objects_to_push,
-        })
+        Ok(pb::PushAppMessagesResponse { message_ids, objects_to_push })
     }
 
-    fn pull_messages(
-        &self,
-        req: pb::PullAppMessagesRequest,
-    ) -> Result<pb::PullAppMessagesResponse> {
+    fn pull_messages(&self, req: pb::PullAppMessagesRequest) -> Result<pb::PullAppMessagesResponse> {
         self.link.require_running(req.run_id)?;
         let lookups = self.link.state.take_replies(&req.message_ids)?;
         let mut res = pb::PullAppMessagesResponse::default();
@@ -90,11 +73,7 @@ impl ServerAppIoService {
     }
 
     fn get_run(&self, req: pb::GetRunRequest) -> Result<pb::GetRunResponse> {
-        let run = self
-            .link
-            .state
-            .run(req.run_id)?
-            .ok_or(Error::RunNotFound(req.run_id))?;
+        let run = self.link.state.run(req.run_id)?.ok_or(Error::RunNotFound(req.run_id))?;
         Ok(pb::GetRunResponse { run: Some(run) })
     }
 
@@ -104,12 +83,7 @@ impl ServerAppIoService {
             .state
             .fab(&req.hash_str)?
             .ok_or_else(|| Error::NotFound(format!("no FAB with hash {}", req.hash_str)))?;
-        Ok(pb::GetFabResponse {
-            fab: Some(pb::Fab {
-                hash_str: req.hash_str,
-                content: content.to_vec(),
-            }),
-        })
+        Ok(pb::GetFabResponse { fab: Some(pb::Fab { hash_str: req.hash_str, content: content.to_vec() }) })
     }
 
     fn pull_app_inputs(&self) -> Result<pb::PullAppInputsResponse> {
@@ -122,49 +96,32 @@ impl ServerAppIoService {
         let context = state.serverapp_context(run_id)?;
         let (Some(fab), Some(context)) = (fab, context) else {
             let details = format!("run {run_id} has no FAB or context stored");
-            self.link
-                .update_run_status(run_id, crate::link::finished(status::FAILED, &details))?;
+            self.link.update_run_status(run_id, crate::link::finished(status::FAILED, &details))?;
             return Err(Error::FailedPrecondition(details));
         };
         tracing::info!(run_id, "run handed to a ServerApp");
         Ok(pb::PullAppInputsResponse {
             context: Some(context),
-            fab: Some(pb::Fab {
-                hash_str: run.fab_hash.clone(),
-                content: fab.to_vec(),
-            }),
+            fab: Some(pb::Fab { hash_str: run.fab_hash.clone(), content: fab.to_vec() }),
             run: Some(run),
         })
     }
 
-    fn push_app_outputs(
-        &self,
-        req: pb::PushAppOutputsRequest,
-    ) -> Result<pb::PushAppOutputsResponse> {
+    fn push_app_outputs(&self, req: pb::PushAppOutputsRequest) -> Result<pb::PushAppOutputsResponse> {
         self.link.require_running(req.run_id)?;
-        let context = req
-            .context
-            .ok_or_else(|| Error::InvalidArgument("PushAppOutputs without a context".into()))?;
+        let context = req.context.ok_or_else(|| Error::InvalidArgument("PushAppOutputs without a context".into()))?;
         self.link.state.set_serverapp_context(req.run_id, context)?;
         Ok(pb::PushAppOutputsResponse {})
     }
 
-    fn update_run_status(
-        &self,
-        req: pb::UpdateRunStatusRequest,
-    ) -> Result<pb::UpdateRunStatusResponse> {
+    fn update_run_status(&self, req: pb::UpdateRunStatusRequest) -> Result<pb::UpdateRunStatusResponse> {
         let current = self.link.run_status(req.run_id)?;
         if RunState::parse(&current.status) == Some(RunState::Finished) {
             return Err(Error::RunRefused(RunState::refusal(&current)));
         }
-        let new = req
-            .run_status
-            .ok_or_else(|| Error::InvalidArgument("UpdateRunStatus without a status".into()))?;
+        let new = req.run_status.ok_or_else(|| Error::InvalidArgument("UpdateRunStatus without a status".into()))?;
         if RunState::parse(&new.status).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "unknown run status {:?}",
-                new.status
-            )));
+            return Err(Error::InvalidArgument(format!("unknown run status {:?}", new.status)));
         }
         let shown = status::display(&new);
         if self.link.update_run_status(req.run_id, new)? {
@@ -190,10 +147,7 @@ impl ServerAppIoService {
     }
 
     fn heartbeat(&self, req: pb::SendAppHeartbeatRequest) -> Result<pb::SendAppHeartbeatResponse> {
-        let success = self
-            .link
-            .state
-            .ack_app_heartbeat(req.run_id, req.heartbeat_interval)?;
+        let success = self.link.state.ack_app_heartbeat(req.run_id, req.heartbeat_interval)?;
         Ok(pb::SendAppHeartbeatResponse { success })
     }
 
@@ -207,9 +161,7 @@ impl ServerAppIoService {
     fn push_object(&self, req: pb::PushObjectRequest) -> Result<pb::PushObjectResponse> {
         self.link.require_running(req.run_id)?;
         Self::require_superlink_node(&req.node)?;
-        let stored = self
-            .link
-            .push_object(&req.object_id, req.object_content.into())?;
+        let stored = self.link.push_object(&req.object_id, req.object_content.into())?;
         Ok(pb::PushObjectResponse { stored })
     }
 
@@ -219,10 +171,7 @@ impl ServerAppIoService {
         Ok(self.link.pull_object(&req.object_id))
     }
 
-    fn confirm(
-        &self,
-        req: pb::ConfirmMessageReceivedRequest,
-    ) -> Result<pb::ConfirmMessageReceivedResponse> {
+    fn confirm(&self, req: pb::ConfirmMessageReceivedRequest) -> Result<pb::ConfirmMessageReceivedResponse> {
         self.link.require_running(req.run_id)?;
         self.link.objects.delete(&req.message_object_id);
         Ok(pb::ConfirmMessageReceivedResponse {})
@@ -234,16 +183,10 @@ impl ServerAppIo for ServerAppIoService {
     async fn get_nodes(&self, req: Request<pb::GetNodesRequest>) -> Reply<pb::GetNodesResponse> {
         reply(ServerAppIoService::get_nodes(self, req.into_inner()))
     }
-    async fn push_messages(
-        &self,
-        req: Request<pb::PushAppMessagesRequest>,
-    ) -> Reply<pb::PushAppMessagesResponse> {
+    async fn push_messages(&self, req: Request<pb::PushAppMessagesRequest>) -> Reply<pb::PushAppMessagesResponse> {
         reply(ServerAppIoService::push_messages(self, req.into_inner()))
     }
-    async fn pull_messages(
-        &self,
-        req: Request<pb::PullAppMessagesRequest>,
-    ) -> Reply<pb::PullAppMessagesResponse> {
+    async fn pull_messages(&self, req: Request<pb::PullAppMessagesRequest>) -> Reply<pb::PullAppMessagesResponse> {
         reply(ServerAppIoService::pull_messages(self, req.into_inner()))
     }
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
@@ -252,31 +195,16 @@ impl ServerAppIo for ServerAppIoService {
     async fn get_fab(&self, req: Request<pb::GetFabRequest>) -> Reply<pb::GetFabResponse> {
         reply(ServerAppIoService::get_fab(self, req.into_inner()))
     }
-    async fn pull_app_inputs(
-        &self,
-        _req: Request<pb::PullAppInputsRequest>,
-    ) -> Reply<pb::PullAppInputsResponse> {
+    async fn pull_app_inputs(&self, _req: Request<pb::PullAppInputsRequest>) -> Reply<pb::PullAppInputsResponse> {
         reply(ServerAppIoService::pull_app_inputs(self))
     }
-    async fn push_app_outputs(
-        &self,
-        req: Request<pb::PushAppOutputsRequest>,
-    ) -> Reply<pb::PushAppOutputsResponse> {
+    async fn push_app_outputs(&self, req: Request<pb::PushAppOutputsRequest>) -> Reply<pb::PushAppOutputsResponse> {
         reply(ServerAppIoService::push_app_outputs(self, req.into_inner()))
     }
-    async fn update_run_status(
-        &self,
-        req: Request<pb::UpdateRunStatusRequest>,
-    ) -> Reply<pb::UpdateRunStatusResponse> {
-        reply(ServerAppIoService::update_run_status(
-            self,
-            req.into_inner(),
-        ))
+    async fn update_run_status(&self, req: Request<pb::UpdateRunStatusRequest>) -> Reply<pb::UpdateRunStatusResponse> {
+        reply(ServerAppIoService::update_run_status(self, req.into_inner()))
     }
-    async fn get_run_status(
-        &self,
-        req: Request<pb::GetRunStatusRequest>,
-    ) -> Reply<pb::GetRunStatusResponse> {
+    async fn get_run_status(&self, req: Request<pb::GetRunStatusRequest>) -> Reply<pb::GetRunStatusResponse> {
         reply(ServerAppIoService::get_run_status(self, req.into_inner()))
     }
     async fn push_logs(&self, req: Request<pb::PushLogsRequest>) -> Reply<pb::PushLogsResponse> {
@@ -288,16 +216,10 @@ impl ServerAppIo for ServerAppIoService {
     ) -> Reply<pb::SendAppHeartbeatResponse> {
         reply(self.heartbeat(req.into_inner()))
     }
-    async fn push_object(
-        &self,
-        req: Request<pb::PushObjectRequest>,
-    ) -> Reply<pb::PushObjectResponse> {
+    async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Reply<pb::PushObjectResponse> {
         reply(ServerAppIoService::push_object(self, req.into_inner()))
     }
-    async fn pull_object(
-        &self,
-        req: Request<pb::PullObjectRequest>,
-    ) -> Reply<pb::PullObjectResponse> {
+    async fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Reply<pb::PullObjectResponse> {
         reply(ServerAppIoService::pull_object(self, req.into_inner()))
     }
     async fn confirm_message_received(

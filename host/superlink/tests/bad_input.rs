@@ -35,63 +35,31 @@ async fn start() -> Link {
         listeners.exec.local_addr().unwrap(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        isolation: Isolation::Process,
-        serverapp_bin: "flwr-serverapp".into(),
-    };
-    tokio::spawn(serve(
-        config,
-        listeners,
-        Arc::new(MemoryState::new()),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    Link {
-        sio,
-        fleet,
-        exec,
-        _stop: tx,
-    }
+    let config = Config { isolation: Isolation::Process, serverapp_bin: "flwr-serverapp".into() };
+    tokio::spawn(serve(config, listeners, Arc::new(MemoryState::new()), async {
+        let _ = rx.await;
+    }));
+    Link { sio, fleet, exec, _stop: tx }
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
-type Signed =
-    InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
+type Signed = InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
 
 /// A Fleet client that signs every request like a Flower SuperNode with `key`.
 async fn fleet(addr: SocketAddr, key: p384::ecdsa::SigningKey) -> FleetClient<Signed> {
-    let pem = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap();
-    let sign: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send> =
-        Box::new(move |mut req| {
-            let ts = now_iso();
-            let sig: p384::ecdsa::Signature =
-                key.sign_prehash(&Sha256::digest(ts.as_bytes())).unwrap();
-            let md = req.metadata_mut();
-            md.insert_bin(
-                "flwr-public-key-bin",
-                BinaryMetadataValue::from_bytes(pem.as_bytes()),
-            );
-            md.insert(
-                "flwr-timestamp",
-                MetadataValue::try_from(ts.as_str()).unwrap(),
-            );
-            md.insert_bin(
-                "flwr-signature-bin",
-                BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()),
-            );
-            Ok(req)
-        });
+    let pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let sign: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send> = Box::new(move |mut req| {
+        let ts = now_iso();
+        let sig: p384::ecdsa::Signature = key.sign_prehash(&Sha256::digest(ts.as_bytes())).unwrap();
+        let md = req.metadata_mut();
+        md.insert_bin("flwr-public-key-bin", BinaryMetadataValue::from_bytes(pem.as_bytes()));
+        md.insert("flwr-timestamp", MetadataValue::try_from(ts.as_str()).unwrap());
+        md.insert_bin("flwr-signature-bin", BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()));
+        Ok(req)
+    });
     FleetClient::with_interceptor(channel(addr).await, sign)
 }
 
@@ -106,11 +74,7 @@ fn node(node_id: u64) -> Option<pb::Node> {
 fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, text: &str) {
     let status = result.expect_err("the request should have been refused");
     assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    assert!(
-        status.message().contains(text),
-        "{:?} does not mention {text:?}",
-        status.message()
-    );
+    assert!(status.message().contains(text), "{:?} does not mention {text:?}", status.message());
 }
 
 /// A small valid FAB, built from a temporary app directory.
@@ -142,32 +106,17 @@ num-server-rounds = 1
 async fn running_run(link: &Link) -> u64 {
     let mut exec = ExecClient::new(channel(link.exec).await);
     let run_id = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(fab()),
-            ..Default::default()
-        })
+        .start_run(pb::StartRunRequest { fab: Some(fab()), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
         .run_id
         .unwrap();
     let mut sio = ServerAppIoClient::new(channel(link.sio).await);
-    let inputs = sio
-        .pull_app_inputs(pb::PullAppInputsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let inputs = sio.pull_app_inputs(pb::PullAppInputsRequest::default()).await.unwrap().into_inner();
     assert_eq!(inputs.run.unwrap().run_id, run_id);
-    let running = pb::RunStatus {
-        status: "running".into(),
-        ..Default::default()
-    };
-    sio.update_run_status(pb::UpdateRunStatusRequest {
-        run_id,
-        run_status: Some(running),
-    })
-    .await
-    .unwrap();
+    let running = pb::RunStatus { status: "running".into(), ..Default::default() };
+    sio.update_run_status(pb::UpdateRunStatusRequest { run_id, run_status: Some(running) }).await.unwrap();
     run_id
 }
 
@@ -183,71 +132,29 @@ fn instruction(run_id: u64, dst: u64) -> (pb::Message, pb::ObjectTree) {
         created_at: now_secs(),
         ..Default::default()
     };
-    let msg = pb::Message {
-        metadata: Some(meta),
-        content: Some(pb::RecordDict::default()),
-        error: None,
-    };
-    (
-        msg,
-        pb::ObjectTree {
-            object_id: "a".repeat(64),
-            children: vec![],
-        },
-    )
+    let msg = pb::Message { metadata: Some(meta), content: Some(pb::RecordDict::default()), error: None };
+    (msg, pb::ObjectTree { object_id: "a".repeat(64), children: vec![] })
 }
 
 #[tokio::test]
 async fn fleet_refuses_unsigned_and_unknown_nodes() {
     let link = start().await;
     let mut plain = FleetClient::new(channel(link.fleet).await);
-    let res = plain
-        .create_node(pb::CreateNodeRequest {
-            heartbeat_interval: 30.0,
-        })
-        .await;
-    assert_status(
-        res,
-        Code::Unauthenticated,
-        "Missing authentication metadata",
-    );
+    let res = plain.create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 }).await;
+    assert_status(res, Code::Unauthenticated, "Missing authentication metadata");
 
     let mut client = fleet(link.fleet, new_key()).await;
-    let res = client
-        .pull_messages(pb::PullMessagesRequest {
-            node: node(42),
-            ..Default::default()
-        })
-        .await;
+    let res = client.pull_messages(pb::PullMessagesRequest { node: node(42), ..Default::default() }).await;
     assert_status(res, Code::Unauthenticated, "Invalid node ID");
 
-    let created = client
-        .create_node(pb::CreateNodeRequest {
-            heartbeat_interval: 30.0,
-        })
-        .await
-        .unwrap();
+    let created = client.create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 }).await.unwrap();
     let node_id = created.into_inner().node.unwrap().node_id;
-    let res = client
-        .pull_messages(pb::PullMessagesRequest {
-            node: node(node_id + 1),
-            ..Default::default()
-        })
-        .await;
+    let res = client.pull_messages(pb::PullMessagesRequest { node: node(node_id + 1), ..Default::default() }).await;
     assert_status(res, Code::Unauthenticated, "Invalid node ID");
-    let res = client
-        .create_node(pb::CreateNodeRequest {
-            heartbeat_interval: 30.0,
-        })
-        .await;
+    let res = client.create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 }).await;
     assert_status(res, Code::Unauthenticated, "Public key already in use");
 
-    let healthy = client
-        .pull_messages(pb::PullMessagesRequest {
-            node: node(node_id),
-            ..Default::default()
-        })
-        .await;
+    let healthy = client.pull_messages(pb::PullMessagesRequest { node: node(node_id), ..Default::default() }).await;
     assert!(healthy.unwrap().into_inner().messages_list.is_empty());
 }
 
@@ -257,157 +164,68 @@ async fn exec_refuses_bad_fabs_and_still_accepts_a_good_one() {
     let mut exec = ExecClient::new(channel(link.exec).await);
     let good = fab();
 
-    let wrong_hash = pb::Fab {
-        hash_str: "0".repeat(64),
-        content: good.content.clone(),
-    };
-    let res = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(wrong_hash),
-            ..Default::default()
-        })
-        .await;
+    let wrong_hash = pb::Fab { hash_str: "0".repeat(64), content: good.content.clone() };
+    let res = exec.start_run(pb::StartRunRequest { fab: Some(wrong_hash), ..Default::default() }).await;
     assert_status(res, Code::InvalidArgument, "FAB hash mismatch");
 
-    let huge = pb::Fab {
-        hash_str: String::new(),
-        content: vec![0; 10 * 1024 * 1024 + 1],
-    };
-    let res = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(huge),
-            ..Default::default()
-        })
-        .await;
+    let huge = pb::Fab { hash_str: String::new(), content: vec![0; 10 * 1024 * 1024 + 1] };
+    let res = exec.start_run(pb::StartRunRequest { fab: Some(huge), ..Default::default() }).await;
     assert_status(res, Code::ResourceExhausted, "limit is 10485760 bytes");
 
-    let garbage = pb::Fab {
-        hash_str: String::new(),
-        content: b"not a zip".to_vec(),
-    };
-    let res = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(garbage),
-            ..Default::default()
-        })
-        .await;
+    let garbage = pb::Fab { hash_str: String::new(), content: b"not a zip".to_vec() };
+    let res = exec.start_run(pb::StartRunRequest { fab: Some(garbage), ..Default::default() }).await;
     assert_status(res, Code::InvalidArgument, "invalid FAB");
 
     let mut overrides = std::collections::HashMap::new();
-    overrides.insert(
-        "no-such-key".to_string(),
-        pb::Scalar {
-            scalar: Some(pb::scalar::Scalar::Bool(true)),
-        },
-    );
+    overrides.insert("no-such-key".to_string(), pb::Scalar { scalar: Some(pb::scalar::Scalar::Bool(true)) });
     let res = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(good.clone()),
-            override_config: overrides,
-            ..Default::default()
-        })
+        .start_run(pb::StartRunRequest { fab: Some(good.clone()), override_config: overrides, ..Default::default() })
         .await;
     assert_status(res, Code::InvalidArgument, "no-such-key");
 
     let run_id = exec
-        .start_run(pb::StartRunRequest {
-            fab: Some(good),
-            ..Default::default()
-        })
+        .start_run(pb::StartRunRequest { fab: Some(good), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
         .run_id;
-    let runs = exec
-        .list_runs(pb::ListRunsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let runs = exec.list_runs(pb::ListRunsRequest::default()).await.unwrap().into_inner();
     assert_eq!(runs.run_dict.len(), 1, "only the good FAB became a run");
-    assert_eq!(
-        runs.run_dict[&run_id.unwrap()]
-            .status
-            .as_ref()
-            .unwrap()
-            .status,
-        "pending"
-    );
+    assert_eq!(runs.run_dict[&run_id.unwrap()].status.as_ref().unwrap().status, "pending");
 }
 
 #[tokio::test]
 async fn exec_unknown_or_finished_runs_are_refused() {
     let link = start().await;
     let mut exec = ExecClient::new(channel(link.exec).await);
-    let res = exec
-        .list_runs(pb::ListRunsRequest { run_id: Some(5) })
-        .await;
+    let res = exec.list_runs(pb::ListRunsRequest { run_id: Some(5) }).await;
     assert_status(res, Code::NotFound, "Run ID not found");
-    assert_status(
-        exec.stop_run(pb::StopRunRequest { run_id: 5 }).await,
-        Code::NotFound,
-        "Run ID not found",
-    );
-    let res = exec
-        .stream_logs(pb::StreamLogsRequest {
-            run_id: 5,
-            after_timestamp: 0.0,
-        })
-        .await;
+    assert_status(exec.stop_run(pb::StopRunRequest { run_id: 5 }).await, Code::NotFound, "Run ID not found");
+    let res = exec.stream_logs(pb::StreamLogsRequest { run_id: 5, after_timestamp: 0.0 }).await;
     assert_status(res, Code::NotFound, "Run ID not found");
-    assert_status(
-        exec.get_login_details(pb::GetLoginDetailsRequest {}).await,
-        Code::Unimplemented,
-        "not enabled",
-    );
+    assert_status(exec.get_login_details(pb::GetLoginDetailsRequest {}).await, Code::Unimplemented, "not enabled");
 
     let run_id = running_run(&link).await;
-    assert!(
-        exec.stop_run(pb::StopRunRequest { run_id })
-            .await
-            .unwrap()
-            .into_inner()
-            .success
-    );
+    assert!(exec.stop_run(pb::StopRunRequest { run_id }).await.unwrap().into_inner().success);
     let res = exec.stop_run(pb::StopRunRequest { run_id }).await;
     assert_status(res, Code::FailedPrecondition, "already finished");
-    let runs = exec
-        .list_runs(pb::ListRunsRequest {
-            run_id: Some(run_id),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let runs = exec.list_runs(pb::ListRunsRequest { run_id: Some(run_id) }).await.unwrap().into_inner();
     let status = runs.run_dict[&run_id].status.clone().unwrap();
-    assert_eq!(
-        (status.status.as_str(), status.sub_status.as_str()),
-        ("finished", "stopped")
-    );
+    assert_eq!((status.status.as_str(), status.sub_status.as_str()), ("finished", "stopped"));
 }
 
 #[tokio::test]
 async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
     let link = start().await;
     let mut sio = ServerAppIoClient::new(channel(link.sio).await);
-    assert_status(
-        sio.get_nodes(pb::GetNodesRequest { run_id: 5 }).await,
-        Code::NotFound,
-        "run 5 not found",
-    );
-    let res = sio
-        .push_logs(pb::PushLogsRequest {
-            run_id: 5,
-            logs: vec!["x".into()],
-            ..Default::default()
-        })
-        .await;
+    assert_status(sio.get_nodes(pb::GetNodesRequest { run_id: 5 }).await, Code::NotFound, "run 5 not found");
+    let res = sio.push_logs(pb::PushLogsRequest { run_id: 5, logs: vec!["x".into()], ..Default::default() }).await;
     assert_status(res, Code::NotFound, "run 5 not found");
 
     let run_id = running_run(&link).await;
     let mut client = fleet(link.fleet, new_key()).await;
     let node_id = client
-        .create_node(pb::CreateNodeRequest {
-            heartbeat_interval: 30.0,
-        })
+        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
         .await
         .unwrap()
         .into_inner()
@@ -415,12 +233,7 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
         .unwrap()
         .node_id;
 
-    let res = sio
-        .push_messages(pb::PushAppMessagesRequest {
-            run_id,
-            ..Default::default()
-        })
-        .await;
+    let res = sio.push_messages(pb::PushAppMessagesRequest { run_id, ..Default::default() }).await;
     assert_status(res, Code::InvalidArgument, "must not be empty");
 
     let (mut expired, tree) = instruction(run_id, node_id);
@@ -431,11 +244,7 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
         message_object_trees: vec![tree.clone()],
         ..Default::default()
     };
-    assert_status(
-        sio.push_messages(req).await,
-        Code::InvalidArgument,
-        "TTL has expired",
-    );
+    assert_status(sio.push_messages(req).await, Code::InvalidArgument, "TTL has expired");
 
     let (msg, _) = instruction(run_id, node_id);
     let req = pb::PushAppMessagesRequest {
@@ -444,19 +253,10 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
         message_object_trees: vec![],
         ..Default::default()
     };
-    assert_status(
-        sio.push_messages(req).await,
-        Code::InvalidArgument,
-        "needs its tree",
-    );
+    assert_status(sio.push_messages(req).await, Code::InvalidArgument, "needs its tree");
 
     let res = sio
-        .push_object(pb::PushObjectRequest {
-            node: node(7),
-            run_id,
-            object_id: "a".repeat(64),
-            object_content: vec![],
-        })
+        .push_object(pb::PushObjectRequest { node: node(7), run_id, object_id: "a".repeat(64), object_content: vec![] })
         .await;
     assert_status(res, Code::FailedPrecondition, "Unexpected node ID");
 
@@ -468,11 +268,7 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
     };
     let res = sio.push_messages(req).await.unwrap().into_inner();
     assert_eq!(res.message_ids, vec!["a".repeat(64)]);
-    assert_eq!(
-        res.objects_to_push,
-        vec!["a".repeat(64)],
-        "the message object is still to be pushed"
-    );
+    assert_eq!(res.objects_to_push, vec!["a".repeat(64)], "the message object is still to be pushed");
 }
 
 #[tokio::test]
@@ -481,25 +277,9 @@ async fn fleet_replies_must_answer_a_real_instruction_from_its_node() {
     let run_id = running_run(&link).await;
     let mut alice = fleet(link.fleet, new_key()).await;
     let mut bob = fleet(link.fleet, new_key()).await;
-    let create = pb::CreateNodeRequest {
-        heartbeat_interval: 30.0,
-    };
-    let a = alice
-        .create_node(create)
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
-    let b = bob
-        .create_node(create)
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
+    let create = pb::CreateNodeRequest { heartbeat_interval: 30.0 };
+    let a = alice.create_node(create).await.unwrap().into_inner().node.unwrap().node_id;
+    let b = bob.create_node(create).await.unwrap().into_inner().node.unwrap().node_id;
     let mut sio = ServerAppIoClient::new(channel(link.sio).await);
     let (msg, tree) = instruction(run_id, a);
     let req = pb::PushAppMessagesRequest {
@@ -522,18 +302,8 @@ async fn fleet_replies_must_answer_a_real_instruction_from_its_node() {
             message_type: "train".into(),
             created_at: now_secs(),
         };
-        let msg = pb::Message {
-            metadata: Some(meta),
-            content: Some(pb::RecordDict::default()),
-            error: None,
-        };
-        (
-            msg,
-            pb::ObjectTree {
-                object_id: id.into(),
-                children: vec![],
-            },
-        )
+        let msg = pb::Message { metadata: Some(meta), content: Some(pb::RecordDict::default()), error: None };
+        (msg, pb::ObjectTree { object_id: id.into(), children: vec![] })
     };
     let push = |node_id: u64, (msg, tree): (pb::Message, pb::ObjectTree)| pb::PushMessagesRequest {
         node: node(node_id),
@@ -541,49 +311,23 @@ async fn fleet_replies_must_answer_a_real_instruction_from_its_node() {
         message_object_trees: vec![tree],
     };
 
-    let res = alice
-        .push_messages(push(a, reply(a, &"f".repeat(64), &"b".repeat(64))))
-        .await;
+    let res = alice.push_messages(push(a, reply(a, &"f".repeat(64), &"b".repeat(64)))).await;
     assert_status(res, Code::NotFound, "does not exist");
-    let res = bob
-        .push_messages(push(b, reply(b, &"a".repeat(64), &"c".repeat(64))))
-        .await;
+    let res = bob.push_messages(push(b, reply(b, &"a".repeat(64), &"c".repeat(64)))).await;
     assert_status(res, Code::FailedPrecondition, "not to node");
-    let res = alice
-        .push_messages(push(a, reply(b, &"a".repeat(64), &"c".repeat(64))))
-        .await;
+    let res = alice.push_messages(push(a, reply(b, &"a".repeat(64), &"c".repeat(64)))).await;
     assert_status(res, Code::InvalidArgument, "claims to come from node");
-    let res = alice
-        .push_messages(pb::PushMessagesRequest {
-            node: node(a),
-            ..Default::default()
-        })
-        .await;
+    let res = alice.push_messages(pb::PushMessagesRequest { node: node(a), ..Default::default() }).await;
     assert_status(res, Code::InvalidArgument, "must not be empty");
 
-    let ok = alice
-        .push_messages(push(a, reply(a, &"a".repeat(64), &"d".repeat(64))))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = alice.push_messages(push(a, reply(a, &"a".repeat(64), &"d".repeat(64)))).await.unwrap().into_inner();
     assert_eq!(ok.results.get(&"d".repeat(64)), Some(&0));
     let pulled = sio
-        .pull_messages(pb::PullAppMessagesRequest {
-            run_id,
-            message_ids: vec!["a".repeat(64)],
-            ..Default::default()
-        })
+        .pull_messages(pb::PullAppMessagesRequest { run_id, message_ids: vec!["a".repeat(64)], ..Default::default() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        pulled.messages_list[0]
-            .metadata
-            .as_ref()
-            .unwrap()
-            .message_id,
-        "d".repeat(64)
-    );
+    assert_eq!(pulled.messages_list[0].metadata.as_ref().unwrap().message_id, "d".repeat(64));
 }
 
 #[tokio::test]
@@ -592,11 +336,7 @@ async fn malformed_protobuf_is_invalid_argument() {
     let mut grpc = tonic::client::Grpc::new(channel(link.sio).await);
     grpc.ready().await.unwrap();
     // A Fab's field 1 is a string; GetNodesRequest's field 1 is a varint: the bytes cannot parse.
-    let bytes = pb::Fab {
-        hash_str: "x".into(),
-        content: vec![],
-    }
-    .encode_to_vec();
+    let bytes = pb::Fab { hash_str: "x".into(), content: vec![] }.encode_to_vec();
     let codec = sepal_proto::codec::WireCodec::<RawBytes, pb::GetNodesResponse>::default();
     let path = http::uri::PathAndQuery::from_static("/flwr.proto.ServerAppIo/GetNodes");
     let res = grpc.unary(Request::new(RawBytes(bytes)), path, codec).await;

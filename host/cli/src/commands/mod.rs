@@ -1,6 +1,7 @@
 //! One module per subcommand: an `Args` struct and its `run`.
 
 pub mod superlink;
+pub mod supernode;
 
 use std::net::SocketAddr;
 
@@ -11,7 +12,5 @@ pub async fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
     let mut addrs = tokio::net::lookup_host(addr)
         .await
         .with_context(|| format!("{flag}: cannot resolve {addr:?} (expected HOST:PORT)"))?;
-    addrs
-        .next()
-        .with_context(|| format!("{flag}: {addr:?} resolves to no address"))
+    addrs.next().with_context(|| format!("{flag}: {addr:?} resolves to no address"))
 }

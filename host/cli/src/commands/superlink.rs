@@ -15,10 +15,7 @@ const IN_MEMORY: &str = ":flwr-in-memory-state:";
 
 /// Flower 1.20's `flower-superlink` flags (and Sepal's additions).
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "flower-superlink",
-    about = "Run a SuperLink (Fleet, ServerAppIo and Exec APIs)"
-)]
+#[command(name = "flower-superlink", about = "Run a SuperLink (Fleet, ServerAppIo and Exec APIs)")]
 pub struct SuperlinkArgs {
     /// Serve Fleet and Exec without TLS.
     #[arg(long)]
@@ -89,16 +86,16 @@ impl SuperlinkArgs {
             bail!("TLS is not supported by this Sepal version yet; run with --insecure behind a TLS-terminating proxy");
         }
         if self.database != IN_MEMORY {
-            bail!("--database {:?}: only {IN_MEMORY} is supported by this Sepal version (SQLite is planned)", self.database);
+            bail!(
+                "--database {:?}: only {IN_MEMORY} is supported by this Sepal version (SQLite is planned)",
+                self.database
+            );
         }
         if self.auth_list_public_keys.is_some() {
             bail!("--auth-list-public-keys is not supported by this Sepal version yet");
         }
         if self.fleet_api_type != "grpc-rere" {
-            bail!(
-                "--fleet-api-type {:?}: only grpc-rere is supported",
-                self.fleet_api_type
-            );
+            bail!("--fleet-api-type {:?}: only grpc-rere is supported", self.fleet_api_type);
         }
         if self.fleet_api_num_workers != 1 {
             bail!("--fleet-api-num-workers: only 1 is supported");
@@ -115,29 +112,18 @@ impl SuperlinkArgs {
     /// Runs the SuperLink until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.check()?;
-        let serverappio =
-            resolve("--serverappio-api-address", &self.serverappio_api_address).await?;
+        let serverappio = resolve("--serverappio-api-address", &self.serverappio_api_address).await?;
         let fleet = resolve("--fleet-api-address", &self.fleet_api_address).await?;
         let exec = resolve("--exec-api-address", &self.exec_api_address).await?;
-        let listeners = Listeners::bind(serverappio, fleet, exec)
-            .await
-            .context("cannot bind the SuperLink's addresses")?;
+        let listeners =
+            Listeners::bind(serverappio, fleet, exec).await.context("cannot bind the SuperLink's addresses")?;
         let isolation = match self.isolation {
             IsolationArg::Subprocess => Isolation::Subprocess,
             IsolationArg::Process => Isolation::Process,
         };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, insecure)");
-        let config = Config {
-            isolation,
-            serverapp_bin: self.serverapp_bin,
-        };
-        sepal_superlink::serve(
-            config,
-            listeners,
-            Arc::new(MemoryState::new()),
-            crate::shutdown::signal(),
-        )
-        .await?;
+        let config = Config { isolation, serverapp_bin: self.serverapp_bin };
+        sepal_superlink::serve(config, listeners, Arc::new(MemoryState::new()), crate::shutdown::signal()).await?;
         Ok(())
     }
 }

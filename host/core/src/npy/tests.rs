@@ -91,57 +91,32 @@ fn parses_the_header() {
 #[test]
 fn array_helpers_round_trip() {
     let a = Array::from_f32(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
-    assert_eq!(
-        (a.dtype.as_str(), a.shape.as_slice()),
-        ("float32", &[2, 2][..])
-    );
+    assert_eq!((a.dtype.as_str(), a.shape.as_slice()), ("float32", &[2, 2][..]));
     assert_eq!(a.stype, Array::NUMPY);
     assert_eq!(a.to_f32().unwrap(), [1.0, 2.0, 3.0, 4.0]);
     let b = Array::from_f64(&[0.25], &[]).unwrap();
     assert_eq!(b.to_f64().unwrap(), [0.25]);
     assert_eq!(b.npy_header().unwrap().shape, Vec::<usize>::new());
     let c = Array::from_i64(&[5, 6], &[2]).unwrap();
-    assert_eq!(
-        (c.dtype.as_str(), c.to_i64().unwrap()),
-        ("int64", vec![5, 6])
-    );
+    assert_eq!((c.dtype.as_str(), c.to_i64().unwrap()), ("int64", vec![5, 6]));
 }
 
 #[test]
 fn rejects_bad_input() {
     let err = Array::from_f32(&[1.0, 2.0, 3.0], &[2, 2]).unwrap_err();
-    assert!(matches!(
-        err,
-        NpyError::ShapeMismatch {
-            expected: 4,
-            found: 3,
-            ..
-        }
-    ));
+    assert!(matches!(err, NpyError::ShapeMismatch { expected: 4, found: 3, .. }));
     let a = Array::from_f32(&[1.0], &[1]).unwrap();
     assert!(matches!(a.to_f64(), Err(NpyError::WrongDtype { .. })));
     let mut truncated = unhex(F32_2X3);
     truncated.pop();
-    assert!(matches!(
-        parse(&truncated),
-        Err(NpyError::DataLength { found: 23, .. })
-    ));
+    assert!(matches!(parse(&truncated), Err(NpyError::DataLength { found: 23, .. })));
     assert!(matches!(parse(b"not npy at all"), Err(NpyError::NotNpy(_))));
     let mut version = unhex(F32_2X3);
     version[6] = 9;
-    assert!(matches!(
-        parse(&version),
-        Err(NpyError::UnsupportedVersion { major: 9, .. })
-    ));
+    assert!(matches!(parse(&version), Err(NpyError::UnsupportedVersion { major: 9, .. })));
     let pickled = unhex(&F32_2X3.replace("3c6634", "7c4f30")); // '<f4' -> '|O0'
-    assert!(matches!(
-        parse(&pickled),
-        Err(NpyError::UnsupportedDtype(_))
-    ));
-    let raw = Array {
-        stype: "torch.raw".into(),
-        ..a
-    };
+    assert!(matches!(parse(&pickled), Err(NpyError::UnsupportedDtype(_))));
+    let raw = Array { stype: "torch.raw".into(), ..a };
     assert!(matches!(raw.to_f32(), Err(NpyError::NotNumpy(_))));
     let big = Array::from_f32(&[], &[0, 1 << 31]);
     assert!(matches!(big, Err(NpyError::ShapeTooLarge(_))));
@@ -171,8 +146,5 @@ fn huge_headers_use_format_2() {
     assert_eq!(header.len(), 90_112);
     assert_eq!(header[..12], unhex("934e554d50590200f45f0100"));
     let digest = crate::objects::object_id(&header);
-    assert_eq!(
-        digest,
-        "d841060b86a7d1ce8c852ccbab97bfd2240a243b10be9dbb6e9369e6e9401ecb"
-    );
+    assert_eq!(digest, "d841060b86a7d1ce8c852ccbab97bfd2240a243b10be9dbb6e9369e6e9401ecb");
 }

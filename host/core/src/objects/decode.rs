@@ -9,9 +9,7 @@ use sepal_proto::pb;
 use super::json::Json;
 use super::{validate_object, ObjectHead, ObjectType};
 use crate::error::ObjectError;
-use crate::records::{
-    Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, OrderedMap, Record, RecordDict,
-};
+use crate::records::{Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, OrderedMap, Record, RecordDict};
 
 /// Rebuilds a message from its object tree and objects.
 ///
@@ -27,16 +25,9 @@ pub fn message_from_objects(
 ) -> Result<Message, ObjectError> {
     let wire_id = wire.metadata.as_ref().map_or("", |m| m.message_id.as_str());
     if !wire_id.is_empty() && wire_id != tree.object_id {
-        return Err(ObjectError::MessageIdMismatch {
-            wire: wire_id.to_owned(),
-            object: tree.object_id.clone(),
-        });
+        return Err(ObjectError::MessageIdMismatch { wire: wire_id.to_owned(), object: tree.object_id.clone() });
     }
-    let mut decoder = Decoder {
-        objects,
-        verified: HashSet::new(),
-        arrays: HashMap::new(),
-    };
+    let mut decoder = Decoder { objects, verified: HashSet::new(), arrays: HashMap::new() };
     let mut message = decoder.message(tree)?;
     message.metadata.message_id = tree.object_id.clone();
     Ok(message)
@@ -62,21 +53,14 @@ impl Decoder<'_> {
     /// Looks up and verifies the tree node's object; its type must be one of `allowed`.
     fn node(&mut self, tree: &pb::ObjectTree, allowed: &[ObjectType]) -> Result<Node, ObjectError> {
         let id = tree.object_id.as_str();
-        let bytes = self
-            .objects
-            .get(id)
-            .ok_or_else(|| ObjectError::Missing(id.to_owned()))?;
+        let bytes = self.objects.get(id).ok_or_else(|| ObjectError::Missing(id.to_owned()))?;
         if !self.verified.contains(id) {
             validate_object(id, bytes)?;
             self.verified.insert(id.to_owned());
         }
         let (object_type, children, body) = ObjectHead::parse(bytes)?;
         if !allowed.contains(&object_type) {
-            return Err(ObjectError::UnexpectedType {
-                id: id.to_owned(),
-                expected: allowed[0],
-                found: object_type,
-            });
+            return Err(ObjectError::UnexpectedType { id: id.to_owned(), expected: allowed[0], found: object_type });
         }
         let listed: Vec<&str> = tree.children.iter().map(|t| t.object_id.as_str()).collect();
         if listed != children {
@@ -99,10 +83,7 @@ impl Decoder<'_> {
             (Some(error), []) => Ok(Message::with_error(metadata, Error::from(error))),
             (Some(_), _) => Err(malformed(id, "An error message must not have children.")),
             (None, [content]) => Ok(Message::with_content(metadata, self.record_dict(content)?)),
-            (None, _) => Err(malformed(
-                id,
-                "A message needs one RecordDict child or an error.",
-            )),
+            (None, _) => Err(malformed(id, "A message needs one RecordDict child or an error.")),
         }
     }
 
@@ -117,11 +98,7 @@ impl Decoder<'_> {
     }
 
     fn record(&mut self, tree: &pb::ObjectTree) -> Result<Record, ObjectError> {
-        const RECORDS: [ObjectType; 3] = [
-            ObjectType::ArrayRecord,
-            ObjectType::MetricRecord,
-            ObjectType::ConfigRecord,
-        ];
+        const RECORDS: [ObjectType; 3] = [ObjectType::ArrayRecord, ObjectType::MetricRecord, ObjectType::ConfigRecord];
         let id = &tree.object_id;
         let node = self.node(tree, &RECORDS)?;
         let bad = |e: prost::DecodeError| malformed(id, format!("bad record protobuf: {e}"));
@@ -149,10 +126,7 @@ impl Decoder<'_> {
     }
 
     /// Parses a `{key: child id}` body; the ids must be exactly the node's children.
-    fn references<'t>(
-        &self,
-        tree: &'t pb::ObjectTree,
-    ) -> Result<Vec<(String, &'t pb::ObjectTree)>, ObjectError> {
+    fn references<'t>(&self, tree: &'t pb::ObjectTree) -> Result<Vec<(String, &'t pb::ObjectTree)>, ObjectError> {
         let id = &tree.object_id;
         let body = &self.objects[id.as_str()];
         let (_, _, body) = ObjectHead::parse(body)?;
@@ -160,12 +134,8 @@ impl Decoder<'_> {
         let mut refs = Vec::with_capacity(map.len());
         for (key, child_id) in map {
             let child = tree.children.iter().find(|t| t.object_id == child_id);
-            let child = child.ok_or_else(|| {
-                malformed(
-                    id,
-                    format!("Body references {child_id}, which is not a child."),
-                )
-            })?;
+            let child =
+                child.ok_or_else(|| malformed(id, format!("Body references {child_id}, which is not a child.")))?;
             refs.push((key, child));
         }
         check_all_used(id, tree, refs.iter().map(|(_, t)| t.object_id.as_str()))?;
@@ -182,12 +152,7 @@ impl Decoder<'_> {
         let chunk_ids = meta.chunk_ids(tree).map_err(|e| malformed(id, e))?;
         check_all_used(id, tree, chunk_ids.iter().map(|t| t.object_id.as_str()))?;
         let data = self.chunks(&chunk_ids)?;
-        let array = Array {
-            dtype: meta.dtype,
-            shape: meta.shape,
-            stype: meta.stype,
-            data,
-        };
+        let array = Array { dtype: meta.dtype, shape: meta.shape, stype: meta.stype, data };
         self.arrays.insert(id.clone(), array.clone());
         Ok(array)
     }
@@ -207,21 +172,10 @@ impl Decoder<'_> {
 }
 
 /// Flower's check that a body references every child of the head.
-fn check_all_used<'a>(
-    id: &str,
-    tree: &pb::ObjectTree,
-    used: impl Iterator<Item = &'a str>,
-) -> Result<(), ObjectError> {
+fn check_all_used<'a>(id: &str, tree: &pb::ObjectTree, used: impl Iterator<Item = &'a str>) -> Result<(), ObjectError> {
     let used: HashSet<&str> = used.collect();
-    match tree
-        .children
-        .iter()
-        .find(|t| !used.contains(t.object_id.as_str()))
-    {
-        Some(t) => Err(malformed(
-            id,
-            format!("Child {} is not referenced by the body.", t.object_id),
-        )),
+    match tree.children.iter().find(|t| !used.contains(t.object_id.as_str())) {
+        Some(t) => Err(malformed(id, format!("Child {} is not referenced by the body.", t.object_id))),
         None => Ok(()),
     }
 }
@@ -233,9 +187,7 @@ fn string_map(body: &[u8]) -> Result<OrderedMap<String>, String> {
     };
     let mut map = OrderedMap::new();
     for (key, value) in items {
-        let value = value
-            .as_str()
-            .ok_or(format!("value of {key:?} is not a string"))?;
+        let value = value.as_str().ok_or(format!("value of {key:?} is not a string"))?;
         map.insert(key, value.to_owned());
     }
     Ok(map)
@@ -254,15 +206,11 @@ impl ArrayMeta {
         let json = Json::parse(body)?;
         let text = |key: &str| {
             let value = json.get(key).and_then(Json::as_str);
-            value
-                .map(str::to_owned)
-                .ok_or(format!("{key:?} is missing or not a string"))
+            value.map(str::to_owned).ok_or(format!("{key:?} is missing or not a string"))
         };
         let ints = |key: &str| {
             match json.get(key) {
-                Some(Json::Array(items)) => {
-                    items.iter().map(Json::as_i64).collect::<Option<Vec<_>>>()
-                }
+                Some(Json::Array(items)) => items.iter().map(Json::as_i64).collect::<Option<Vec<_>>>(),
                 _ => None,
             }
             .ok_or(format!("{key:?} is missing or not a list of integers"))

@@ -13,10 +13,7 @@ use crate::records::{Array, ArrayRecord, Error, Message, Metadata, Record, Recor
 
 /// The bytes and id of one object.
 pub fn encode_object(object_type: ObjectType, children: &[String], body: &[u8]) -> (String, Bytes) {
-    let head = ObjectHead {
-        object_type,
-        children: children.to_vec(),
-    };
+    let head = ObjectHead { object_type, children: children.to_vec() };
     let mut bytes = head.to_bytes(body.len());
     bytes.extend_from_slice(body);
     (object_id(&bytes), Bytes::from(bytes))
@@ -47,19 +44,13 @@ struct Encoder {
 }
 
 fn leaf(object_id: String) -> pb::ObjectTree {
-    pb::ObjectTree {
-        object_id,
-        children: Vec::new(),
-    }
+    pb::ObjectTree { object_id, children: Vec::new() }
 }
 
 /// Drops repeated subtrees, keeping first occurrences.
 fn unique(trees: Vec<pb::ObjectTree>) -> Vec<pb::ObjectTree> {
     let mut seen = HashSet::new();
-    trees
-        .into_iter()
-        .filter(|t| seen.insert(t.object_id.clone()))
-        .collect()
+    trees.into_iter().filter(|t| seen.insert(t.object_id.clone())).collect()
 }
 
 fn ids(trees: &[pb::ObjectTree]) -> Vec<String> {
@@ -68,11 +59,7 @@ fn ids(trees: &[pb::ObjectTree]) -> Vec<String> {
 
 impl Encoder {
     fn new(keep: bool) -> Self {
-        Encoder {
-            keep,
-            seen: HashSet::new(),
-            objects: Vec::new(),
-        }
+        Encoder { keep, seen: HashSet::new(), objects: Vec::new() }
     }
 
     fn add(&mut self, id: &str, bytes: impl FnOnce() -> Bytes) {
@@ -83,18 +70,10 @@ impl Encoder {
     }
 
     /// Emits an object whose children have been emitted; returns its tree node.
-    fn emit(
-        &mut self,
-        ty: ObjectType,
-        children: Vec<pb::ObjectTree>,
-        body: &[u8],
-    ) -> pb::ObjectTree {
+    fn emit(&mut self, ty: ObjectType, children: Vec<pb::ObjectTree>, body: &[u8]) -> pb::ObjectTree {
         let (id, bytes) = encode_object(ty, &ids(&children), body);
         self.add(&id, || bytes);
-        pb::ObjectTree {
-            object_id: id,
-            children,
-        }
+        pb::ObjectTree { object_id: id, children }
     }
 
     fn message(&mut self, m: &Message) -> pb::ObjectTree {
@@ -135,20 +114,11 @@ impl Encoder {
     }
 
     fn array(&mut self, a: &Array) -> pb::ObjectTree {
-        let chunk_ids: Vec<String> = (0..a.data.len())
-            .step_by(MAX_ARRAY_CHUNK_SIZE)
-            .map(|start| self.chunk(&a.data, start))
-            .collect();
+        let chunk_ids: Vec<String> =
+            (0..a.data.len()).step_by(MAX_ARRAY_CHUNK_SIZE).map(|start| self.chunk(&a.data, start)).collect();
         let children = unique(chunk_ids.iter().cloned().map(leaf).collect());
-        let indices: Vec<usize> = chunk_ids
-            .iter()
-            .map(|id| {
-                children
-                    .iter()
-                    .position(|t| t.object_id == *id)
-                    .unwrap_or(0)
-            })
-            .collect();
+        let indices: Vec<usize> =
+            chunk_ids.iter().map(|id| children.iter().position(|t| t.object_id == *id).unwrap_or(0)).collect();
         let body = array_body(a, &indices);
         self.emit(ObjectType::Array, children, body.as_bytes())
     }
@@ -156,17 +126,8 @@ impl Encoder {
     /// Hashes the chunk at `start` without copying it; copies it only when kept.
     fn chunk(&mut self, data: &Bytes, start: usize) -> String {
         let slice = data.slice(start..data.len().min(start + MAX_ARRAY_CHUNK_SIZE));
-        let head = ObjectHead {
-            object_type: ObjectType::ArrayChunk,
-            children: Vec::new(),
-        }
-        .to_bytes(slice.len());
-        let id = hex::encode(
-            Sha256::new()
-                .chain_update(&head)
-                .chain_update(&slice)
-                .finalize(),
-        );
+        let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
+        let id = hex::encode(Sha256::new().chain_update(&head).chain_update(&slice).finalize());
         self.add(&id, || Bytes::from([head.as_slice(), &slice].concat()));
         id
     }

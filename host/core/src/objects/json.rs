@@ -71,10 +71,7 @@ impl Json {
         let value = p.value(0)?;
         p.skip_ws();
         if p.pos != text.len() {
-            return Err(format!(
-                "unexpected data at byte {} of the JSON body",
-                p.pos
-            ));
+            return Err(format!("unexpected data at byte {} of the JSON body", p.pos));
         }
         Ok(value)
     }
@@ -144,11 +141,7 @@ impl Parser<'_> {
     }
 
     fn literal(&mut self) -> Result<Json, String> {
-        for (word, value) in [
-            ("true", Json::Bool(true)),
-            ("false", Json::Bool(false)),
-            ("null", Json::Null),
-        ] {
+        for (word, value) in [("true", Json::Bool(true)), ("false", Json::Bool(false)), ("null", Json::Null)] {
             if self.s[self.pos..].starts_with(word.as_bytes()) {
                 self.pos += word.len();
                 return Ok(value);
@@ -159,10 +152,7 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Json {
         let start = self.pos;
-        while matches!(
-            self.s.get(self.pos),
-            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-        ) {
+        while matches!(self.s.get(self.pos), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
             self.pos += 1;
         }
         Json::Number(String::from_utf8_lossy(&self.s[start..self.pos]).into_owned())
@@ -215,9 +205,7 @@ impl Parser<'_> {
         self.pos += 1;
         let mut out = String::new();
         loop {
-            let run = self.s[self.pos..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            let run = self.s[self.pos..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
             let Some(run) = run else {
                 return self.err("unterminated string");
             };
@@ -273,11 +261,7 @@ impl Parser<'_> {
     fn hex4(&mut self) -> Result<u16, String> {
         let digits = self.s.get(self.pos..self.pos + 4).unwrap_or_default();
         let text = std::str::from_utf8(digits).unwrap_or("");
-        let value = text
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit())
-            .then(|| u16::from_str_radix(text, 16).ok())
-            .flatten();
+        let value = text.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u16::from_str_radix(text, 16).ok()).flatten();
         match value {
             Some(v) if text.len() == 4 => {
                 self.pos += 4;

@@ -119,12 +119,7 @@ impl ObjectHead {
 
     /// The head bytes, including the `0x00` divider, for a body of `body_len` bytes.
     pub fn to_bytes(&self, body_len: usize) -> Vec<u8> {
-        let head = format!(
-            "{} {} {}",
-            self.object_type,
-            self.children.join(","),
-            body_len
-        );
+        let head = format!("{} {} {}", self.object_type, self.children.join(","), body_len);
         let mut out = head.into_bytes();
         out.push(0);
         out
@@ -132,9 +127,10 @@ impl ObjectHead {
 }
 
 fn parse_parts(bytes: &[u8]) -> Result<(ObjectType, Vec<String>, &[u8]), String> {
-    let split = bytes.iter().position(|&b| b == 0).ok_or(
-        "Unexpected format for object content. Head and body could not be split.".to_owned(),
-    )?;
+    let split = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or("Unexpected format for object content. Head and body could not be split.".to_owned())?;
     let (head, body) = (&bytes[..split], &bytes[split + 1..]);
     let head = std::str::from_utf8(head).map_err(|_| "Object head is not UTF-8.".to_owned())?;
     let parts: Vec<&str> = head.split(' ').collect();
@@ -142,18 +138,11 @@ fn parse_parts(bytes: &[u8]) -> Result<(ObjectType, Vec<String>, &[u8]), String>
         return Err("Unexpected format for object head.".to_owned());
     };
     let children = parse_children(children)?;
-    let object_type = ObjectType::from_name(type_name)
-        .ok_or_else(|| format!("Object of type {type_name} is not supported."))?;
-    let stated: Option<usize> = body_len
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| body_len.parse().ok())
-        .flatten();
+    let object_type =
+        ObjectType::from_name(type_name).ok_or_else(|| format!("Object of type {type_name} is not supported."))?;
+    let stated: Option<usize> = body_len.bytes().all(|b| b.is_ascii_digit()).then(|| body_len.parse().ok()).flatten();
     if stated != Some(body.len()) {
-        return Err(format!(
-            "Object content length expected {body_len} bytes but got {} bytes.",
-            body.len()
-        ));
+        return Err(format!("Object content length expected {body_len} bytes but got {} bytes.", body.len()));
     }
     Ok((object_type, children, body))
 }
@@ -175,14 +164,9 @@ fn parse_children(list: &str) -> Result<Vec<String>, String> {
 pub fn validate_object(id: &str, bytes: &[u8]) -> Result<(), ObjectError> {
     let actual = object_id(bytes);
     if actual != id {
-        return Err(ObjectError::HashMismatch {
-            id: id.to_owned(),
-            actual,
-        });
+        return Err(ObjectError::HashMismatch { id: id.to_owned(), actual });
     }
-    parse_parts(bytes)
-        .map(|_| ())
-        .map_err(|reason| ObjectError::malformed(id, reason))
+    parse_parts(bytes).map(|_| ()).map_err(|reason| ObjectError::malformed(id, reason))
 }
 
 #[cfg(test)]

@@ -10,141 +10,50 @@ use sepal_proto::pb;
 use super::json::{self, Json};
 use super::*;
 use crate::records::{
-    Array, ArrayRecord, ConfigRecord, ConfigValue, Error, Message, Metadata, MetricRecord,
-    MetricValue, RecordDict,
+    Array, ArrayRecord, ConfigRecord, ConfigValue, Error, Message, Metadata, MetricRecord, MetricValue, RecordDict,
 };
 
 const PORTABLE: [(&str, &str); 7] = [
-    (
-        "ArrayChunk",
-        "496678a33a41eaccf1ee13f42da21ad64663cd0796f2ee24208f0af2306fe483",
-    ),
-    (
-        "Array",
-        "57be25b272dae63275ec6ea4e535174d18e7ac3e516b2c415b080c765aedacf0",
-    ),
-    (
-        "ArrayRecord",
-        "3812f918bd0be9590e4ad9eab172e6cda8e22892bfaefcf5a09baab42e3d7d30",
-    ),
-    (
-        "MetricRecord",
-        "42e73cceb5d64ed736e4fd8e044370601eee72d854c3cf8b7e595d288f67ce44",
-    ),
-    (
-        "ConfigRecord",
-        "15749d8921cf4cf8ff4414426661a042c5bdbc53764f949f7ac5723c9b2381fc",
-    ),
-    (
-        "RecordDict",
-        "50f6839671a99f04473723cfc5ea3c1d513b330c59004a8c892a7916ba377692",
-    ),
-    (
-        "Message",
-        "5cf70429f90fa8dc813dfb6480aea38469db144f9647bab3cd9fc53b33529103",
-    ),
+    ("ArrayChunk", "496678a33a41eaccf1ee13f42da21ad64663cd0796f2ee24208f0af2306fe483"),
+    ("Array", "57be25b272dae63275ec6ea4e535174d18e7ac3e516b2c415b080c765aedacf0"),
+    ("ArrayRecord", "3812f918bd0be9590e4ad9eab172e6cda8e22892bfaefcf5a09baab42e3d7d30"),
+    ("MetricRecord", "42e73cceb5d64ed736e4fd8e044370601eee72d854c3cf8b7e595d288f67ce44"),
+    ("ConfigRecord", "15749d8921cf4cf8ff4414426661a042c5bdbc53764f949f7ac5723c9b2381fc"),
+    ("RecordDict", "50f6839671a99f04473723cfc5ea3c1d513b330c59004a8c892a7916ba377692"),
+    ("Message", "5cf70429f90fa8dc813dfb6480aea38469db144f9647bab3cd9fc53b33529103"),
 ];
 
 const ERROR_REPLY: &str = "0317f69357bfd375925c3379e95460abcbfa05dcb20399c123bc59f32bbbcf5f";
 
 const CHUNKED: [(&str, &str); 10] = [
-    (
-        "ArrayChunk",
-        "496678a33a41eaccf1ee13f42da21ad64663cd0796f2ee24208f0af2306fe483",
-    ),
-    (
-        "Array",
-        "57be25b272dae63275ec6ea4e535174d18e7ac3e516b2c415b080c765aedacf0",
-    ),
-    (
-        "ArrayChunk",
-        "7365b19c65fd25efa30faa4d219f849a664e071976989b4cf0939b3595d511c4",
-    ),
-    (
-        "ArrayChunk",
-        "a8c073ffa3779a2266beded4e8e43454c8fdc9775b9a57580d936132f3913595",
-    ),
-    (
-        "Array",
-        "e971a17d0013dc2a85e24f42694ba3ab5baf7249dc6fa9e33d23ce7db20a220c",
-    ),
-    (
-        "ArrayRecord",
-        "34960c03be210b3346977ff55941ca08ef91ab03ae0b0212bc4763373fcf5b16",
-    ),
-    (
-        "MetricRecord",
-        "42e73cceb5d64ed736e4fd8e044370601eee72d854c3cf8b7e595d288f67ce44",
-    ),
-    (
-        "ConfigRecord",
-        "15749d8921cf4cf8ff4414426661a042c5bdbc53764f949f7ac5723c9b2381fc",
-    ),
-    (
-        "RecordDict",
-        "e65f1ba6e18f8dfa1647b714e8223076005e672db3c17e222664fb913da46790",
-    ),
-    (
-        "Message",
-        "6edbbb2771fead95c425b6d247773698026c863c05f04f4c5b991a701da8d57e",
-    ),
+    ("ArrayChunk", "496678a33a41eaccf1ee13f42da21ad64663cd0796f2ee24208f0af2306fe483"),
+    ("Array", "57be25b272dae63275ec6ea4e535174d18e7ac3e516b2c415b080c765aedacf0"),
+    ("ArrayChunk", "7365b19c65fd25efa30faa4d219f849a664e071976989b4cf0939b3595d511c4"),
+    ("ArrayChunk", "a8c073ffa3779a2266beded4e8e43454c8fdc9775b9a57580d936132f3913595"),
+    ("Array", "e971a17d0013dc2a85e24f42694ba3ab5baf7249dc6fa9e33d23ce7db20a220c"),
+    ("ArrayRecord", "34960c03be210b3346977ff55941ca08ef91ab03ae0b0212bc4763373fcf5b16"),
+    ("MetricRecord", "42e73cceb5d64ed736e4fd8e044370601eee72d854c3cf8b7e595d288f67ce44"),
+    ("ConfigRecord", "15749d8921cf4cf8ff4414426661a042c5bdbc53764f949f7ac5723c9b2381fc"),
+    ("RecordDict", "e65f1ba6e18f8dfa1647b714e8223076005e672db3c17e222664fb913da46790"),
+    ("Message", "6edbbb2771fead95c425b6d247773698026c863c05f04f4c5b991a701da8d57e"),
 ];
 
 /// Non-ASCII and escaped keys, every record value kind, a 0-d and an empty array, a `-0.0`
 /// ttl and u64 extremes in the metadata.
 const EXOTIC: [(&str, &str); 13] = [
-    (
-        "ArrayChunk",
-        "1a7f05de3e798637cecdf191cedcc56f278d0a3880615fe91989880dd0a6118b",
-    ),
-    (
-        "Array",
-        "28010400fada770a9fb8decfea4a96772fa2fa7eb6afb62d6287390a47e0f9f1",
-    ),
-    (
-        "ArrayChunk",
-        "37660522d49caf6e395f84fa655d58745f682fb1ab58f150623f60d3c9ef0af5",
-    ),
-    (
-        "Array",
-        "6c6ecbfd5fd2d9684c5c6a0dc0b78e30527131b81a2e63e081120cfe38b6ff8a",
-    ),
-    (
-        "ArrayChunk",
-        "3cd20aa3fec4f949d721acfc6fcaa2937fa5e63b22f2c638a3b8af9bb247f3d9",
-    ),
-    (
-        "Array",
-        "6878761876e40d1629466ec4ef64fca3e46fc9a9c9d012bdc7014fa68e1d38f2",
-    ),
-    (
-        "ArrayChunk",
-        "d5b3b0838521dae819bd1cb114f3dbf09c221811c28e6dc744d21c5e1c79ac26",
-    ),
-    (
-        "Array",
-        "3aa53651f14dd22cdc34a5f386e5f8f55138124df074ad196b60470fa7f11a5c",
-    ),
-    (
-        "ArrayRecord",
-        "d42fd57013777bb95df3248573fe5105df8b890c24647abbbd5e46b9e27faf0c",
-    ),
-    (
-        "MetricRecord",
-        "12f06635aec5fbbf01872ff84184cc64a0e04682cba1acc1b2cabe0189bdf8dc",
-    ),
-    (
-        "ConfigRecord",
-        "b259b611c50196218f1b5103d3e7d61a620549f0f8d1c25dc668592a3d76244b",
-    ),
-    (
-        "RecordDict",
-        "a71ecc663a2376ff5fe7d7b4d7d2daed9e2ff29ee9f661c31a125145a4b2d165",
-    ),
-    (
-        "Message",
-        "33562bb8b27dab59caa1dc48e67c1c2da4e5685b84f6304e14ca4eb5ad8abff7",
-    ),
+    ("ArrayChunk", "1a7f05de3e798637cecdf191cedcc56f278d0a3880615fe91989880dd0a6118b"),
+    ("Array", "28010400fada770a9fb8decfea4a96772fa2fa7eb6afb62d6287390a47e0f9f1"),
+    ("ArrayChunk", "37660522d49caf6e395f84fa655d58745f682fb1ab58f150623f60d3c9ef0af5"),
+    ("Array", "6c6ecbfd5fd2d9684c5c6a0dc0b78e30527131b81a2e63e081120cfe38b6ff8a"),
+    ("ArrayChunk", "3cd20aa3fec4f949d721acfc6fcaa2937fa5e63b22f2c638a3b8af9bb247f3d9"),
+    ("Array", "6878761876e40d1629466ec4ef64fca3e46fc9a9c9d012bdc7014fa68e1d38f2"),
+    ("ArrayChunk", "d5b3b0838521dae819bd1cb114f3dbf09c221811c28e6dc744d21c5e1c79ac26"),
+    ("Array", "3aa53651f14dd22cdc34a5f386e5f8f55138124df074ad196b60470fa7f11a5c"),
+    ("ArrayRecord", "d42fd57013777bb95df3248573fe5105df8b890c24647abbbd5e46b9e27faf0c"),
+    ("MetricRecord", "12f06635aec5fbbf01872ff84184cc64a0e04682cba1acc1b2cabe0189bdf8dc"),
+    ("ConfigRecord", "b259b611c50196218f1b5103d3e7d61a620549f0f8d1c25dc668592a3d76244b"),
+    ("RecordDict", "a71ecc663a2376ff5fe7d7b4d7d2daed9e2ff29ee9f661c31a125145a4b2d165"),
+    ("Message", "33562bb8b27dab59caa1dc48e67c1c2da4e5685b84f6304e14ca4eb5ad8abff7"),
 ];
 
 /// An error message with a negative code, non-ASCII reason and zero ttl.
@@ -168,10 +77,7 @@ fn metadata() -> Metadata {
 }
 
 fn metrics() -> MetricRecord {
-    MetricRecord::new()
-        .with("loss", 0.5.into())
-        .with("n", 10i64.into())
-        .with("ids", vec![1i64, 2, 3].into())
+    MetricRecord::new().with("loss", 0.5.into()).with("n", 10i64.into()).with("ids", vec![1i64, 2, 3].into())
 }
 
 fn config() -> ConfigRecord {
@@ -183,26 +89,16 @@ fn config() -> ConfigRecord {
 }
 
 fn content(arrays: ArrayRecord) -> RecordDict {
-    RecordDict::new()
-        .with("arrays", arrays.into())
-        .with("metrics", metrics().into())
-        .with("config", config().into())
+    RecordDict::new().with("arrays", arrays.into()).with("metrics", metrics().into()).with("config", config().into())
 }
 
 fn portable() -> Message {
-    let arrays = ArrayRecord::new()
-        .with("w", small())
-        .with("w_again", small());
+    let arrays = ArrayRecord::new().with("w", small()).with("w_again", small());
     Message::with_content(metadata(), content(arrays))
 }
 
 fn error_reply() -> Message {
-    let md = Metadata {
-        src_node_id: 5678,
-        dst_node_id: 1,
-        reply_to_message_id: PORTABLE[6].1.into(),
-        ..metadata()
-    };
+    let md = Metadata { src_node_id: 5678, dst_node_id: 1, reply_to_message_id: PORTABLE[6].1.into(), ..metadata() };
     Message::with_error(md, Error::new(2, "boom"))
 }
 
@@ -217,10 +113,7 @@ fn exotic() -> Message {
         ..Metadata::default()
     };
     let arrays = ArrayRecord::new()
-        .with(
-            "f32",
-            Array::from_f32(&[0.0, 0.5, 1.0, 1.5, 2.0, 2.5], &[2, 3]).unwrap(),
-        )
+        .with("f32", Array::from_f32(&[0.0, 0.5, 1.0, 1.5, 2.0, 2.5], &[2, 3]).unwrap())
         .with("f64scalar", Array::from_f64(&[2.5], &[]).unwrap())
         .with("empty", Array::from_f32(&[], &[0]).unwrap())
         .with("i64", Array::from_i64(&[-1, 1 << 40], &[2]).unwrap());
@@ -265,14 +158,10 @@ fn exotic_error() -> Message {
 
 /// Every object, in order, has the expected type and id.
 fn assert_objects(objects: &[(String, Bytes)], expected: &[(&str, &str)]) {
-    let found: Vec<(ObjectType, &str)> = objects
-        .iter()
-        .map(|(id, bytes)| (ObjectHead::parse(bytes).unwrap().0, id.as_str()))
-        .collect();
-    let expected: Vec<(ObjectType, &str)> = expected
-        .iter()
-        .map(|(t, id)| (ObjectType::from_name(t).unwrap(), *id))
-        .collect();
+    let found: Vec<(ObjectType, &str)> =
+        objects.iter().map(|(id, bytes)| (ObjectHead::parse(bytes).unwrap().0, id.as_str())).collect();
+    let expected: Vec<(ObjectType, &str)> =
+        expected.iter().map(|(t, id)| (ObjectType::from_name(t).unwrap(), *id)).collect();
     assert_eq!(found, expected);
     for (id, bytes) in objects {
         validate_object(id, bytes).unwrap();
@@ -331,9 +220,7 @@ fn chunked_vector() {
     assert_objects(&objects, &CHUNKED);
     let (_, children, body) = ObjectHead::parse(&objects[4].1).unwrap();
     assert_eq!(children, [CHUNKED[2].1, CHUNKED[3].1]);
-    assert!(std::str::from_utf8(body)
-        .unwrap()
-        .ends_with("\"arraychunk_ids\": [0, 1, 1]}"));
+    assert!(std::str::from_utf8(body).unwrap().ends_with("\"arraychunk_ids\": [0, 1, 1]}"));
     let array_record = &tree.children[0].children[0];
     assert_eq!(array_record.children[1].children.len(), 2);
     assert_eq!(round_trip(&message), with_id(&message, &id));
@@ -343,11 +230,7 @@ fn chunked_vector() {
 fn exotic_vectors() {
     let (tree, objects, id) = message_to_objects(&exotic());
     assert_objects(&objects, &EXOTIC);
-    assert_eq!(
-        tree.children[0].children.len(),
-        3,
-        "the repeated record is listed once"
-    );
+    assert_eq!(tree.children[0].children.len(), 3, "the repeated record is listed once");
     assert_eq!(message_id(&exotic_error()), EXOTIC_ERROR);
     assert_eq!(round_trip(&exotic()), with_id(&exotic(), &id));
 }
@@ -376,10 +259,7 @@ fn json_escapes_like_python() {
         panic!("not an object");
     };
     assert_eq!(items[0].0, "ключ😀\u{7f}\"\\\n\t\u{1}/");
-    assert!(
-        Json::parse(br#"{"\ud83d": "x"}"#).is_err(),
-        "lone surrogate"
-    );
+    assert!(Json::parse(br#"{"\ud83d": "x"}"#).is_err(), "lone surrogate");
     assert!(Json::parse(br#"{"a": "x"} trailing"#).is_err());
 }
 
@@ -406,15 +286,9 @@ fn validate_object_checks_like_flower() {
     for (bad, why) in [
         (&b"ArrayChunk  3abc"[..], "could not be split"),
         (b"ArrayChunk 3\x00abc", "Unexpected format for object head"),
-        (
-            b"ArrayChunk a b 3\x00abc",
-            "Unexpected format for object head",
-        ),
+        (b"ArrayChunk a b 3\x00abc", "Unexpected format for object head"),
         (b"Array xyz 3\x00abc", "invalid object ID (xyz)"),
-        (
-            b"Custom  3\x00abc",
-            "Object of type Custom is not supported",
-        ),
+        (b"Custom  3\x00abc", "Object of type Custom is not supported"),
         (b"ArrayChunk  4\x00abc", "expected 4 bytes but got 3"),
         (b"ArrayChunk  +3\x00abc", "expected +3 bytes"),
         (b"Array\xff  3\x00abc", "not UTF-8"),
@@ -425,9 +299,7 @@ fn validate_object_checks_like_flower() {
     }
     let (id, bytes) = obj(b"ArrayChunk  4\x00abc");
     let shown = validate_object(&id, &bytes).unwrap_err().to_string();
-    assert!(shown.starts_with(&format!(
-        "Object with ID '{id}' has an unexpected structure."
-    )));
+    assert!(shown.starts_with(&format!("Object with ID '{id}' has an unexpected structure.")));
 }
 
 #[test]
@@ -455,10 +327,7 @@ fn from_objects_reports_missing_and_tampered_objects() {
     assert_eq!(err, ObjectError::Missing(PORTABLE[3].1.into()));
 
     let (wire, tree, mut map) = portable_parts();
-    map.insert(
-        PORTABLE[0].1.into(),
-        Bytes::from_static(b"ArrayChunk  1\x00x"),
-    );
+    map.insert(PORTABLE[0].1.into(), Bytes::from_static(b"ArrayChunk  1\x00x"));
     let err = message_from_objects(&wire, &tree, &map).unwrap_err();
     assert!(matches!(err, ObjectError::HashMismatch { .. }), "{err}");
 }
@@ -477,10 +346,7 @@ fn from_objects_reports_tree_errors() {
     let children = [array_record.object_id.clone()];
     let (msg_id, msg) = encode_object(ObjectType::Message, &children, body);
     map.insert(msg_id.clone(), msg);
-    tree = pb::ObjectTree {
-        object_id: msg_id.clone(),
-        children: vec![array_record],
-    };
+    tree = pb::ObjectTree { object_id: msg_id.clone(), children: vec![array_record] };
     wire.metadata.as_mut().unwrap().message_id = msg_id;
     let err = message_from_objects(&wire, &tree, &map).unwrap_err();
     assert!(matches!(err, ObjectError::UnexpectedType { .. }), "{err}");
@@ -488,21 +354,14 @@ fn from_objects_reports_tree_errors() {
     let (mut wire, tree, map) = portable_parts();
     wire.metadata.as_mut().unwrap().message_id = ERROR_REPLY.into();
     let err = message_from_objects(&wire, &tree, &map).unwrap_err();
-    assert!(
-        matches!(err, ObjectError::MessageIdMismatch { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ObjectError::MessageIdMismatch { .. }), "{err}");
 }
 
 #[test]
 fn from_objects_checks_bodies_against_children() {
     let (wire, mut tree, mut map) = portable_parts();
     // A RecordDict whose body omits one of its children.
-    let children: Vec<String> = tree.children[0]
-        .children
-        .iter()
-        .map(|t| t.object_id.clone())
-        .collect();
+    let children: Vec<String> = tree.children[0].children.iter().map(|t| t.object_id.clone()).collect();
     let body = json::string_map([("arrays", children[0].as_str())].into_iter());
     let (rd_id, rd) = encode_object(ObjectType::RecordDict, &children, body.as_bytes());
     let (msg_id, msg) = {
@@ -517,8 +376,5 @@ fn from_objects_checks_bodies_against_children() {
     let mut wire = wire;
     wire.metadata.as_mut().unwrap().message_id.clear();
     let err = message_from_objects(&wire, &tree, &map).unwrap_err();
-    assert!(
-        err.to_string().contains("is not referenced by the body"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("is not referenced by the body"), "{err}");
 }

@@ -10,30 +10,20 @@ use sepal_proto::pb::metric_record_value::Value as PMetric;
 use sepal_proto::pb::record_dict::item::Value as PRecord;
 
 use super::{
-    Array, ArrayRecord, ConfigRecord, ConfigValue, Error, Message, Metadata, MetricRecord,
-    MetricValue, Record, RecordDict,
+    Array, ArrayRecord, ConfigRecord, ConfigValue, Error, Message, Metadata, MetricRecord, MetricValue, Record,
+    RecordDict,
 };
 use crate::error::RecordError;
 
 impl From<&Array> for pb::Array {
     fn from(a: &Array) -> Self {
-        pb::Array {
-            dtype: a.dtype.clone(),
-            shape: a.shape.clone(),
-            stype: a.stype.clone(),
-            data: a.data.to_vec(),
-        }
+        pb::Array { dtype: a.dtype.clone(), shape: a.shape.clone(), stype: a.stype.clone(), data: a.data.to_vec() }
     }
 }
 
 impl From<pb::Array> for Array {
     fn from(a: pb::Array) -> Self {
-        Array {
-            dtype: a.dtype,
-            shape: a.shape,
-            stype: a.stype,
-            data: Bytes::from(a.data),
-        }
+        Array { dtype: a.dtype, shape: a.shape, stype: a.stype, data: Bytes::from(a.data) }
     }
 }
 
@@ -109,13 +99,8 @@ fn missing(record: &'static str, key: String) -> RecordError {
 
 impl From<&ArrayRecord> for pb::ArrayRecord {
     fn from(r: &ArrayRecord) -> Self {
-        let items = r.iter().map(|(k, a)| pb::array_record::Item {
-            key: k.to_owned(),
-            value: Some(a.into()),
-        });
-        pb::ArrayRecord {
-            items: items.collect(),
-        }
+        let items = r.iter().map(|(k, a)| pb::array_record::Item { key: k.to_owned(), value: Some(a.into()) });
+        pb::ArrayRecord { items: items.collect() }
     }
 }
 
@@ -135,13 +120,8 @@ impl TryFrom<pb::ArrayRecord> for ArrayRecord {
 
 impl From<&MetricRecord> for pb::MetricRecord {
     fn from(r: &MetricRecord) -> Self {
-        let items = r.iter().map(|(k, v)| pb::metric_record::Item {
-            key: k.to_owned(),
-            value: Some(v.into()),
-        });
-        pb::MetricRecord {
-            items: items.collect(),
-        }
+        let items = r.iter().map(|(k, v)| pb::metric_record::Item { key: k.to_owned(), value: Some(v.into()) });
+        pb::MetricRecord { items: items.collect() }
     }
 }
 
@@ -161,13 +141,8 @@ impl TryFrom<pb::MetricRecord> for MetricRecord {
 
 impl From<&ConfigRecord> for pb::ConfigRecord {
     fn from(r: &ConfigRecord) -> Self {
-        let items = r.iter().map(|(k, v)| pb::config_record::Item {
-            key: k.to_owned(),
-            value: Some(v.into()),
-        });
-        pb::ConfigRecord {
-            items: items.collect(),
-        }
+        let items = r.iter().map(|(k, v)| pb::config_record::Item { key: k.to_owned(), value: Some(v.into()) });
+        pb::ConfigRecord { items: items.collect() }
     }
 }
 
@@ -209,13 +184,8 @@ impl TryFrom<PRecord> for Record {
 
 impl From<&RecordDict> for pb::RecordDict {
     fn from(rd: &RecordDict) -> Self {
-        let items = rd.iter().map(|(k, r)| pb::record_dict::Item {
-            key: k.to_owned(),
-            value: Some(r.into()),
-        });
-        pb::RecordDict {
-            items: items.collect(),
-        }
+        let items = rd.iter().map(|(k, r)| pb::record_dict::Item { key: k.to_owned(), value: Some(r.into()) });
+        pb::RecordDict { items: items.collect() }
     }
 }
 
@@ -267,19 +237,13 @@ impl From<pb::Metadata> for Metadata {
 
 impl From<&Error> for pb::Error {
     fn from(e: &Error) -> Self {
-        pb::Error {
-            code: e.code,
-            reason: e.reason.clone(),
-        }
+        pb::Error { code: e.code, reason: e.reason.clone() }
     }
 }
 
 impl From<pb::Error> for Error {
     fn from(e: pb::Error) -> Self {
-        Error {
-            code: e.code,
-            reason: e.reason,
-        }
+        Error { code: e.code, reason: e.reason }
     }
 }
 

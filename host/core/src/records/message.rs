@@ -50,10 +50,7 @@ impl Error {
 
     /// An error with the given code and reason.
     pub fn new(code: i64, reason: impl Into<String>) -> Self {
-        Error {
-            code,
-            reason: reason.into(),
-        }
+        Error { code, reason: reason.into() }
     }
 }
 
@@ -74,20 +71,12 @@ pub struct Message {
 impl Message {
     /// A message with content.
     pub fn with_content(metadata: Metadata, content: RecordDict) -> Self {
-        Message {
-            metadata,
-            content: Some(content),
-            error: None,
-        }
+        Message { metadata, content: Some(content), error: None }
     }
 
     /// An error message.
     pub fn with_error(metadata: Metadata, error: Error) -> Self {
-        Message {
-            metadata,
-            content: None,
-            error: Some(error),
-        }
+        Message { metadata, content: None, error: Some(error) }
     }
 
     /// Whether the message carries an error.

@@ -66,10 +66,7 @@ impl<V> OrderedMap<V> {
 
     /// The value for `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        self.items
-            .iter_mut()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.items.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// Removes `key`, keeping the order of the others.

@@ -7,9 +7,7 @@ use crate::error::RecordError;
 
 #[test]
 fn insert_keeps_the_position_of_a_replaced_key() {
-    let mut m = MetricRecord::new()
-        .with("a", 1i64.into())
-        .with("b", 2i64.into());
+    let mut m = MetricRecord::new().with("a", 1i64.into()).with("b", 2i64.into());
     assert_eq!(m.insert("a", 3i64.into()), Some(MetricValue::Sint64(1)));
     assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(m.get("a"), Some(&MetricValue::Sint64(3)));
@@ -22,29 +20,19 @@ fn insert_keeps_the_position_of_a_replaced_key() {
 fn unsigned_integers_follow_python() {
     assert_eq!(MetricValue::from(5u64), MetricValue::Sint64(5));
     assert_eq!(MetricValue::from(u64::MAX), MetricValue::Uint64(u64::MAX));
-    assert_eq!(
-        ConfigValue::from(vec![1u64, 2]),
-        ConfigValue::SintList(vec![1, 2])
-    );
+    assert_eq!(ConfigValue::from(vec![1u64, 2]), ConfigValue::SintList(vec![1, 2]));
     let big = vec![1u64, 1 << 63];
     assert_eq!(ConfigValue::from(big.clone()), ConfigValue::UintList(big));
 }
 
 fn sample() -> Message {
     let arrays = ArrayRecord::new().with("w", Array::from_f32(&[1.0], &[1]).unwrap());
-    let config = ConfigRecord::new()
-        .with("s", "x".into())
-        .with("b", vec![b"raw".to_vec()].into());
+    let config = ConfigRecord::new().with("s", "x".into()).with("b", vec![b"raw".to_vec()].into());
     let content = RecordDict::new()
         .with("arrays", arrays.into())
         .with("metrics", MetricRecord::new().with("m", 0.5.into()).into())
         .with("config", config.into());
-    let metadata = Metadata {
-        run_id: 3,
-        message_id: "id".into(),
-        message_type: "train".into(),
-        ..Metadata::default()
-    };
+    let metadata = Metadata { run_id: 3, message_id: "id".into(), message_type: "train".into(), ..Metadata::default() };
     Message::with_content(metadata, content)
 }
 
@@ -53,10 +41,7 @@ fn message_round_trips_through_protobuf() {
     let message = sample();
     let proto = pb::Message::from(&message);
     assert_eq!(Message::try_from(proto).unwrap(), message);
-    let error = Message::with_error(
-        Metadata::default(),
-        Error::new(Error::NODE_UNAVAILABLE, "x"),
-    );
+    let error = Message::with_error(Metadata::default(), Error::new(Error::NODE_UNAVAILABLE, "x"));
     assert_eq!(Message::try_from(pb::Message::from(&error)).unwrap(), error);
 }
 
@@ -73,20 +58,9 @@ fn wire_form_carries_an_empty_record_dict() {
 
 #[test]
 fn protobuf_without_values_is_rejected() {
-    let proto = pb::MetricRecord {
-        items: vec![pb::metric_record::Item {
-            key: "k".into(),
-            value: None,
-        }],
-    };
+    let proto = pb::MetricRecord { items: vec![pb::metric_record::Item { key: "k".into(), value: None }] };
     let err = MetricRecord::try_from(proto).unwrap_err();
-    assert_eq!(
-        err,
-        RecordError::MissingValue {
-            record: "MetricRecord",
-            key: "k".into()
-        }
-    );
+    assert_eq!(err, RecordError::MissingValue { record: "MetricRecord", key: "k".into() });
     let err = Message::try_from(pb::Message::default()).unwrap_err();
     assert_eq!(err, RecordError::MissingMetadata);
 }

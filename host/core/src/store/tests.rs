@@ -23,9 +23,7 @@ fn content() -> RecordDict {
     let w = Array::from_f32(&[1.0, 2.0], &[2]).unwrap();
     let arrays = ArrayRecord::new().with("w", w.clone()).with("w2", w);
     let metrics = MetricRecord::new().with("loss", 0.25.into());
-    RecordDict::new()
-        .with("arrays", arrays.into())
-        .with("metrics", metrics.into())
+    RecordDict::new().with("arrays", arrays.into()).with("metrics", metrics.into())
 }
 
 /// The same content sent to two nodes: only the Message objects differ.
@@ -72,11 +70,7 @@ fn preregister_requests_each_missing_object_once() {
     // chunk, array, array record, metric record, record dict, message (ids from flwr 1.20)
     assert_eq!(ids(&objects), PYTHON_IDS);
     assert_eq!(store.preregister(1, &tree).unwrap(), ids(&objects));
-    assert_eq!(
-        store.preregister(1, &tree).unwrap(),
-        ids(&objects),
-        "still pending"
-    );
+    assert_eq!(store.preregister(1, &tree).unwrap(), ids(&objects), "still pending");
     push_all(&store, &objects);
     assert!(store.preregister(1, &tree).unwrap().is_empty());
     assert_eq!(store.len(), 6);
@@ -110,25 +104,14 @@ fn put_rejects_wrong_hash_and_unregistered_ids() {
     let store = ObjectStore::new();
     let (tree, objects, _) = parts(2);
     let (chunk_id, chunk) = &objects[0];
-    assert_eq!(
-        store.put(chunk_id, chunk.clone()),
-        Ok(false),
-        "not preregistered"
-    );
+    assert_eq!(store.put(chunk_id, chunk.clone()), Ok(false), "not preregistered");
     store.preregister(1, &tree).unwrap();
     let (other_id, other) = &objects[1];
     assert_eq!(store.put(chunk_id, other.clone()), Ok(false), "wrong hash");
-    assert_eq!(
-        store.put(&chunk_id.to_uppercase(), chunk.clone()),
-        Ok(false)
-    );
+    assert_eq!(store.put(&chunk_id.to_uppercase(), chunk.clone()), Ok(false));
     assert_eq!(store.get(chunk_id), ObjectLookup::Pending);
     assert_eq!(store.put(chunk_id, chunk.clone()), Ok(true));
-    assert_eq!(
-        store.put(chunk_id, chunk.clone()),
-        Ok(true),
-        "already stored"
-    );
+    assert_eq!(store.put(chunk_id, chunk.clone()), Ok(true), "already stored");
     assert_eq!(store.put(other_id, other.clone()), Ok(true));
 }
 
@@ -137,17 +120,12 @@ fn malformed_object_with_matching_hash_is_an_error() {
     let store = ObjectStore::new();
     let garbage = Bytes::from_static(b"Array  99\x00short");
     let id = objects::object_id(&garbage);
-    let tree = pb::ObjectTree {
-        object_id: id.clone(),
-        children: vec![],
-    };
+    let tree = pb::ObjectTree { object_id: id.clone(), children: vec![] };
     store.preregister(1, &tree).unwrap();
     let err = store.put(&id, garbage).unwrap_err();
     assert!(matches!(err, ObjectError::Malformed { .. }));
     let text = err.to_string();
-    assert!(text.starts_with(&format!(
-        "Object with ID '{id}' has an unexpected structure."
-    )));
+    assert!(text.starts_with(&format!("Object with ID '{id}' has an unexpected structure.")));
 }
 
 #[test]
@@ -155,15 +133,9 @@ fn put_rejects_children_other_than_the_tree_registered() {
     let store = ObjectStore::new();
     let (chunk_id, _) = encode_object(ObjectType::ArrayChunk, &[], b"abc");
     let (array_id, array) = encode_object(ObjectType::Array, &[chunk_id], b"{}");
-    let tree = pb::ObjectTree {
-        object_id: array_id.clone(),
-        children: vec![],
-    };
+    let tree = pb::ObjectTree { object_id: array_id.clone(), children: vec![] };
     store.preregister(1, &tree).unwrap();
-    assert!(matches!(
-        store.put(&array_id, array),
-        Err(ObjectError::Malformed { .. })
-    ));
+    assert!(matches!(store.put(&array_id, array), Err(ObjectError::Malformed { .. })));
 }
 
 #[test]
@@ -266,10 +238,7 @@ fn total_bytes_counts_available_objects() {
 fn object_tree_of_unknown_id_is_missing() {
     let store = ObjectStore::new();
     let id = "0".repeat(64);
-    assert_eq!(
-        store.object_tree(&id),
-        Err(ObjectError::Missing(id.clone()))
-    );
+    assert_eq!(store.object_tree(&id), Err(ObjectError::Missing(id.clone())));
 }
 
 #[test]

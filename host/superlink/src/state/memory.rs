@@ -9,9 +9,8 @@ use sepal_proto::pb;
 
 use super::status::{self, is_valid_transition, RunState};
 use super::{
-    InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
-    StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, MESSAGE_TTL_TOLERANCE,
-    NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
+    InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult, StoredMessage,
+    HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, MESSAGE_TTL_TOLERANCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
 };
 use crate::clock::{now_iso, now_secs};
 
@@ -78,13 +77,8 @@ impl RunEntry {
     /// Fails a starting/running run whose ServerApp stopped sending heartbeats.
     fn refresh(&mut self, now: f64) {
         let state = RunState::of(&self.run);
-        if matches!(state, Some(RunState::Starting | RunState::Running)) && self.active_until < now
-        {
-            self.run.status = Some(status::status(
-                status::FINISHED,
-                status::FAILED,
-                NO_HEARTBEAT_DETAILS,
-            ));
+        if matches!(state, Some(RunState::Starting | RunState::Running)) && self.active_until < now {
+            self.run.status = Some(status::status(status::FINISHED, status::FAILED, NO_HEARTBEAT_DETAILS));
             self.run.finished_at = now_iso();
         }
     }
@@ -92,10 +86,7 @@ impl RunEntry {
 
 impl Inner {
     fn run_mut(&mut self, run_id: u64) -> StateResult<&mut RunEntry> {
-        let entry = self
-            .runs
-            .get_mut(&run_id)
-            .ok_or(StateError::RunNotFound(run_id))?;
+        let entry = self.runs.get_mut(&run_id).ok_or(StateError::RunNotFound(run_id))?;
         entry.refresh(now_secs());
         Ok(entry)
     }
@@ -124,15 +115,11 @@ impl Inner {
 
     fn lookup_reply(&mut self, id: &str, now: f64) -> ReplyLookup {
         let Some(ins) = self.instructions.get(id) else {
-            return ReplyLookup::InstructionUnavailable {
-                instruction_id: id.to_string(),
-            };
+            return ReplyLookup::InstructionUnavailable { instruction_id: id.to_string() };
         };
         let meta = ins.msg.metadata().clone();
         if expired(&meta, now) {
-            return ReplyLookup::InstructionUnavailable {
-                instruction_id: id.to_string(),
-            };
+            return ReplyLookup::InstructionUnavailable { instruction_id: id.to_string() };
         }
         if let Some(reply) = ins.reply_id.as_ref().and_then(|r| self.replies.get(r)) {
             if expired(reply.metadata(), now) {
@@ -140,10 +127,7 @@ impl Inner {
             }
             return ReplyLookup::Reply(reply.clone());
         }
-        let online = self
-            .nodes
-            .get(&meta.dst_node_id)
-            .is_some_and(|n| n.online_until >= now);
+        let online = self.nodes.get(&meta.dst_node_id).is_some_and(|n| n.online_until >= now);
         if !online {
             return ReplyLookup::NodeUnavailable { instruction: meta };
         }
@@ -166,11 +150,7 @@ impl LinkState for MemoryState {
             flwr_aid: new.flwr_aid,
             ..Default::default()
         };
-        let context = pb::Context {
-            run_id,
-            state: Some(pb::RecordDict::default()),
-            ..Default::default()
-        };
+        let context = pb::Context { run_id, state: Some(pb::RecordDict::default()), ..Default::default() };
         inner.runs.insert(
             run_id,
             RunEntry {
@@ -212,10 +192,7 @@ impl LinkState for MemoryState {
             Some(RunState::Finished) => entry.run.finished_at = now,
             _ => {}
         }
-        if matches!(
-            RunState::parse(&new.status),
-            Some(RunState::Starting | RunState::Running)
-        ) {
+        if matches!(RunState::parse(&new.status), Some(RunState::Starting | RunState::Running)) {
             entry.active_until = HEARTBEAT_NEVER;
         }
         entry.run.status = Some(new);
@@ -259,10 +236,7 @@ impl LinkState for MemoryState {
         let Ok(entry) = inner.run_mut(run_id) else {
             return Ok(false);
         };
-        if !matches!(
-            RunState::of(&entry.run),
-            Some(RunState::Starting | RunState::Running)
-        ) {
+        if !matches!(RunState::of(&entry.run), Some(RunState::Starting | RunState::Running)) {
             return Ok(false);
         }
         entry.active_until = now_secs() + HEARTBEAT_PATIENCE * interval;
@@ -279,19 +253,12 @@ impl LinkState for MemoryState {
     }
 
     fn federation_options(&self, run_id: u64) -> StateResult<Option<pb::ConfigRecord>> {
-        Ok(self
-            .lock()
-            .runs
-            .get(&run_id)
-            .map(|e| e.federation_options.clone()))
+        Ok(self.lock().runs.get(&run_id).map(|e| e.federation_options.clone()))
     }
 
     fn add_log(&self, run_id: u64, text: &str) -> StateResult<()> {
         let mut inner = self.lock();
-        let entry = inner
-            .runs
-            .get_mut(&run_id)
-            .ok_or(StateError::RunNotFound(run_id))?;
+        let entry = inner.runs.get_mut(&run_id).ok_or(StateError::RunNotFound(run_id))?;
         // Stamps strictly increase so "after this stamp" never skips or repeats a line.
         let last = entry.logs.last().map_or(0.0, |(t, _)| *t);
         let stamp = now_secs().max(last + 1e-6);
@@ -301,20 +268,10 @@ impl LinkState for MemoryState {
 
     fn logs_after(&self, run_id: u64, after: f64) -> StateResult<(String, f64)> {
         let inner = self.lock();
-        let entry = inner
-            .runs
-            .get(&run_id)
-            .ok_or(StateError::RunNotFound(run_id))?;
+        let entry = inner.runs.get(&run_id).ok_or(StateError::RunNotFound(run_id))?;
         let start = entry.logs.partition_point(|(t, _)| *t <= after);
-        let text: String = entry.logs[start..]
-            .iter()
-            .map(|(_, s)| s.as_str())
-            .collect();
-        let latest = if start < entry.logs.len() {
-            entry.logs[entry.logs.len() - 1].0
-        } else {
-            0.0
-        };
+        let text: String = entry.logs[start..].iter().map(|(_, s)| s.as_str()).collect();
+        let latest = if start < entry.logs.len() { entry.logs[entry.logs.len() - 1].0 } else { 0.0 };
         Ok((text, latest))
     }
 
@@ -330,20 +287,14 @@ impl LinkState for MemoryState {
     fn create_node(&self, heartbeat_interval: f64) -> StateResult<u64> {
         let mut inner = self.lock();
         let node_id = inner.random_id(|id| inner.nodes.contains_key(&id));
-        let entry = NodeEntry {
-            online_until: now_secs() + heartbeat_interval,
-            public_key: None,
-        };
+        let entry = NodeEntry { online_until: now_secs() + heartbeat_interval, public_key: None };
         inner.nodes.insert(node_id, entry);
         Ok(node_id)
     }
 
     fn delete_node(&self, node_id: u64) -> StateResult<()> {
         let mut inner = self.lock();
-        let node = inner
-            .nodes
-            .remove(&node_id)
-            .ok_or(StateError::NodeNotFound(node_id))?;
+        let node = inner.nodes.remove(&node_id).ok_or(StateError::NodeNotFound(node_id))?;
         if let Some(key) = node.public_key {
             inner.keys.remove(&key);
         }
@@ -362,12 +313,7 @@ impl LinkState for MemoryState {
     fn online_nodes(&self) -> StateResult<Vec<u64>> {
         let now = now_secs();
         let inner = self.lock();
-        let mut ids: Vec<u64> = inner
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.online_until > now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids: Vec<u64> = inner.nodes.iter().filter(|(_, n)| n.online_until > now).map(|(id, _)| *id).collect();
         ids.sort_unstable();
         Ok(ids)
     }
@@ -377,10 +323,7 @@ impl LinkState for MemoryState {
         if inner.keys.contains_key(key) {
             return Err(StateError::PublicKeyInUse);
         }
-        let node = inner
-            .nodes
-            .get_mut(&node_id)
-            .ok_or(StateError::NodeNotFound(node_id))?;
+        let node = inner.nodes.get_mut(&node_id).ok_or(StateError::NodeNotFound(node_id))?;
         node.public_key = Some(key.to_vec());
         inner.keys.insert(key.to_vec(), node_id);
         Ok(())
@@ -390,10 +333,7 @@ impl LinkState for MemoryState {
         Ok(self.lock().keys.get(key).copied())
     }
 
-    fn store_instruction(
-        &self,
-        msg: StoredMessage,
-    ) -> StateResult<Result<String, InstructionRejected>> {
+    fn store_instruction(&self, msg: StoredMessage) -> StateResult<Result<String, InstructionRejected>> {
         let mut inner = self.lock();
         let meta = msg.metadata();
         if !inner.runs.contains_key(&meta.run_id) {
@@ -406,30 +346,16 @@ impl LinkState for MemoryState {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.order.insert(seq, id.clone());
-        inner.instructions.insert(
-            id.clone(),
-            Instruction {
-                msg,
-                seq,
-                delivered: false,
-                reply_id: None,
-            },
-        );
+        inner.instructions.insert(id.clone(), Instruction { msg, seq, delivered: false, reply_id: None });
         Ok(Ok(id))
     }
 
     fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>> {
         let now = now_secs();
         let mut inner = self.lock();
-        let Inner {
-            order,
-            instructions,
-            ..
-        } = &mut *inner;
+        let Inner { order, instructions, .. } = &mut *inner;
         for id in order.values() {
-            let ins = instructions
-                .get_mut(id)
-                .expect("order and instructions agree");
+            let ins = instructions.get_mut(id).expect("order and instructions agree");
             let meta = ins.msg.metadata();
             if meta.dst_node_id == node_id && !ins.delivered && !expired(meta, now) {
                 ins.delivered = true;
@@ -445,15 +371,8 @@ impl LinkState for MemoryState {
         let meta = msg.metadata().clone();
         let ins_id = meta.reply_to_message_id.clone();
         let Some(ins) = inner.instructions.get(&ins_id) else {
-            let gone = inner
-                .runs
-                .get(&meta.run_id)
-                .is_some_and(|r| r.gone.contains(&ins_id));
-            return Ok(Err(if gone {
-                ReplyRejected::Gone(ins_id)
-            } else {
-                ReplyRejected::UnknownInstruction(ins_id)
-            }));
+            let gone = inner.runs.get(&meta.run_id).is_some_and(|r| r.gone.contains(&ins_id));
+            return Ok(Err(if gone { ReplyRejected::Gone(ins_id) } else { ReplyRejected::UnknownInstruction(ins_id) }));
         };
         let ins_meta = ins.msg.metadata();
         if ins_meta.dst_node_id != meta.src_node_id {
@@ -475,11 +394,7 @@ impl LinkState for MemoryState {
         }
         let max = ins_meta.created_at + ins_meta.ttl - meta.created_at;
         if meta.ttl > 0.0 && meta.ttl - max > MESSAGE_TTL_TOLERANCE {
-            return Ok(Err(ReplyRejected::TtlTooLong {
-                instruction: ins_id,
-                ttl: meta.ttl,
-                max,
-            }));
+            return Ok(Err(ReplyRejected::TtlTooLong { instruction: ins_id, ttl: meta.ttl, max }));
         }
         let reply_id = meta.message_id.clone();
         let ins = inner.instructions.get_mut(&ins_id).expect("checked above");
@@ -514,12 +429,7 @@ impl LinkState for MemoryState {
 
     fn instruction_ids_of_run(&self, run_id: u64) -> StateResult<Vec<String>> {
         let inner = self.lock();
-        Ok(inner
-            .order
-            .values()
-            .filter(|id| inner.instructions[*id].msg.metadata().run_id == run_id)
-            .cloned()
-            .collect())
+        Ok(inner.order.values().filter(|id| inner.instructions[*id].msg.metadata().run_id == run_id).cloned().collect())
     }
 
     fn has_instruction_for(&self, node_id: u64) -> StateResult<bool> {

@@ -84,10 +84,7 @@ pub struct StoredMessage {
 impl StoredMessage {
     /// The message's metadata (every stored message has one).
     pub fn metadata(&self) -> &pb::Metadata {
-        self.message
-            .metadata
-            .as_ref()
-            .expect("stored messages always carry metadata")
+        self.message.metadata.as_ref().expect("stored messages always carry metadata")
     }
 
     /// The message id (its object id).
@@ -250,10 +247,7 @@ pub trait LinkState: Send + Sync + 'static {
     // === messages ===
 
     /// Stores an instruction (ServerApp -> node) and returns its id.
-    fn store_instruction(
-        &self,
-        msg: StoredMessage,
-    ) -> StateResult<Result<String, InstructionRejected>>;
+    fn store_instruction(&self, msg: StoredMessage) -> StateResult<Result<String, InstructionRejected>>;
 
     /// Hands out the oldest undelivered, unexpired instruction for a node, marking it
     /// delivered.

@@ -65,10 +65,7 @@ impl RunState {
 
 /// Whether Flower allows moving from `current` to `new`.
 pub fn is_valid_transition(current: &pb::RunStatus, new: &pb::RunStatus) -> bool {
-    let (Some(from), Some(to)) = (
-        RunState::parse(&current.status),
-        RunState::parse(&new.status),
-    ) else {
+    let (Some(from), Some(to)) = (RunState::parse(&current.status), RunState::parse(&new.status)) else {
         return false;
     };
     let sub_ok = match to {
@@ -88,11 +85,7 @@ pub fn is_valid_transition(current: &pb::RunStatus, new: &pb::RunStatus) -> bool
 
 /// A `RunStatus` value.
 pub fn status(status: &str, sub_status: &str, details: &str) -> pb::RunStatus {
-    pb::RunStatus {
-        status: status.to_string(),
-        sub_status: sub_status.to_string(),
-        details: details.to_string(),
-    }
+    pb::RunStatus { status: status.to_string(), sub_status: sub_status.to_string(), details: details.to_string() }
 }
 
 /// How Flower's CLI shows a status: `running`, or `finished:completed`.
@@ -124,22 +117,13 @@ mod tests {
         assert!(!is_valid_transition(&p, &done), "pending cannot complete");
         assert!(!is_valid_transition(&p, &r), "pending cannot skip starting");
         assert!(!is_valid_transition(&done, &r), "finished is final");
-        assert!(
-            !is_valid_transition(&r, &status(FINISHED, "", "")),
-            "finished needs a sub-status"
-        );
+        assert!(!is_valid_transition(&r, &status(FINISHED, "", "")), "finished needs a sub-status");
         assert!(!is_valid_transition(&r, &status("exploded", "", "")));
     }
 
     #[test]
     fn refusal_mentions_stop() {
-        assert_eq!(
-            RunState::refusal(&status(FINISHED, STOPPED, "")),
-            "Run is finished. Stopped by user."
-        );
-        assert_eq!(
-            RunState::refusal(&status(PENDING, "", "")),
-            "Run is pending."
-        );
+        assert_eq!(RunState::refusal(&status(FINISHED, STOPPED, "")), "Run is finished. Stopped by user.");
+        assert_eq!(RunState::refusal(&status(PENDING, "", "")), "Run is pending.");
     }
 }

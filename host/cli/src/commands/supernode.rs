@@ -1,0 +1,113 @@
+//! `sepal supernode` / `flower-supernode`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::ValueEnum;
+use sepal_supernode::retry::RetryPolicy;
+use sepal_supernode::{Config, Isolation};
+
+use super::resolve;
+
+/// Flower 1.20's `flower-supernode` flags (and Sepal's additions).
+#[derive(Debug, clap::Parser)]
+#[command(name = "flower-supernode", about = "Run a SuperNode (Fleet client and ClientAppIo API)")]
+pub struct SupernodeArgs {
+    /// Connect to the SuperLink without TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// Use the gRPC request-response transport (the only one served).
+    #[arg(long)]
+    grpc_rere: bool,
+    /// Use the gRPC adapter transport (not supported).
+    #[arg(long)]
+    grpc_adapter: bool,
+    /// Use the REST transport (not supported).
+    #[arg(long)]
+    rest: bool,
+    /// CA certificate (PEM) to verify the SuperLink.
+    #[arg(long)]
+    root_certificates: Option<PathBuf>,
+    /// The SuperLink's Fleet API address.
+    #[arg(long, default_value = "0.0.0.0:9092")]
+    superlink: String,
+    /// Give up reconnecting after this many retries (default: never).
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Give up reconnecting after this many seconds (default: never).
+    #[arg(long)]
+    max_wait_time: Option<f64>,
+    /// This node's config for ClientApps, e.g. "partition-id=0 num-partitions=2".
+    #[arg(long)]
+    node_config: Option<String>,
+    /// Base directory handed to `flwr-clientapp`.
+    #[arg(long)]
+    flwr_dir: Option<PathBuf>,
+    /// Who runs ClientApps: the SuperNode (subprocess) or an external process.
+    #[arg(long, value_enum, default_value = "subprocess")]
+    isolation: IsolationArg,
+    /// ClientAppIo API address.
+    #[arg(long, default_value = "0.0.0.0:9094")]
+    clientappio_api_address: String,
+    /// The node's private key (OpenSSH, EC) for SuperLink authentication.
+    #[arg(long)]
+    auth_supernode_private_key: Option<PathBuf>,
+    /// The node's public key (OpenSSH, EC) for SuperLink authentication.
+    #[arg(long)]
+    auth_supernode_public_key: Option<PathBuf>,
+    /// The `flwr-clientapp` executable used in subprocess isolation (Sepal addition).
+    #[arg(long, default_value = "flwr-clientapp")]
+    clientapp_bin: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IsolationArg {
+    Subprocess,
+    Process,
+}
+
+impl SupernodeArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.grpc_adapter || self.rest {
+            bail!("only the grpc-rere transport is supported (drop --grpc-adapter / --rest)");
+        }
+        if !self.insecure {
+            bail!("TLS to the SuperLink is not supported by this Sepal version yet; pass --insecure");
+        }
+        if self.root_certificates.is_some() {
+            bail!("--root-certificates needs TLS, which this Sepal version does not support yet");
+        }
+        if self.auth_supernode_private_key.is_some() || self.auth_supernode_public_key.is_some() {
+            bail!(
+                "--auth-supernode-private-key/--auth-supernode-public-key are not supported by this Sepal version yet"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the SuperNode until SIGINT/SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.check()?;
+        let node_config = match &self.node_config {
+            Some(text) => sepal_fab::parse_config_overrides(text).context("--node-config")?,
+            None => Default::default(),
+        };
+        let clientappio = resolve("--clientappio-api-address", &self.clientappio_api_address).await?;
+        let max_wait = self.max_wait_time.map(Duration::try_from_secs_f64).transpose().context("--max-wait-time")?;
+        let config = Config {
+            superlink: self.superlink,
+            node_config: sepal_supernode::config::scalars(&node_config),
+            clientappio,
+            isolation: match self.isolation {
+                IsolationArg::Subprocess => Isolation::Subprocess,
+                IsolationArg::Process => Isolation::Process,
+            },
+            clientapp_bin: self.clientapp_bin,
+            flwr_dir: self.flwr_dir,
+            retry: RetryPolicy { max_retries: self.max_retries, max_wait },
+        };
+        sepal_supernode::run(config, crate::shutdown::signal()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! Running a ClientApp on one instruction, behind one interface.
+//!
+//! [`PythonExecutor`] serves the instruction over ClientAppIo to a `flwr-clientapp`
+//! process: one it starts per message (subprocess isolation) or an external one
+//! (process isolation). A Wasm executor plugs in beside it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sepal_proto::pb;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use crate::node::{new_token, Completion, NodeState};
+
+/// One instruction to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The run's identity.
+    pub run: pb::Run,
+    /// The instruction (content-less wire form); its objects are in the node's store.
+    pub instruction: pb::Message,
+    /// The instruction's object tree.
+    pub tree: pb::ObjectTree,
+    /// When the instruction expires; the ClientApp must be done before.
+    pub deadline: Instant,
+}
+
+/// Why a ClientApp produced no reply. Each becomes a Flower error reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The app could not be loaded or started (Flower code 1).
+    #[error("{0}")]
+    Load(String),
+    /// The app failed while handling the message (Flower code 2).
+    #[error("{0}")]
+    Raised(String),
+    /// The app ran out of time.
+    #[error("the ClientApp did not reply before the message expired")]
+    TimedOut,
+}
+
+impl ExecError {
+    /// Flower's error code for this failure.
+    pub fn code(&self) -> i64 {
+        match self {
+            ExecError::Load(_) => sepal_core::Error::LOAD_CLIENT_APP_EXCEPTION,
+            ExecError::Raised(_) => sepal_core::Error::CLIENT_APP_RAISED_EXCEPTION,
+            ExecError::TimedOut => sepal_core::Error::UNKNOWN,
+        }
+    }
+}
+
+/// Runs ClientApps.
+#[tonic::async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs the ClientApp on `job`; on success the reply's objects are in the node's
+    /// store and the completion carries the updated context.
+    async fn execute(&self, job: Job) -> Result<Completion, ExecError>;
+}
+
+/// Who starts the Python ClientApp process.
+#[derive(Debug, Clone)]
+pub enum PythonMode {
+    /// The SuperNode starts `flwr-clientapp` for each message.
+    Subprocess {
+        /// The executable (a bare name is looked up on PATH).
+        program: PathBuf,
+        /// The ClientAppIo address the process dials.
+        clientappio: String,
+        /// Passed as `--flwr-dir` when set.
+        flwr_dir: Option<PathBuf>,
+    },
+    /// An external `flwr-clientapp` polls ClientAppIo.
+    Process,
+}
+
+/// Serves instructions to Python ClientApps over ClientAppIo.
+pub struct PythonExecutor {
+    state: Arc<NodeState>,
+    mode: PythonMode,
+}
+
+impl PythonExecutor {
+    /// An executor over the node's state.
+    pub fn new(state: Arc<NodeState>, mode: PythonMode) -> Self {
+        Self { state, mode }
+    }
+
+    async fn run_subprocess(
+        &self,
+        job: &Job,
+        program: &PathBuf,
+        clientappio: &str,
+        flwr_dir: &Option<PathBuf>,
+    ) -> Result<Completion, ExecError> {
+        let token = new_token();
+        let done = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), Some(token.clone()));
+        let mut cmd = Command::new(program);
+        cmd.args(["--clientappio-api-address", clientappio, "--token", &token, "--insecure"])
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(dir) = flwr_dir {
+            cmd.arg("--flwr-dir").arg(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            ExecError::Load(format!(
+                "could not start the ClientApp process `{}`: {e}. Install flwr==1.20.0 so that \
+                 `flwr-clientapp` is on PATH, or pass --clientapp-bin",
+                program.display()
+            ))
+        })?;
+        tokio::pin!(done);
+        tokio::select! {
+            completion = &mut done => completion.map_err(|_| ExecError::Raised("the ClientApp's reply was lost".into())),
+            status = child.wait() => {
+                // The reply may have landed just before the exit.
+                match tokio::time::timeout(Duration::from_millis(200), &mut done).await {
+                    Ok(Ok(completion)) => Ok(completion),
+                    _ => {
+                        let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                        Err(ExecError::Raised(format!("the ClientApp process ended ({status}) without replying")))
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(job.deadline) => Err(ExecError::TimedOut),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Executor for PythonExecutor {
+    async fn execute(&self, job: Job) -> Result<Completion, ExecError> {
+        let result = match &self.mode {
+            PythonMode::Subprocess { program, clientappio, flwr_dir } => {
+                self.run_subprocess(&job, program, clientappio, flwr_dir).await
+            }
+            PythonMode::Process => {
+                let done = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), None);
+                tokio::select! {
+                    completion = done => completion.map_err(|_| ExecError::Raised("the ClientApp's reply was lost".into())),
+                    _ = tokio::time::sleep_until(job.deadline) => Err(ExecError::TimedOut),
+                }
+            }
+        };
+        self.state.withdraw();
+        result
+    }
+}

@@ -1,0 +1,200 @@
+//! The SuperNode's connection to the SuperLink's Fleet API.
+//!
+//! Every call is signed ([`Signer`]) and retried while the SuperLink is unreachable
+//! ([`RetryPolicy`]). The channel connects lazily and reconnects by itself.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sepal_proto::pb;
+use sepal_proto::pb::fleet_client::FleetClient;
+use sepal_proto::MAX_GRPC_MESSAGE;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::retry::RetryPolicy;
+use crate::signer::Signer;
+
+/// Flower's node heartbeat interval (seconds).
+pub const HEARTBEAT_INTERVAL: f64 = 30.0;
+
+/// Request metadata asking a Sepal SuperLink to hold an empty PullMessages until an
+/// instruction arrives or this many milliseconds pass. Flower SuperLinks ignore it.
+pub const WAIT_HEADER: &str = "sepal-wait-ms";
+
+type Client = FleetClient<InterceptedService<Channel, Signer>>;
+
+/// A signed, retrying Fleet client.
+#[derive(Clone)]
+pub struct Fleet {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+fn node(node_id: u64) -> Option<pb::Node> {
+    Some(pb::Node { node_id })
+}
+
+impl Fleet {
+    /// A client for the Fleet API at `address` (`host:port`, plaintext).
+    pub fn new(address: &str, signer: Signer, retry: RetryPolicy) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = FleetClient::with_interceptor(channel, signer)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        Ok(Self { client, retry })
+    }
+
+    /// Registers this node; returns its id.
+    pub async fn create_node(&self) -> Result<u64, Status> {
+        let res = self
+            .retry
+            .run("CreateNode", || {
+                let mut c = self.client.clone();
+                async move { c.create_node(pb::CreateNodeRequest { heartbeat_interval: HEARTBEAT_INTERVAL }).await }
+            })
+            .await?;
+        res.into_inner().node.map(|n| n.node_id).ok_or_else(|| Status::internal("CreateNode answered without a node"))
+    }
+
+    /// Unregisters the node (one attempt: used on shutdown).
+    pub async fn delete_node(&self, node_id: u64) -> Result<(), Status> {
+        self.client.clone().delete_node(pb::DeleteNodeRequest { node: node(node_id) }).await.map(|_| ())
+    }
+
+    /// Tells the SuperLink the node is alive (one attempt; the caller schedules).
+    pub async fn heartbeat(&self, node_id: u64) -> Result<bool, Status> {
+        let req = pb::SendNodeHeartbeatRequest { node: node(node_id), heartbeat_interval: HEARTBEAT_INTERVAL };
+        Ok(self.client.clone().send_node_heartbeat(req).await?.into_inner().success)
+    }
+
+    /// Pulls at most one instruction, asking the SuperLink to wait up to `wait` for one.
+    pub async fn pull(&self, node_id: u64, wait: Duration) -> Result<Option<(pb::Message, pb::ObjectTree)>, Status> {
+        let res = self
+            .retry
+            .run("PullMessages", || {
+                let mut c = self.client.clone();
+                let mut req = Request::new(pb::PullMessagesRequest { node: node(node_id), message_ids: vec![] });
+                let ms = MetadataValue::from(wait.as_millis() as u64);
+                req.metadata_mut().insert(WAIT_HEADER, ms);
+                // The wait is a hint; never let a held call outlive it by much.
+                req.set_timeout(wait + Duration::from_secs(10));
+                async move { c.pull_messages(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(res.messages_list.into_iter().zip(res.message_object_trees).next())
+    }
+
+    /// Sends a reply; returns the ids of the objects the SuperLink still needs.
+    pub async fn push_reply(
+        &self,
+        node_id: u64,
+        reply: pb::Message,
+        tree: pb::ObjectTree,
+    ) -> Result<Vec<String>, Status> {
+        let req = pb::PushMessagesRequest {
+            node: node(node_id),
+            messages_list: vec![reply],
+            message_object_trees: vec![tree],
+        };
+        let res = self
+            .retry
+            .run("PushMessages", || {
+                let mut c = self.client.clone();
+                let req = req.clone();
+                async move { c.push_messages(req).await }
+            })
+            .await?;
+        Ok(res.into_inner().objects_to_push)
+    }
+
+    /// The run's identity and override config.
+    pub async fn get_run(&self, node_id: u64, run_id: u64) -> Result<pb::Run, Status> {
+        let res = self
+            .retry
+            .run("GetRun", || {
+                let mut c = self.client.clone();
+                async move { c.get_run(pb::GetRunRequest { node: node(node_id), run_id }).await }
+            })
+            .await?;
+        res.into_inner().run.ok_or_else(|| Status::not_found(format!("the SuperLink does not know run {run_id}")))
+    }
+
+    /// The FAB with this hash.
+    pub async fn get_fab(&self, node_id: u64, hash: &str, run_id: u64) -> Result<Bytes, Status> {
+        let res = self
+            .retry
+            .run("GetFab", || {
+                let mut c = self.client.clone();
+                let req = pb::GetFabRequest { node: node(node_id), hash_str: hash.to_string(), run_id };
+                async move { c.get_fab(req).await }
+            })
+            .await?;
+        let fab = res.into_inner().fab.ok_or_else(|| Status::not_found(format!("the SuperLink has no FAB {hash}")))?;
+        Ok(fab.content.into())
+    }
+
+    /// Fetches one object.
+    pub async fn pull_object(
+        &self,
+        node_id: u64,
+        run_id: u64,
+        object_id: &str,
+    ) -> Result<pb::PullObjectResponse, Status> {
+        let res = self
+            .retry
+            .run("PullObject", || {
+                let mut c = self.client.clone();
+                let req = pb::PullObjectRequest { node: node(node_id), run_id, object_id: object_id.to_string() };
+                async move { c.pull_object(req).await }
+            })
+            .await?;
+        Ok(res.into_inner())
+    }
+
+    /// Uploads one object; returns whether the SuperLink stored it.
+    pub async fn push_object(
+        &self,
+        node_id: u64,
+        run_id: u64,
+        object_id: &str,
+        content: Bytes,
+    ) -> Result<bool, Status> {
+        let res = self
+            .retry
+            .run("PushObject", || {
+                let mut c = self.client.clone();
+                let req = pb::PushObjectRequest {
+                    node: node(node_id),
+                    run_id,
+                    object_id: object_id.to_string(),
+                    object_content: content.to_vec(),
+                };
+                async move { c.push_object(req).await }
+            })
+            .await?;
+        Ok(res.into_inner().stored)
+    }
+
+    /// Tells the SuperLink the instruction and all its objects arrived.
+    pub async fn confirm(&self, node_id: u64, run_id: u64, message_id: &str) -> Result<(), Status> {
+        self.retry
+            .run("ConfirmMessageReceived", || {
+                let mut c = self.client.clone();
+                let req = pb::ConfirmMessageReceivedRequest {
+                    node: node(node_id),
+                    run_id,
+                    message_object_id: message_id.to_string(),
+                };
+                async move { c.confirm_message_received(req).await }
+            })
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,96 @@
+//! The SuperNode: a data owner's agent in a Flower federation, speaking Flower 1.20's
+//! Fleet API to a SuperLink and ClientAppIo to ClientApp processes.
+//!
+//! # Layout
+//!
+//! - [`supernode`]: the main loop (register, heartbeat, pull, run, push, reconnect).
+//! - [`fleet`]: the signed, retrying Fleet client; [`signer`] signs; [`retry`] backs off.
+//! - [`node`]: the node's runs, contexts and the instruction waiting for a ClientApp.
+//! - [`clientappio`]: the ClientAppIo service Python ClientApps talk to.
+//! - [`executor`]: the one interface that runs ClientApps, and its Python implementation.
+//! - [`config`]: settings and config values.
+
+pub mod clientappio;
+pub mod config;
+pub mod executor;
+pub mod fleet;
+pub mod node;
+pub mod retry;
+pub mod signer;
+pub mod supernode;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sepal_core::store::ObjectStore;
+use sepal_proto::pb::client_app_io_server::ClientAppIoServer;
+use sepal_proto::MAX_GRPC_MESSAGE;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::{Config, Isolation};
+
+/// Why a SuperNode stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SuperLink address is not usable.
+    #[error("invalid SuperLink address: {0}")]
+    Address(#[from] tonic::transport::Error),
+    /// The ClientAppIo address could not be bound.
+    #[error("cannot listen for ClientApps on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SuperLink could not be reached (as the retry flags allow) or refused the node.
+    #[error("SuperLink: {}", .0.message())]
+    Link(#[from] tonic::Status),
+}
+
+/// Runs a SuperNode until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.clientappio)
+        .await
+        .map_err(|source| Error::Bind { addr: config.clientappio, source })?;
+    let local = listener.local_addr().map_err(|source| Error::Bind { addr: config.clientappio, source })?;
+    let state = Arc::new(node::NodeState::default());
+    let objects = Arc::new(ObjectStore::new());
+    let mode = match config.isolation {
+        Isolation::Subprocess => executor::PythonMode::Subprocess {
+            program: config.clientapp_bin.clone(),
+            clientappio: dial_address(local).to_string(),
+            flwr_dir: config.flwr_dir.clone(),
+        },
+        Isolation::Process => executor::PythonMode::Process,
+    };
+    let executor = Arc::new(executor::PythonExecutor::new(state.clone(), mode));
+    let fleet = fleet::Fleet::new(&config.superlink, signer::Signer::fresh(), config.retry)?;
+
+    let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
+    let node = supernode::SuperNode::new(&config, fleet, state, objects, executor);
+    let result = node.run(shutdown).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    result.map_err(Error::from)
+}
+
+/// The address a local process should dial for a listener bound to `addr`.
+fn dial_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}

@@ -1,0 +1,215 @@
+//! What a SuperNode remembers: its runs (with their FAB and the ClientApp context that
+//! persists across rounds) and the one instruction waiting for a ClientApp.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rand::RngCore;
+use sepal_proto::pb;
+use tokio::sync::oneshot;
+
+/// A run as the node knows it.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// The run's identity and override config (from the SuperLink).
+    pub run: pb::Run,
+    /// The run's FAB (hash verified).
+    pub fab: Bytes,
+    /// The ClientApp context: node config, fused run config and the persistent state.
+    pub context: pb::Context,
+}
+
+/// What a ClientApp handed back for an instruction.
+#[derive(Debug)]
+pub struct Completion {
+    /// The reply (content-less wire form) and its object tree; objects are in the store.
+    pub reply: pb::Message,
+    /// The reply's object tree.
+    pub tree: pb::ObjectTree,
+    /// The context after the ClientApp ran.
+    pub context: pb::Context,
+}
+
+/// The instruction being served to a ClientApp over ClientAppIo.
+struct Job {
+    run_id: u64,
+    instruction: pb::Message,
+    tree: pb::ObjectTree,
+    token: Option<String>,
+    reply: Option<(pb::Message, pb::ObjectTree)>,
+    done: Option<oneshot::Sender<Completion>>,
+}
+
+/// Why a ClientAppIo call about the current job was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    /// The token is not the current job's.
+    #[error("Invalid token.")]
+    InvalidToken,
+    /// There is no instruction waiting.
+    #[error("no message is waiting for a ClientApp")]
+    NoMessage,
+    /// The reply does not answer the current instruction.
+    #[error("{0}")]
+    BadReply(String),
+    /// The ClientApp finished before pushing its reply.
+    #[error("no reply was pushed before PushClientAppOutputs")]
+    NoReply,
+}
+
+#[derive(Default)]
+struct Inner {
+    node_id: u64,
+    runs: HashMap<u64, RunEntry>,
+    job: Option<Job>,
+}
+
+/// The node's state, shared by the Fleet loop and the ClientAppIo service.
+#[derive(Default)]
+pub struct NodeState {
+    inner: Mutex<Inner>,
+}
+
+/// A fresh ClientAppIo token (256 hex characters, as Flower's).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 128];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl NodeState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node id given by the SuperLink (0 before registration).
+    pub fn node_id(&self) -> u64 {
+        self.lock().node_id
+    }
+
+    /// Records the node id after (re-)registration.
+    pub fn set_node_id(&self, node_id: u64) {
+        self.lock().node_id = node_id;
+    }
+
+    /// The run, if known.
+    pub fn run(&self, run_id: u64) -> Option<RunEntry> {
+        self.lock().runs.get(&run_id).cloned()
+    }
+
+    /// Remembers a run.
+    pub fn add_run(&self, entry: RunEntry) {
+        self.lock().runs.insert(entry.run.run_id, entry);
+    }
+
+    /// Replaces a run's context (the ClientApp's state persists this way).
+    pub fn set_context(&self, run_id: u64, context: pb::Context) {
+        if let Some(entry) = self.lock().runs.get_mut(&run_id) {
+            entry.context = context;
+        }
+    }
+
+    /// Offers an instruction to ClientApps. With `token`, only that token may take it
+    /// (a ClientApp started for it); without, the first to request a token does.
+    pub fn offer(
+        &self,
+        run_id: u64,
+        instruction: pb::Message,
+        tree: pb::ObjectTree,
+        token: Option<String>,
+    ) -> oneshot::Receiver<Completion> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job { run_id, instruction, tree, token, reply: None, done: Some(tx) };
+        self.lock().job = Some(job);
+        rx
+    }
+
+    /// Withdraws the current instruction (answered, failed or timed out).
+    pub fn withdraw(&self) {
+        self.lock().job = None;
+    }
+
+    /// Runs whose instruction no ClientApp has taken yet.
+    pub fn runs_with_pending_messages(&self) -> Vec<u64> {
+        let inner = self.lock();
+        inner.job.iter().filter(|j| j.token.is_none()).map(|j| j.run_id).collect()
+    }
+
+    /// Hands out a token for the run's pending instruction; `None` if there is none or
+    /// it is taken.
+    pub fn request_token(&self, run_id: u64) -> Option<String> {
+        let mut inner = self.lock();
+        let job = inner.job.as_mut().filter(|j| j.run_id == run_id && j.token.is_none())?;
+        let token = new_token();
+        job.token = Some(token.clone());
+        Some(token)
+    }
+
+    fn job_for<'a>(inner: &'a mut Inner, token: &str) -> Result<&'a mut Job, JobError> {
+        match inner.job.as_mut() {
+            Some(job) if !token.is_empty() && job.token.as_deref() == Some(token) => Ok(job),
+            _ => Err(JobError::InvalidToken),
+        }
+    }
+
+    /// The run entry of the token's job.
+    pub fn inputs(&self, token: &str) -> Result<RunEntry, JobError> {
+        let mut inner = self.lock();
+        let run_id = Self::job_for(&mut inner, token)?.run_id;
+        inner.runs.get(&run_id).cloned().ok_or(JobError::NoMessage)
+    }
+
+    /// The token's instruction (content-less) and its tree.
+    pub fn instruction(&self, token: &str) -> Result<(pb::Message, pb::ObjectTree), JobError> {
+        let mut inner = self.lock();
+        let job = Self::job_for(&mut inner, token)?;
+        Ok((job.instruction.clone(), job.tree.clone()))
+    }
+
+    /// Stores the ClientApp's reply after checking it answers the instruction.
+    pub fn put_reply(&self, token: &str, reply: pb::Message, tree: pb::ObjectTree) -> Result<u64, JobError> {
+        let mut inner = self.lock();
+        let node_id = inner.node_id;
+        let job = Self::job_for(&mut inner, token)?;
+        let ins = job.instruction.metadata.clone().unwrap_or_default();
+        let meta = reply.metadata.as_ref().ok_or_else(|| JobError::BadReply("reply without metadata".into()))?;
+        if meta.reply_to_message_id != ins.message_id {
+            return Err(JobError::BadReply(format!(
+                "reply answers message {:?}, but the ClientApp was given {:?}",
+                meta.reply_to_message_id, ins.message_id
+            )));
+        }
+        if tree.object_id != meta.message_id {
+            return Err(JobError::BadReply("the reply's object tree does not belong to it".into()));
+        }
+        if meta.src_node_id != node_id || meta.run_id != ins.run_id {
+            return Err(JobError::BadReply("the reply names another node or run".into()));
+        }
+        job.reply = Some((reply, tree));
+        Ok(job.run_id)
+    }
+
+    /// The tree of the reply pushed for the token's job, if any.
+    pub fn reply_tree(&self, token: &str) -> Result<Option<pb::ObjectTree>, JobError> {
+        let mut inner = self.lock();
+        Ok(Self::job_for(&mut inner, token)?.reply.as_ref().map(|(_, t)| t.clone()))
+    }
+
+    /// Completes the token's job with the ClientApp's final context.
+    pub fn complete(&self, token: &str, context: pb::Context) -> Result<(), JobError> {
+        let mut inner = self.lock();
+        let job = Self::job_for(&mut inner, token)?;
+        let (reply, tree) = job.reply.take().ok_or(JobError::NoReply)?;
+        let done = job.done.take();
+        let run_id = job.run_id;
+        inner.job = None;
+        if let Some(entry) = inner.runs.get_mut(&run_id) {
+            entry.context = context.clone();
+        }
+        if let Some(done) = done {
+            let _ = done.send(Completion { reply, tree, context });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The SuperNode's main loop: register, heartbeat, pull an instruction, fetch what it
+//! needs, run the ClientApp, push the reply; reconnect whenever the SuperLink goes away.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sepal_core::records::{Error as MsgError, Message, Metadata};
+use sepal_core::store::{ObjectLookup, ObjectStore};
+use sepal_proto::pb;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::config::{fuse_run_config, Config};
+use crate::executor::{ExecError, Executor, Job};
+use crate::fleet::{Fleet, HEARTBEAT_INTERVAL};
+use crate::node::{NodeState, RunEntry};
+
+/// The SuperLink's node id in message routing.
+const SUPERLINK_NODE_ID: u64 = 1;
+
+/// How long a pull may be held by a Sepal SuperLink waiting for an instruction.
+const PULL_WAIT: Duration = Duration::from_secs(20);
+
+/// Pause between pulls when the SuperLink answers at once (a Flower SuperLink).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A running SuperNode.
+pub struct SuperNode {
+    fleet: Fleet,
+    state: Arc<NodeState>,
+    objects: Arc<ObjectStore>,
+    executor: Arc<dyn Executor>,
+    node_config: HashMap<String, pb::Scalar>,
+}
+
+/// What went wrong with one instruction before the ClientApp could run.
+enum Prepare {
+    /// The run is not running any more (the SuperLink said PERMISSION_DENIED).
+    RunNotRunning(String),
+    /// The run's FAB or config is unusable: reply with this error.
+    Unusable(ExecError),
+    /// The SuperLink could not be reached or refused for another reason.
+    Link(Status),
+}
+
+impl From<Status> for Prepare {
+    fn from(s: Status) -> Self {
+        if s.code() == Code::PermissionDenied {
+            Prepare::RunNotRunning(s.message().to_string())
+        } else {
+            Prepare::Link(s)
+        }
+    }
+}
+
+fn is_unknown_node(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated && status.message().contains("Invalid node ID")
+}
+
+impl SuperNode {
+    /// A SuperNode over the given parts.
+    pub fn new(
+        config: &Config,
+        fleet: Fleet,
+        state: Arc<NodeState>,
+        objects: Arc<ObjectStore>,
+        executor: Arc<dyn Executor>,
+    ) -> Self {
+        Self { fleet, state, objects, executor, node_config: config.node_config.clone() }
+    }
+
+    /// Registers and serves instructions until `shutdown`, then unregisters.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Status> {
+        self.register().await?;
+        let heartbeat = tokio::spawn(heartbeat(self.fleet.clone(), self.state.clone()));
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                step = self.step() => if let Err(e) = step { break Err(e) },
+            }
+        };
+        heartbeat.abort();
+        let node_id = self.state.node_id();
+        match self.fleet.delete_node(node_id).await {
+            Ok(()) => tracing::info!(node_id, "node unregistered"),
+            Err(e) => tracing::warn!(node_id, "could not unregister the node: {}", e.message()),
+        }
+        result
+    }
+
+    async fn register(&self) -> Result<(), Status> {
+        let node_id = self.fleet.create_node().await?;
+        self.state.set_node_id(node_id);
+        tracing::info!(node_id, "registered with the SuperLink");
+        Ok(())
+    }
+
+    /// One pull and, if it brought an instruction, its handling.
+    async fn step(&self) -> Result<(), Status> {
+        let started = Instant::now();
+        let pulled = match self.fleet.pull(self.state.node_id(), PULL_WAIT).await {
+            Ok(p) => p,
+            Err(s) if is_unknown_node(&s) => {
+                tracing::warn!("the SuperLink no longer knows this node (it restarted?); registering again");
+                return self.register().await;
+            }
+            Err(s) if s.code() == Code::DeadlineExceeded => None,
+            Err(s) => return Err(s),
+        };
+        match pulled {
+            Some((message, tree)) => self.handle(message, tree).await,
+            None => {
+                if started.elapsed() < PULL_WAIT / 2 {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, message: pb::Message, tree: pb::ObjectTree) {
+        let Some(meta) = message.metadata.clone() else {
+            tracing::error!("the SuperLink sent a message without metadata; ignored");
+            return;
+        };
+        let group = if meta.group_id.is_empty() { String::new() } else { format!(", round {}", meta.group_id) };
+        tracing::info!(run_id = meta.run_id, "received {} message {}{group}", meta.message_type, meta.message_id);
+        let result = match self.prepare(&meta, &tree).await {
+            Ok(run) => {
+                let job = Job { run, instruction: message, tree, deadline: deadline_of(&meta) };
+                self.executor.execute(job).await
+            }
+            Err(Prepare::RunNotRunning(why)) => {
+                tracing::info!(run_id = meta.run_id, "run is not running ({why}); message ignored");
+                return;
+            }
+            Err(Prepare::Link(s)) => {
+                tracing::error!(run_id = meta.run_id, "could not fetch what the message needs: {}", s.message());
+                Err(ExecError::Load(format!("the SuperNode could not fetch the run's inputs: {}", s.message())))
+            }
+            Err(Prepare::Unusable(e)) => Err(e),
+        };
+        let (reply, reply_tree) = match result {
+            Ok(done) => {
+                self.state.set_context(meta.run_id, done.context);
+                (done.reply, done.tree)
+            }
+            Err(e) => {
+                tracing::warn!(run_id = meta.run_id, "ClientApp failed: {e}");
+                self.error_reply(&meta, &e)
+            }
+        };
+        self.push(meta.run_id, reply, reply_tree).await;
+        self.objects.delete(&meta.message_id);
+    }
+
+    /// Makes sure the run, its FAB and the instruction's objects are here.
+    async fn prepare(&self, meta: &pb::Metadata, tree: &pb::ObjectTree) -> Result<pb::Run, Prepare> {
+        let node_id = self.state.node_id();
+        let entry = match self.state.run(meta.run_id) {
+            Some(entry) => entry,
+            None => {
+                let entry = self.fetch_run(node_id, meta.run_id).await?;
+                self.state.add_run(entry.clone());
+                entry
+            }
+        };
+        let to_pull = self
+            .objects
+            .preregister(meta.run_id, tree)
+            .map_err(|e| Prepare::Unusable(ExecError::Load(e.to_string())))?;
+        for id in to_pull {
+            let content = self.pull_object(node_id, meta.run_id, &id).await?;
+            self.objects.put(&id, content).map_err(|e| Prepare::Unusable(ExecError::Load(e.to_string())))?;
+        }
+        self.fleet.confirm(node_id, meta.run_id, &meta.message_id).await?;
+        Ok(entry.run)
+    }
+
+    async fn fetch_run(&self, node_id: u64, run_id: u64) -> Result<RunEntry, Prepare> {
+        let run = self.fleet.get_run(node_id, run_id).await?;
+        let fab = self.fleet.get_fab(node_id, &run.fab_hash, run_id).await?;
+        let actual = hex::encode(Sha256::digest(&fab));
+        if actual != run.fab_hash {
+            let why = format!("the FAB received for run {run_id} hashes to {actual}, not {}", run.fab_hash);
+            return Err(Prepare::Unusable(ExecError::Load(why)));
+        }
+        let limits = sepal_fab::Limits::default();
+        let parsed = sepal_fab::Fab::read(&fab, &limits)
+            .map_err(|e| Prepare::Unusable(ExecError::Load(format!("invalid FAB: {e}"))))?;
+        let run_config = fuse_run_config(parsed.manifest().run_config(), &run.override_config)
+            .map_err(|e| Prepare::Unusable(ExecError::Load(e)))?;
+        let context = pb::Context {
+            run_id,
+            node_id,
+            node_config: self.node_config.clone(),
+            state: Some(pb::RecordDict::default()),
+            run_config,
+        };
+        tracing::info!(run_id, fab_id = %run.fab_id, "new run");
+        Ok(RunEntry { run, fab, context })
+    }
+
+    /// Pulls one object, waiting while the sender is still uploading it.
+    async fn pull_object(&self, node_id: u64, run_id: u64, id: &str) -> Result<Bytes, Prepare> {
+        let mut delay = Duration::from_millis(50);
+        let give_up = Instant::now() + Duration::from_secs(600);
+        loop {
+            let res = self.fleet.pull_object(node_id, run_id, id).await?;
+            if res.object_available {
+                return Ok(res.object_content.into());
+            }
+            if !res.object_found || Instant::now() > give_up {
+                let why = format!("object {id} is not available on the SuperLink");
+                return Err(Prepare::Link(Status::not_found(why)));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// A Flower error reply to `ins`, stored with its objects.
+    fn error_reply(&self, ins: &pb::Metadata, e: &ExecError) -> (pb::Message, pb::ObjectTree) {
+        let now = now_secs();
+        let meta = Metadata {
+            run_id: ins.run_id,
+            src_node_id: self.state.node_id(),
+            dst_node_id: SUPERLINK_NODE_ID,
+            reply_to_message_id: ins.message_id.clone(),
+            group_id: ins.group_id.clone(),
+            ttl: (ins.created_at + ins.ttl - now).max(0.0),
+            message_type: ins.message_type.clone(),
+            created_at: now,
+            ..Default::default()
+        };
+        let message = Message::with_error(meta, MsgError::new(e.code(), e.to_string()));
+        let (tree, id) = self.objects.insert_message(ins.run_id, &message);
+        let mut wire = message.to_wire_pb();
+        if let Some(m) = wire.metadata.as_mut() {
+            m.message_id = id;
+        }
+        (wire, tree)
+    }
+
+    async fn push(&self, run_id: u64, reply: pb::Message, tree: pb::ObjectTree) {
+        let node_id = self.state.node_id();
+        let reply_id = tree.object_id.clone();
+        let result = async {
+            let wanted = self.fleet.push_reply(node_id, reply, tree).await?;
+            for id in wanted {
+                let ObjectLookup::Available(content) = self.objects.get(&id) else {
+                    return Err(Status::internal(format!("reply object {id} is missing on this node")));
+                };
+                self.fleet.push_object(node_id, run_id, &id, content).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(run_id, "reply {reply_id} sent"),
+            Err(s) if s.code() == Code::PermissionDenied => {
+                tracing::info!(run_id, "run is not running ({}); reply dropped", s.message())
+            }
+            Err(s) => tracing::error!(run_id, "could not send reply {reply_id}: {}", s.message()),
+        }
+        self.objects.delete(&reply_id);
+    }
+}
+
+/// Sends a heartbeat every ~18-22 s (Flower's schedule), so the SuperLink sees the node
+/// as online; retries quickly after a failure.
+async fn heartbeat(fleet: Fleet, state: Arc<NodeState>) {
+    loop {
+        let jitter: f64 = rand::Rng::gen_range(&mut rand::thread_rng(), -0.1..0.1);
+        let every = Duration::from_secs_f64((HEARTBEAT_INTERVAL - 5.0) * (0.8 + jitter));
+        match fleet.heartbeat(state.node_id()).await {
+            Ok(true) => tokio::time::sleep(every).await,
+            Ok(false) => {
+                tracing::warn!("heartbeat not accepted; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => {
+                tracing::debug!("heartbeat failed: {}", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    chrono::Utc::now().timestamp_micros() as f64 / 1e6
+}
+
+/// The instant an instruction expires.
+fn deadline_of(meta: &pb::Metadata) -> Instant {
+    let left = (meta.created_at + meta.ttl - now_secs()).max(0.0);
+    Instant::now() + Duration::from_secs_f64(left.min(1e9))
+}
