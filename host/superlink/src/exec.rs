@@ -156,6 +156,7 @@ async fn stream_logs(
             _ = changed.changed() => {}
             _ = tokio::time::sleep(LOG_RECHECK) => {}
             _ = tx.closed() => return,
+            _ = link.events.closed() => return,
         }
     }
 }

@@ -86,9 +86,12 @@ impl FleetService {
             if let Some(msg) = self.link.state.next_instruction(node_id)? {
                 break Some(msg);
             }
-            match tokio::time::timeout_at(deadline, stored.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => break None,
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, stored.changed()) => match changed {
+                    Ok(Ok(())) => continue,
+                    _ => break None,
+                },
+                _ = self.link.events.closed() => break None,
             }
         };
         let mut res = pb::PullMessagesResponse::default();

@@ -34,9 +34,17 @@ pub struct Events {
     pub run_changed: watch::Sender<u64>,
     /// An instruction or reply was stored.
     pub message_stored: watch::Sender<u64>,
+    /// The SuperLink is shutting down: held calls and log streams end now.
+    pub closing: watch::Sender<bool>,
 }
 
 impl Events {
+    /// Completes once the SuperLink starts shutting down.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
     fn bump(tx: &watch::Sender<u64>) {
         tx.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -83,8 +83,11 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let link = Link::new(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let closing = link.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // End held pulls and log streams first, so the servers can drain.
+        let _ = closing.events.closing.send(true);
         let _ = stop_tx.send(true);
     });
     let stopped = move || {

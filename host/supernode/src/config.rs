@@ -36,6 +36,9 @@ pub struct Config {
     pub flwr_dir: Option<PathBuf>,
     /// When to give up reconnecting.
     pub retry: RetryPolicy,
+    /// The longest a ClientApp may take on one message (it is also always stopped
+    /// early enough for its error reply to arrive within the message's TTL).
+    pub clientapp_timeout: Option<std::time::Duration>,
 }
 
 /// A TOML-typed value as Flower's wire `Scalar`.

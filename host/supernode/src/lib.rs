@@ -49,11 +49,20 @@ pub enum Error {
     Link(#[from] tonic::Status),
 }
 
-/// Runs a SuperNode until `shutdown`.
+/// Binds the ClientAppIo address and runs a SuperNode until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let listener = TcpListener::bind(config.clientappio)
         .await
         .map_err(|source| Error::Bind { addr: config.clientappio, source })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Runs a SuperNode with ClientAppIo on an already bound listener until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let local = listener.local_addr().map_err(|source| Error::Bind { addr: config.clientappio, source })?;
     let state = Arc::new(node::NodeState::default());
     let objects = Arc::new(ObjectStore::new());

@@ -35,6 +35,7 @@ pub struct SuperNode {
     objects: Arc<ObjectStore>,
     executor: Arc<dyn Executor>,
     node_config: HashMap<String, pb::Scalar>,
+    clientapp_timeout: Option<Duration>,
 }
 
 /// What went wrong with one instruction before the ClientApp could run.
@@ -70,7 +71,14 @@ impl SuperNode {
         objects: Arc<ObjectStore>,
         executor: Arc<dyn Executor>,
     ) -> Self {
-        Self { fleet, state, objects, executor, node_config: config.node_config.clone() }
+        Self {
+            fleet,
+            state,
+            objects,
+            executor,
+            node_config: config.node_config.clone(),
+            clientapp_timeout: config.clientapp_timeout,
+        }
     }
 
     /// Registers and serves instructions until `shutdown`, then unregisters.
@@ -132,7 +140,7 @@ impl SuperNode {
         tracing::info!(run_id = meta.run_id, "received {} message {}{group}", meta.message_type, meta.message_id);
         let result = match self.prepare(&meta, &tree).await {
             Ok(run) => {
-                let job = Job { run, instruction: message, tree, deadline: deadline_of(&meta) };
+                let job = Job { run, instruction: message, tree, deadline: deadline_of(&meta, self.clientapp_timeout) };
                 self.executor.execute(job).await
             }
             Err(Prepare::RunNotRunning(why)) => {
@@ -296,8 +304,12 @@ fn now_secs() -> f64 {
     chrono::Utc::now().timestamp_micros() as f64 / 1e6
 }
 
-/// The instant an instruction expires.
-fn deadline_of(meta: &pb::Metadata) -> Instant {
-    let left = (meta.created_at + meta.ttl - now_secs()).max(0.0);
-    Instant::now() + Duration::from_secs_f64(left.min(1e9))
+/// When the ClientApp must be done with an instruction: before the instruction expires,
+/// with a margin (5 % of its TTL, 0.5-60 s) so that an error reply still arrives in time,
+/// and within the operator's timeout if one is set.
+fn deadline_of(meta: &pb::Metadata, timeout: Option<Duration>) -> Instant {
+    let margin = (meta.ttl * 0.05).clamp(0.5, 60.0);
+    let left = (meta.created_at + meta.ttl - margin - now_secs()).clamp(0.0, 1e9);
+    let left = Duration::from_secs_f64(left);
+    Instant::now() + timeout.map_or(left, |t| t.min(left))
 }

@@ -59,6 +59,10 @@ pub struct SupernodeArgs {
     /// The `flwr-clientapp` executable used in subprocess isolation (Sepal addition).
     #[arg(long, default_value = "flwr-clientapp")]
     clientapp_bin: PathBuf,
+    /// Stop a ClientApp that takes longer than this many seconds on one message and
+    /// reply with an error (Sepal addition; default: the message's TTL).
+    #[arg(long)]
+    clientapp_timeout: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -95,6 +99,8 @@ impl SupernodeArgs {
         };
         let clientappio = resolve("--clientappio-api-address", &self.clientappio_api_address).await?;
         let max_wait = self.max_wait_time.map(Duration::try_from_secs_f64).transpose().context("--max-wait-time")?;
+        let clientapp_timeout =
+            self.clientapp_timeout.map(Duration::try_from_secs_f64).transpose().context("--clientapp-timeout")?;
         let config = Config {
             superlink: self.superlink,
             node_config: sepal_supernode::config::scalars(&node_config),
@@ -106,6 +112,7 @@ impl SupernodeArgs {
             clientapp_bin: self.clientapp_bin,
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
+            clientapp_timeout,
         };
         sepal_supernode::run(config, crate::shutdown::signal()).await?;
         Ok(())
