@@ -3,18 +3,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ecdsa::signature::hazmat::PrehashSigner;
-use p384::pkcs8::{EncodePublicKey, LineEnding};
 use prost::Message as _;
 use sepal_proto::pb;
 use sepal_proto::pb::exec_client::ExecClient;
 use sepal_proto::pb::fleet_client::FleetClient;
 use sepal_proto::pb::server_app_io_client::ServerAppIoClient;
-use sepal_superlink::clock::{now_iso, now_secs};
+use sepal_superlink::clock::now_secs;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::{serve, Config, Isolation, Listeners};
-use sha2::{Digest, Sha256};
-use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+use sepal_supernode::signer::Signer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -46,25 +43,15 @@ async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
-type Signed = InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>>;
+type Signed = InterceptedService<Channel, Signer>;
 
-/// A Fleet client that signs every request like a Flower SuperNode with `key`.
-async fn fleet(addr: SocketAddr, key: p384::ecdsa::SigningKey) -> FleetClient<Signed> {
-    let pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
-    let sign: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send> = Box::new(move |mut req| {
-        let ts = now_iso();
-        let sig: p384::ecdsa::Signature = key.sign_prehash(&Sha256::digest(ts.as_bytes())).unwrap();
-        let md = req.metadata_mut();
-        md.insert_bin("flwr-public-key-bin", BinaryMetadataValue::from_bytes(pem.as_bytes()));
-        md.insert("flwr-timestamp", MetadataValue::try_from(ts.as_str()).unwrap());
-        md.insert_bin("flwr-signature-bin", BinaryMetadataValue::from_bytes(sig.to_der().as_bytes()));
-        Ok(req)
-    });
-    FleetClient::with_interceptor(channel(addr).await, sign)
+/// A Fleet client that signs every request like a Flower SuperNode.
+async fn fleet(addr: SocketAddr, signer: Signer) -> FleetClient<Signed> {
+    FleetClient::with_interceptor(channel(addr).await, signer)
 }
 
-fn new_key() -> p384::ecdsa::SigningKey {
-    p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)
+fn new_key() -> Signer {
+    Signer::fresh()
 }
 
 fn node(node_id: u64) -> Option<pb::Node> {
