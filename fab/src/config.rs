@@ -64,11 +64,7 @@ pub fn flatten_table(table: &toml::Table) -> Result<ConfigMap> {
 
 fn flatten_into(table: &toml::Table, prefix: &str, out: &mut ConfigMap) -> Result<()> {
     for (key, value) in table {
-        let full = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         if let toml::Value::Table(inner) = value {
             flatten_into(inner, &full, out)?;
         } else if let Some(scalar) = ConfigValue::from_toml(value) {
@@ -108,25 +104,18 @@ pub fn parse_config_args<S: AsRef<str>>(args: &[S]) -> Result<ConfigMap> {
 
 /// Parses one `"k=v k2=v2"` override string (see [`parse_config_args`]).
 pub fn parse_config_overrides(input: &str) -> Result<ConfigMap> {
-    let document: String = find_pairs(input)
-        .into_iter()
-        .map(|(key, value)| format!("{key} = {value}\n"))
-        .collect();
-    let table: toml::Table = toml::from_str(&document).map_err(|source| Error::Toml {
-        what: format!(
-            "config override {input:?} (expected e.g. 'key1=123 key2=false key3=\"string\"')"
-        ),
-        source,
+    let document: String = find_pairs(input).into_iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+    let table: toml::Table = toml::from_str(&document).map_err(|cause| Error::Toml {
+        what: format!("config override {input:?} (expected e.g. 'key1=123 key2=false key3=\"string\"')"),
+        cause,
     })?;
     flatten_table(&table)
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigMap> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|source| Error::Toml {
-        what: path.display().to_string(),
-        source,
-    })?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|cause| Error::Toml { what: path.display().to_string(), cause })?;
     flatten_table(&table)
 }
 
@@ -214,10 +203,7 @@ mod tests {
         assert_eq!(m["flag"], ConfigValue::Bool(true));
         assert_eq!(m["n"], ConfigValue::Int(3));
         assert_eq!(m["lit"], ConfigValue::Str("a b".into()));
-        assert_eq!(
-            m.keys().collect::<Vec<_>>(),
-            ["lr", "name", "flag", "n", "lit"]
-        );
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["lr", "name", "flag", "n", "lit"]);
     }
 
     #[test]
@@ -281,10 +267,7 @@ mod tests {
         assert_eq!(fused["a"], ConfigValue::Int(1));
         assert_eq!(fused["b"], ConfigValue::Int(2));
         let err = fuse_run_config(&defaults, &parse("c=1")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Key 'c' is not present in the main dictionary"
-        );
+        assert_eq!(err.to_string(), "Key 'c' is not present in the main dictionary");
     }
 
     #[test]

@@ -31,26 +31,16 @@ pub(crate) fn parse(text: &str) -> Result<IndexMap<String, Listing>> {
         if raw.is_empty() {
             continue;
         }
-        let bad = |reason| Error::ContentLine {
-            line_no: index + 1,
-            line: raw.into(),
-            reason,
-        };
+        let bad = |reason| Error::ContentLine { line_no: index + 1, line: raw.into(), reason };
         let mut fields = raw.rsplitn(3, ',');
-        let (Some(bits), Some(sha256), Some(path)) = (fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(bits), Some(sha256), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
             return Err(bad("expected <path>,<sha256 hex>,<size in bits>"));
         };
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("the hash is not 64 hex digits"));
         }
-        let bits: u64 = bits
-            .parse()
-            .map_err(|_| bad("the size in bits is not a number"))?;
-        let listing = Listing {
-            sha256: sha256.to_ascii_lowercase(),
-            bits,
-        };
+        let bits: u64 = bits.parse().map_err(|_| bad("the size in bits is not a number"))?;
+        let listing = Listing { sha256: sha256.to_ascii_lowercase(), bits };
         if listings.insert(path.to_string(), listing).is_some() {
             return Err(bad("the path is listed twice"));
         }
@@ -60,23 +50,14 @@ pub(crate) fn parse(text: &str) -> Result<IndexMap<String, Listing>> {
 
 /// Checks one file against its listing.
 pub(crate) fn check(path: &str, bytes: &[u8], listing: &Listing) -> Result<()> {
-    let mismatch = |reason| Error::ContentMismatch {
-        path: path.into(),
-        reason,
-    };
+    let mismatch = |reason| Error::ContentMismatch { path: path.into(), reason };
     let bits = bytes.len() as u64 * 8;
     if bits != listing.bits {
-        return Err(mismatch(format!(
-            "size is {bits} bits, CONTENT says {}",
-            listing.bits
-        )));
+        return Err(mismatch(format!("size is {bits} bits, CONTENT says {}", listing.bits)));
     }
     let actual = sha256_hex(bytes);
     if actual != listing.sha256 {
-        return Err(mismatch(format!(
-            "sha256 is {actual}, CONTENT says {}",
-            listing.sha256
-        )));
+        return Err(mismatch(format!("sha256 is {actual}, CONTENT says {}", listing.sha256)));
     }
     Ok(())
 }
@@ -109,9 +90,6 @@ mod tests {
         let err = check("x.py", b"abd", &parsed["x.py"]).unwrap_err();
         assert!(err.to_string().contains("sha256 is"), "{err}");
         let err = check("x.py", b"abcd", &parsed["x.py"]).unwrap_err();
-        assert!(
-            err.to_string().contains("size is 32 bits, CONTENT says 24"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("size is 32 bits, CONTENT says 24"), "{err}");
     }
 }

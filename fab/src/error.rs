@@ -26,13 +26,12 @@ pub enum Error {
     },
 
     /// One entry of the archive could not be read (corrupt data, bad CRC, unsupported method).
-    #[error("FAB entry {name:?} could not be read: {source}")]
+    #[error("FAB entry {name:?} could not be read: {cause}")]
     Entry {
         /// Entry name as stored in the archive.
         name: String,
-        /// The underlying ZIP error.
-        #[source]
-        source: zip::result::ZipError,
+        /// The underlying ZIP error (shown in the message, so not also a `source`).
+        cause: zip::result::ZipError,
     },
 
     /// An entry name is not a safe relative path.
@@ -125,13 +124,12 @@ pub enum Error {
     },
 
     /// A TOML document (pyproject.toml, a config file, an override string) did not parse.
-    #[error("{what} is not valid TOML: {source}")]
+    #[error("{what} is not valid TOML: {cause}")]
     Toml {
         /// What was being parsed.
         what: String,
-        /// The parser's error.
-        #[source]
-        source: toml::de::Error,
+        /// The parser's error (shown in the message, so not also a `source`).
+        cause: toml::de::Error,
     },
 
     /// A file that must be UTF-8 text is not.
@@ -151,9 +149,7 @@ pub enum Error {
     },
 
     /// A component reference is neither a `.wasm` path nor a Python `module:attr`.
-    #[error(
-        "pyproject.toml: [tool.flwr.app.components] {component} = {value:?} is invalid: {reason}"
-    )]
+    #[error("pyproject.toml: [tool.flwr.app.components] {component} = {value:?} is invalid: {reason}")]
     Component {
         /// `serverapp` or `clientapp`.
         component: &'static str,
@@ -196,15 +192,14 @@ pub enum Error {
     },
 
     /// An I/O operation on the file system failed.
-    #[error("{action} {path}: {source}", path = path.display())]
+    #[error("{action} {path}: {cause}", path = path.display())]
     Io {
         /// What was being done, e.g. `reading`.
         action: &'static str,
         /// The path involved.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (shown in the message, so not also a `source`).
+        cause: std::io::Error,
     },
 
     /// A path on disk cannot be used (symlink in the way, not UTF-8, not a directory...).
@@ -229,15 +224,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An [`Error::Io`] with context.
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), cause }
     }
 }

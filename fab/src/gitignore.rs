@@ -47,11 +47,7 @@ impl GitIgnore {
 }
 
 fn parse_line(line: &str) -> Option<Pattern> {
-    let line = if line.ends_with("\\ ") {
-        line.trim_start()
-    } else {
-        line.trim()
-    };
+    let line = if line.ends_with("\\ ") { line.trim_start() } else { line.trim() };
     if line.is_empty() || line.starts_with('#') || line == "/" {
         return None;
     }
@@ -63,10 +59,7 @@ fn parse_line(line: &str) -> Option<Pattern> {
     segments.dedup_by(|a, b| a == "**" && b == "**");
     if segments == ["**", ""] {
         // `**/`: everything inside any directory, i.e. every path with a '/'.
-        return Some(Pattern {
-            segments: vec!["*".into(), "**".into()],
-            include,
-        });
+        return Some(Pattern { segments: vec!["*".into(), "**".into()], include });
     }
     let dir_pattern = segments.last().is_some_and(String::is_empty);
     if segments[0].is_empty() {
@@ -116,9 +109,7 @@ fn glob_chars(pattern: &[char], text: &[char]) -> bool {
         '*' => (0..=text.len()).any(|skip| glob_chars(rest, &text[skip..])),
         '?' => !text.is_empty() && glob_chars(rest, &text[1..]),
         '[' => match char_class(rest) {
-            Some((class, after)) => {
-                !text.is_empty() && class.matches(text[0]) && glob_chars(after, &text[1..])
-            }
+            Some((class, after)) => !text.is_empty() && class.matches(text[0]) && glob_chars(after, &text[1..]),
             None => literal('[', rest, text),
         },
         '\\' if !rest.is_empty() => literal(rest[0], &rest[1..], text),

@@ -33,10 +33,7 @@ mod tomlw;
 mod unpack;
 mod write;
 
-pub use config::{
-    flatten_table, fuse_run_config, parse_config_args, parse_config_overrides, ConfigMap,
-    ConfigValue,
-};
+pub use config::{flatten_table, fuse_run_config, parse_config_args, parse_config_overrides, ConfigMap, ConfigValue};
 pub use error::{Error, Result};
 pub use indexmap;
 pub use manifest::{Component, Manifest};

@@ -15,27 +15,17 @@ pub enum Component {
 impl Component {
     /// Classifies and checks one `[tool.flwr.app.components]` value.
     fn parse(component: &'static str, value: &str) -> Result<Self> {
-        let bad = |reason| Error::Component {
-            component,
-            value: value.into(),
-            reason,
-        };
+        let bad = |reason| Error::Component { component, value: value.into(), reason };
         if value.ends_with(".wasm") {
             if crate::read::check_entry_name(value).is_err() || value.ends_with('/') {
-                return Err(bad(
-                    "a .wasm component must be a relative path inside the FAB",
-                ));
+                return Err(bad("a .wasm component must be a relative path inside the FAB"));
             }
             return Ok(Component::Wasm(value.into()));
         }
         // Flower's object_ref.validate: partition on the first ':'; both sides non-empty.
         match value.split_once(':') {
-            None | Some((_, "")) => Err(bad(
-                "missing attribute; expected \"module:attribute\" or a .wasm path",
-            )),
-            Some(("", _)) => Err(bad(
-                "missing module; expected \"module:attribute\" or a .wasm path",
-            )),
+            None | Some((_, "")) => Err(bad("missing attribute; expected \"module:attribute\" or a .wasm path")),
+            Some(("", _)) => Err(bad("missing module; expected \"module:attribute\" or a .wasm path")),
             Some(_) => Ok(Component::Python(value.into())),
         }
     }
@@ -59,10 +49,8 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and validates `pyproject.toml` text.
     pub fn parse(text: &str) -> Result<Self> {
-        let document: toml::Table = toml::from_str(text).map_err(|source| Error::Toml {
-            what: "pyproject.toml".into(),
-            source,
-        })?;
+        let document: toml::Table =
+            toml::from_str(text).map_err(|cause| Error::Toml { what: "pyproject.toml".into(), cause })?;
         Self::from_document(document)
     }
 
@@ -74,30 +62,14 @@ impl Manifest {
         let app = section(&document, &["tool", "flwr", "app"], "[tool.flwr.app]")?;
         let publisher = string(app, "publisher", "[tool.flwr.app] publisher")?;
         let components = section(app, &["components"], "[tool.flwr.app.components]")?;
-        let serverapp = component(
-            components,
-            "serverapp",
-            "[tool.flwr.app.components] serverapp",
-        )?;
-        let clientapp = component(
-            components,
-            "clientapp",
-            "[tool.flwr.app.components] clientapp",
-        )?;
+        let serverapp = component(components, "serverapp", "[tool.flwr.app.components] serverapp")?;
+        let clientapp = component(components, "clientapp", "[tool.flwr.app.components] clientapp")?;
         let run_config = match app.get("config") {
             None => ConfigMap::new(),
             Some(toml::Value::Table(t)) => flatten_table(t)?,
             Some(_) => return Err(not_a_table("[tool.flwr.app.config]")),
         };
-        Ok(Manifest {
-            name,
-            version,
-            publisher,
-            serverapp,
-            clientapp,
-            run_config,
-            document,
-        })
+        Ok(Manifest { name, version, publisher, serverapp, clientapp, run_config, document })
     }
 
     /// `"<publisher>/<name>"`, Flower's FAB id.
@@ -157,16 +129,10 @@ impl Manifest {
 
 /// The first [`crate::FAB_HASH_TRUNCATION`] characters of a hash (all of a shorter one).
 fn short_hash(fab_hash: &str) -> &str {
-    fab_hash
-        .get(..crate::FAB_HASH_TRUNCATION)
-        .unwrap_or(fab_hash)
+    fab_hash.get(..crate::FAB_HASH_TRUNCATION).unwrap_or(fab_hash)
 }
 
-fn section<'a>(
-    table: &'a toml::Table,
-    path: &[&str],
-    field: &'static str,
-) -> Result<&'a toml::Table> {
+fn section<'a>(table: &'a toml::Table, path: &[&str], field: &'static str) -> Result<&'a toml::Table> {
     let mut current = table;
     for key in path {
         current = match current.get(*key) {
@@ -181,14 +147,8 @@ fn section<'a>(
 fn string(table: &toml::Table, key: &str, field: &'static str) -> Result<String> {
     match table.get(key) {
         Some(toml::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(toml::Value::String(_)) => Err(Error::Manifest {
-            field,
-            problem: "must not be empty".into(),
-        }),
-        Some(other) => Err(Error::Manifest {
-            field,
-            problem: format!("must be a string, found {}", other.type_str()),
-        }),
+        Some(toml::Value::String(_)) => Err(Error::Manifest { field, problem: "must not be empty".into() }),
+        Some(other) => Err(Error::Manifest { field, problem: format!("must be a string, found {}", other.type_str()) }),
         None => Err(missing(field)),
     }
 }
@@ -198,17 +158,11 @@ fn component(table: &toml::Table, key: &'static str, field: &'static str) -> Res
 }
 
 fn missing(field: &'static str) -> Error {
-    Error::Manifest {
-        field,
-        problem: "is missing".into(),
-    }
+    Error::Manifest { field, problem: "is missing".into() }
 }
 
 fn not_a_table(field: &'static str) -> Error {
-    Error::Manifest {
-        field,
-        problem: "must be a table".into(),
-    }
+    Error::Manifest { field, problem: "must be a table".into() }
 }
 
 #[cfg(test)]
@@ -244,30 +198,15 @@ nested.deep = true
         assert_eq!(m.version(), "1.2.3");
         assert_eq!(m.serverapp(), &Component::Wasm("server.wasm".into()));
         assert_eq!(m.clientapp(), &Component::Python("demo.client:app".into()));
-        assert_eq!(
-            m.fab_file_name("0123456789abcdef"),
-            "acme.demo.1-2-3.01234567.fab"
-        );
-        assert_eq!(
-            m.install_dir_name("0123456789abcdef"),
-            "acme.demo.1.2.3.01234567"
-        );
+        assert_eq!(m.fab_file_name("0123456789abcdef"), "acme.demo.1-2-3.01234567.fab");
+        assert_eq!(m.install_dir_name("0123456789abcdef"), "acme.demo.1.2.3.01234567");
     }
 
     #[test]
     fn flattens_nested_config_in_order() {
         let m = Manifest::parse(GOOD).unwrap();
         let keys: Vec<&str> = m.run_config().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "num-server-rounds",
-                "lr",
-                "name",
-                "optim.momentum",
-                "optim.nested.deep"
-            ]
-        );
+        assert_eq!(keys, ["num-server-rounds", "lr", "name", "optim.momentum", "optim.nested.deep"]);
         assert_eq!(m.run_config()["optim.nested.deep"], ConfigValue::Bool(true));
         assert_eq!(m.run_config()["num-server-rounds"], ConfigValue::Int(3));
     }
@@ -276,28 +215,19 @@ nested.deep = true
     fn missing_publisher_is_a_clear_error() {
         let text = GOOD.replace("publisher = \"acme\"", "");
         let err = Manifest::parse(&text).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "pyproject.toml: [tool.flwr.app] publisher is missing"
-        );
+        assert_eq!(err.to_string(), "pyproject.toml: [tool.flwr.app] publisher is missing");
     }
 
     #[test]
     fn missing_sections_and_components() {
         let err = Manifest::parse("[project]\nname='a'\nversion='1'\n").unwrap_err();
-        assert!(
-            err.to_string().contains("[tool.flwr.app] is missing"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("[tool.flwr.app] is missing"), "{err}");
         let text = GOOD.replace("clientapp = \"demo.client:app\"", "");
         let err = Manifest::parse(&text).unwrap_err();
         assert!(err.to_string().contains("clientapp is missing"), "{err}");
         let text = GOOD.replace("version = \"1.2.3\"", "version = 1");
         let err = Manifest::parse(&text).unwrap_err();
-        assert!(
-            err.to_string().contains("must be a string, found integer"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("must be a string, found integer"), "{err}");
     }
 
     #[test]
@@ -319,10 +249,6 @@ nested.deep = true
     #[test]
     fn invalid_toml_says_which_file() {
         let err = Manifest::parse("[project\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("pyproject.toml is not valid TOML"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("pyproject.toml is not valid TOML"), "{err}");
     }
 }

@@ -33,11 +33,7 @@ impl Limits {
     /// Limits for archives up to `max_fab_size` bytes: unpacked data may be 4 times that
     /// (room for deflated entries of FABs not made by `flwr build`), 10 000 entries.
     pub fn for_fab_size(max_fab_size: u64) -> Self {
-        Limits {
-            max_fab_size,
-            max_entries: 10_000,
-            max_unpacked_size: max_fab_size.saturating_mul(4),
-        }
+        Limits { max_fab_size, max_entries: 10_000, max_unpacked_size: max_fab_size.saturating_mul(4) }
     }
 }
 
@@ -63,20 +59,13 @@ impl Fab {
     pub fn read(bytes: &[u8], limits: &Limits) -> Result<Fab> {
         let size = bytes.len() as u64;
         if size > limits.max_fab_size {
-            return Err(Error::TooLarge {
-                size,
-                limit: limits.max_fab_size,
-            });
+            return Err(Error::TooLarge { size, limit: limits.max_fab_size });
         }
         let files = read_entries(bytes, limits)?;
         let manifest = parse_manifest(&files)?;
         verify_content(&files)?;
         check_components(&manifest, &files)?;
-        Ok(Fab {
-            files,
-            manifest,
-            hash: crate::fab_hash(bytes),
-        })
+        Ok(Fab { files, manifest, hash: crate::fab_hash(bytes) })
     }
 
     /// Checks that `bytes` hash to `expected_hex` (case-insensitive hex SHA-256).
@@ -85,10 +74,7 @@ impl Fab {
         if actual.eq_ignore_ascii_case(expected_hex) {
             Ok(())
         } else {
-            Err(Error::HashMismatch {
-                expected: expected_hex.into(),
-                actual,
-            })
+            Err(Error::HashMismatch { expected: expected_hex.into(), actual })
         }
     }
 
@@ -130,11 +116,7 @@ impl Fab {
 impl std::fmt::Debug for Fab {
     /// Shows the hash, the FAB id and each file's size (not the bytes).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sizes: Vec<(&str, usize)> = self
-            .files
-            .iter()
-            .map(|(p, b)| (p.as_str(), b.len()))
-            .collect();
+        let sizes: Vec<(&str, usize)> = self.files.iter().map(|(p, b)| (p.as_str(), b.len())).collect();
         f.debug_struct("Fab")
             .field("hash", &self.hash)
             .field("fab_id", &self.manifest.fab_id())
@@ -172,9 +154,7 @@ pub(crate) fn check_entry_name(name: &str) -> Result<(), &'static str> {
 
 /// Reads every file entry into memory, enforcing the container rules and limits.
 fn read_entries(bytes: &[u8], limits: &Limits) -> Result<IndexMap<String, Vec<u8>>> {
-    let malformed = |e: zip::result::ZipError| Error::Malformed {
-        reason: e.to_string(),
-    };
+    let malformed = |e: zip::result::ZipError| Error::Malformed { reason: e.to_string() };
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(malformed)?;
     check_central_directory(bytes, &archive, limits)?;
     let mut files = IndexMap::with_capacity(archive.len());
@@ -194,19 +174,11 @@ fn read_entries(bytes: &[u8], limits: &Limits) -> Result<IndexMap<String, Vec<u8
 
 /// Checks one entry's metadata; returns its name, or `None` for a directory entry.
 fn check_entry(archive: &mut ZipArchive<Cursor<&[u8]>>, index: usize) -> Result<Option<String>> {
-    let entry = archive.by_index_raw(index).map_err(|e| Error::Malformed {
-        reason: format!("entry #{index}: {e}"),
-    })?;
+    let entry = archive.by_index_raw(index).map_err(|e| Error::Malformed { reason: format!("entry #{index}: {e}") })?;
     let name = entry.name().to_string();
-    check_entry_name(&name).map_err(|reason| Error::UnsafePath {
-        name: name.clone(),
-        reason,
-    })?;
+    check_entry_name(&name).map_err(|reason| Error::UnsafePath { name: name.clone(), reason })?;
     if entry.enclosed_name().is_none() {
-        return Err(Error::UnsafePath {
-            name,
-            reason: "the path leaves the archive",
-        });
+        return Err(Error::UnsafePath { name, reason: "the path leaves the archive" });
     }
     if entry.is_symlink() {
         return Err(Error::Symlink { name });
@@ -225,23 +197,14 @@ fn read_data(
     budget: &mut u64,
     limits: &Limits,
 ) -> Result<Vec<u8>> {
-    let entry_error = |source| Error::Entry {
-        name: name.into(),
-        source,
-    };
+    let entry_error = |cause| Error::Entry { name: name.into(), cause };
     let entry = archive.by_index(index).map_err(entry_error)?;
     let hint = entry.size().min(*budget).min(PREALLOCATE_CAP) as usize;
     let mut data = Vec::with_capacity(hint);
-    entry
-        .take(budget.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(|e| entry_error(e.into()))?;
+    entry.take(budget.saturating_add(1)).read_to_end(&mut data).map_err(|e| entry_error(e.into()))?;
     let len = data.len() as u64;
     if len > *budget {
-        return Err(Error::EntryTooLarge {
-            name: name.into(),
-            limit: limits.max_unpacked_size,
-        });
+        return Err(Error::EntryTooLarge { name: name.into(), limit: limits.max_unpacked_size });
     }
     *budget -= len;
     Ok(data)
@@ -252,18 +215,11 @@ const PREALLOCATE_CAP: u64 = 1 << 20;
 
 /// Walks the raw central directory: the zip crate collapses duplicate names, so count and
 /// compare them here. Also refuses data before the archive and too many entries.
-fn check_central_directory(
-    bytes: &[u8],
-    archive: &ZipArchive<Cursor<&[u8]>>,
-    limits: &Limits,
-) -> Result<()> {
+fn check_central_directory(bytes: &[u8], archive: &ZipArchive<Cursor<&[u8]>>, limits: &Limits) -> Result<()> {
     if archive.offset() != 0 {
-        return Err(Error::Malformed {
-            reason: format!("{} bytes of data before the first entry", archive.offset()),
-        });
+        return Err(Error::Malformed { reason: format!("{} bytes of data before the first entry", archive.offset()) });
     }
-    let names =
-        central_directory_names(bytes, archive.central_directory_start(), limits.max_entries)?;
+    let names = central_directory_names(bytes, archive.central_directory_start(), limits.max_entries)?;
     let mut seen = HashSet::with_capacity(names.len());
     for name in &names {
         if !seen.insert(*name) {
@@ -273,11 +229,7 @@ fn check_central_directory(
     }
     if names.len() != archive.len() {
         return Err(Error::Malformed {
-            reason: format!(
-                "central directory has {} records but the archive lists {}",
-                names.len(),
-                archive.len()
-            ),
+            reason: format!("central directory has {} records but the archive lists {}", names.len(), archive.len()),
         });
     }
     Ok(())
@@ -287,11 +239,7 @@ fn check_central_directory(
 fn central_directory_names(bytes: &[u8], start: u64, max_entries: usize) -> Result<Vec<&[u8]>> {
     const SIGNATURE: &[u8] = b"PK\x01\x02";
     const FIXED: usize = 46;
-    let record_at = |pos: usize| {
-        bytes
-            .get(pos..)
-            .filter(|rest| rest.len() >= FIXED && rest.starts_with(SIGNATURE))
-    };
+    let record_at = |pos: usize| bytes.get(pos..).filter(|rest| rest.len() >= FIXED && rest.starts_with(SIGNATURE));
     let mut pos = usize::try_from(start).unwrap_or(usize::MAX);
     let mut names = Vec::new();
     while let Some(record) = record_at(pos) {
@@ -302,9 +250,7 @@ fn central_directory_names(bytes: &[u8], start: u64, max_entries: usize) -> Resu
         let name_end = FIXED + u16_at(28);
         let name = record
             .get(FIXED..name_end)
-            .ok_or_else(|| Error::Malformed {
-                reason: "truncated central directory".into(),
-            })?;
+            .ok_or_else(|| Error::Malformed { reason: "truncated central directory".into() })?;
         names.push(name);
         pos += name_end + u16_at(30) + u16_at(32);
     }
@@ -317,10 +263,7 @@ fn check_no_file_dir_clash(files: &IndexMap<String, Vec<u8>>) -> Result<()> {
         let mut parent = path.as_str();
         while let Some((dir, _)) = parent.rsplit_once('/') {
             if files.contains_key(dir) {
-                return Err(Error::UnsafePath {
-                    name: dir.into(),
-                    reason: "the path is both a file and a directory",
-                });
+                return Err(Error::UnsafePath { name: dir.into(), reason: "the path is both a file and a directory" });
             }
             parent = dir;
         }
@@ -341,15 +284,12 @@ fn parse_manifest(files: &IndexMap<String, Vec<u8>>) -> Result<Manifest> {
 fn verify_content(files: &IndexMap<String, Vec<u8>>) -> Result<()> {
     let listings = content::parse(utf8(files, CONTENT_PATH)?)?;
     for (path, listing) in &listings {
-        let bytes = files.get(path).ok_or_else(|| Error::ContentMismatch {
-            path: path.clone(),
-            reason: "listed but not in the FAB".into(),
-        })?;
+        let bytes = files
+            .get(path)
+            .ok_or_else(|| Error::ContentMismatch { path: path.clone(), reason: "listed but not in the FAB".into() })?;
         content::check(path, bytes, listing)?;
     }
-    let unlisted = files
-        .keys()
-        .find(|p| *p != FAB_CONFIG_FILE && *p != CONTENT_PATH && !listings.contains_key(*p));
+    let unlisted = files.keys().find(|p| *p != FAB_CONFIG_FILE && *p != CONTENT_PATH && !listings.contains_key(*p));
     match unlisted {
         Some(path) => Err(Error::NotListed { path: path.clone() }),
         None => Ok(()),
@@ -357,17 +297,11 @@ fn verify_content(files: &IndexMap<String, Vec<u8>>) -> Result<()> {
 }
 
 fn check_components(manifest: &Manifest, files: &IndexMap<String, Vec<u8>>) -> Result<()> {
-    let components = [
-        ("serverapp", manifest.serverapp()),
-        ("clientapp", manifest.clientapp()),
-    ];
+    let components = [("serverapp", manifest.serverapp()), ("clientapp", manifest.clientapp())];
     for (component, reference) in components {
         if let Component::Wasm(path) = reference {
             if !files.contains_key(path) {
-                return Err(Error::MissingComponent {
-                    component,
-                    path: path.clone(),
-                });
+                return Err(Error::MissingComponent { component, path: path.clone() });
             }
         }
     }
@@ -383,9 +317,7 @@ mod tests {
         for good in ["a.py", "pkg/mod.py", ".info/CONTENT", "dir/", "a..b/c"] {
             assert!(check_entry_name(good).is_ok(), "{good}");
         }
-        for bad in [
-            "", "/etc/x", "../x", "a/../b", "a//b", "./a", "a\\b", "a\0b", "a/./b",
-        ] {
+        for bad in ["", "/etc/x", "../x", "a/../b", "a//b", "./a", "a\\b", "a\0b", "a/./b"] {
             assert!(check_entry_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -28,12 +28,7 @@ fn write_table(table: &Table, name: &str, inside_aot: bool, out: &mut String) {
         match value {
             Value::Table(t) => tables.push((key, t, false)),
             Value::Array(items) if is_aot(items) && !all_inline(items) => {
-                tables.extend(
-                    items
-                        .iter()
-                        .filter_map(Value::as_table)
-                        .map(|t| (key, t, true)),
-                );
+                tables.extend(items.iter().filter_map(Value::as_table).map(|t| (key, t, true)));
             }
             _ => literals.push((key, value)),
         }
@@ -41,15 +36,7 @@ fn write_table(table: &Table, name: &str, inside_aot: bool, out: &mut String) {
     let mut wrote = false;
     if inside_aot || (!name.is_empty() && (!literals.is_empty() || tables.is_empty())) {
         wrote = true;
-        let _ = writeln!(
-            out,
-            "{}",
-            if inside_aot {
-                format!("[[{name}]]")
-            } else {
-                format!("[{name}]")
-            }
-        );
+        let _ = writeln!(out, "{}", if inside_aot { format!("[[{name}]]") } else { format!("[{name}]") });
     }
     for (key, value) in &literals {
         wrote = true;
@@ -61,11 +48,7 @@ fn write_table(table: &Table, name: &str, inside_aot: bool, out: &mut String) {
         }
         wrote = true;
         let key = key_part(key);
-        let full = if name.is_empty() {
-            key
-        } else {
-            format!("{name}.{key}")
-        };
+        let full = if name.is_empty() { key } else { format!("{name}.{key}") };
         write_table(sub, &full, in_aot, out);
     }
 }
@@ -98,10 +81,7 @@ fn inline_array(items: &[Value], nest: usize) -> String {
         return "[]".into();
     }
     let item_indent = INDENT.repeat(nest + 1);
-    let lines: Vec<String> = items
-        .iter()
-        .map(|item| format!("{item_indent}{}", literal(item, nest + 1)))
-        .collect();
+    let lines: Vec<String> = items.iter().map(|item| format!("{item_indent}{}", literal(item, nest + 1))).collect();
     format!("[\n{},\n{}]", lines.join(",\n"), INDENT.repeat(nest))
 }
 
@@ -109,10 +89,7 @@ fn inline_table(table: &Table) -> String {
     if table.is_empty() {
         return "{}".into();
     }
-    let pairs: Vec<String> = table
-        .iter()
-        .map(|(k, v)| format!("{} = {}", key_part(k), literal(v, 0)))
-        .collect();
+    let pairs: Vec<String> = table.iter().map(|(k, v)| format!("{} = {}", key_part(k), literal(v, 0))).collect();
     format!("{{ {} }}", pairs.join(", "))
 }
 
@@ -158,9 +135,7 @@ pub(crate) fn python_float_repr(x: f64) -> String {
         return if x > 0.0 { "inf" } else { "-inf" }.into();
     }
     let sci = format!("{:e}", x.abs()); // e.g. "1.5e-7", shortest round-trip digits
-    let (mantissa, exp) = sci
-        .split_once('e')
-        .expect("LowerExp always has an exponent");
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp always has an exponent");
     let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     let sign = if x.is_sign_negative() { "-" } else { "" };
@@ -197,11 +172,7 @@ fn python_datetime(d: &Datetime) -> String {
         if d.date.is_some() {
             out.push(' ');
         }
-        let _ = write!(
-            out,
-            "{:02}:{:02}:{:02}",
-            time.hour, time.minute, time.second
-        );
+        let _ = write!(out, "{:02}:{:02}:{:02}", time.hour, time.minute, time.second);
         let micros = time.nanosecond / 1000;
         if micros > 0 {
             let _ = write!(out, ".{micros:06}");
@@ -264,10 +235,9 @@ mod tests {
 
     #[test]
     fn datetimes_like_python_str() {
-        let doc: Table = toml::from_str(
-            "a = 2024-01-02T03:04:05.5Z\nb = 1979-05-27\nc = 2024-01-02T03:04:05-01:30\nd=07:32:00\n",
-        )
-        .unwrap();
+        let doc: Table =
+            toml::from_str("a = 2024-01-02T03:04:05.5Z\nb = 1979-05-27\nc = 2024-01-02T03:04:05-01:30\nd=07:32:00\n")
+                .unwrap();
         let want = "a = 2024-01-02 03:04:05.500000+00:00\nb = 1979-05-27\n\
                     c = 2024-01-02 03:04:05-01:30\nd = 07:32:00\n";
         assert_eq!(dumps(&doc), want);

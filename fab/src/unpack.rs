@@ -42,8 +42,7 @@ fn write_file(root: &Path, relative: &str, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .open(&target)
         .map_err(|e| Error::io("creating", &target, e))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io("writing", &target, e))
+    file.write_all(bytes).map_err(|e| Error::io("writing", &target, e))
 }
 
 /// Makes sure `path` is a real directory (not a symlink), creating it if missing.
@@ -52,9 +51,7 @@ fn ensure_dir(path: &Path) -> Result<()> {
         Ok(meta) if meta.file_type().is_symlink() => Err(refuse(path, "it is a symbolic link")),
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(refuse(path, "it exists and is not a directory")),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            fs::create_dir(path).map_err(|e| Error::io("creating", path, e))
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => fs::create_dir(path).map_err(|e| Error::io("creating", path, e)),
         Err(e) => Err(Error::io("inspecting", path, e)),
     }
 }
@@ -71,8 +68,5 @@ fn clear_file(path: &Path) -> Result<()> {
 }
 
 fn refuse(path: &Path, reason: &'static str) -> Error {
-    Error::UnsafeTarget {
-        path: PathBuf::from(path),
-        reason,
-    }
+    Error::UnsafeTarget { path: PathBuf::from(path), reason }
 }

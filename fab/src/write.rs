@@ -63,31 +63,20 @@ pub fn build_fab_with_limit(app_dir: &Path, max_size: u64) -> Result<BuiltFab> {
     let bytes = write_archive(&pyproject, &files)?;
     let size = bytes.len() as u64;
     if size > max_size {
-        return Err(Error::TooLarge {
-            size,
-            limit: max_size,
-        });
+        return Err(Error::TooLarge { size, limit: max_size });
     }
     let hash = crate::fab_hash(&bytes);
     let file_name = manifest.fab_file_name(&hash);
-    Ok(BuiltFab {
-        bytes,
-        hash,
-        file_name,
-        manifest,
-    })
+    Ok(BuiltFab { bytes, hash, file_name, manifest })
 }
 
 /// Reads and validates `pyproject.toml`; returns the manifest and the bytes to bundle.
 fn load_manifest(app_dir: &Path) -> Result<(Manifest, String)> {
     let path = app_dir.join(FAB_CONFIG_FILE);
     let text = fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
-    let mut document: toml::Table = toml::from_str(&text).map_err(|source| Error::Toml {
-        what: path.display().to_string(),
-        source,
-    })?;
-    if let Some(toml::Value::Table(flwr)) = document.get_mut("tool").and_then(|t| t.get_mut("flwr"))
-    {
+    let mut document: toml::Table =
+        toml::from_str(&text).map_err(|cause| Error::Toml { what: path.display().to_string(), cause })?;
+    if let Some(toml::Value::Table(flwr)) = document.get_mut("tool").and_then(|t| t.get_mut("flwr")) {
         flwr.remove("federations");
     }
     let serialized = tomlw::dumps(&document);
@@ -123,9 +112,7 @@ fn load_gitignore(app_dir: &Path) -> Result<GitIgnore> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io("reading", &path, e)),
     };
-    Ok(GitIgnore::new(
-        DEFAULT_IGNORES.into_iter().chain(text.lines()),
-    ))
+    Ok(GitIgnore::new(DEFAULT_IGNORES.into_iter().chain(text.lines())))
 }
 
 fn is_bundled(components: &[String]) -> bool {
@@ -140,26 +127,18 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Selected>) -> Result
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
         let path = entry.path();
-        let kind = entry
-            .file_type()
-            .map_err(|e| Error::io("inspecting", &path, e))?;
+        let kind = entry.file_type().map_err(|e| Error::io("inspecting", &path, e))?;
         if !(kind.is_dir() || kind.is_file()) {
             continue;
         }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            return Err(Error::UnsafeTarget {
-                path,
-                reason: "the file name is not valid UTF-8",
-            });
+            return Err(Error::UnsafeTarget { path, reason: "the file name is not valid UTF-8" });
         };
         prefix.push(name);
         if kind.is_dir() {
             walk(&path, prefix, out)?;
         } else {
-            out.push(Selected {
-                components: prefix.clone(),
-                path,
-            });
+            out.push(Selected { components: prefix.clone(), path });
         }
         prefix.pop();
     }
@@ -167,16 +146,10 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Selected>) -> Result
 }
 
 fn check_components(manifest: &Manifest, files: &[Selected]) -> Result<()> {
-    for (component, reference) in [
-        ("serverapp", manifest.serverapp()),
-        ("clientapp", manifest.clientapp()),
-    ] {
+    for (component, reference) in [("serverapp", manifest.serverapp()), ("clientapp", manifest.clientapp())] {
         if let Component::Wasm(path) = reference {
             if !files.iter().any(|f| &f.archive_path() == path) {
-                return Err(Error::MissingComponent {
-                    component,
-                    path: path.clone(),
-                });
+                return Err(Error::MissingComponent { component, path: path.clone() });
             }
         }
     }
@@ -216,16 +189,12 @@ const UTF8_FLAG: u16 = 0x800;
 
 impl StoredZip {
     fn add(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        let too_big = |what: &str| Error::Build {
-            reason: format!("{what} does not fit a classic ZIP archive (entry {name:?})"),
-        };
+        let too_big =
+            |what: &str| Error::Build { reason: format!("{what} does not fit a classic ZIP archive (entry {name:?})") };
         let offset = u32::try_from(self.out.len()).map_err(|_| too_big("the archive"))?;
         let size = u32::try_from(data.len()).map_err(|_| too_big("the entry"))?;
         let name_len = u16::try_from(name.len()).map_err(|_| too_big("the name"))?;
-        self.count = self
-            .count
-            .checked_add(1)
-            .ok_or_else(|| too_big("the entry count"))?;
+        self.count = self.count.checked_add(1).ok_or_else(|| too_big("the entry count"))?;
         let flags = if name.is_ascii() { 0 } else { UTF8_FLAG };
         let crc = crc32fast::hash(data);
         // Local file header.
@@ -236,8 +205,7 @@ impl StoredZip {
         self.out.extend_from_slice(data);
         // Central directory record.
         self.central.extend_from_slice(b"PK\x01\x02");
-        self.central
-            .extend_from_slice(&[VERSION, SYSTEM_UNIX, VERSION, 0]);
+        self.central.extend_from_slice(&[VERSION, SYSTEM_UNIX, VERSION, 0]);
         common_fields(&mut self.central, flags, crc, size, name_len);
         self.central.extend_from_slice(&[0; 6]); // comment length, disk number, internal attributes
         self.central.extend_from_slice(&EXTERNAL_ATTR.to_le_bytes());
@@ -247,9 +215,7 @@ impl StoredZip {
     }
 
     fn finish(mut self) -> Result<Vec<u8>> {
-        let too_big = || Error::Build {
-            reason: "the archive does not fit a classic ZIP archive".into(),
-        };
+        let too_big = || Error::Build { reason: "the archive does not fit a classic ZIP archive".into() };
         let central_offset = u32::try_from(self.out.len()).map_err(|_| too_big())?;
         let central_size = u32::try_from(self.central.len()).map_err(|_| too_big())?;
         self.out.append(&mut self.central);

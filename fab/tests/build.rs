@@ -76,10 +76,7 @@ fn build_is_deterministic() {
     assert_eq!(first, again);
     assert_eq!(first, elsewhere);
     assert_eq!(first.1, sha256(&first.0));
-    assert_eq!(
-        first.2,
-        format!("sepal.wasmapp.2-0-1.{}.fab", &first.1[..8])
-    );
+    assert_eq!(first.2, format!("sepal.wasmapp.2-0-1.{}.fab", &first.1[..8]));
 }
 
 #[test]
@@ -88,29 +85,14 @@ fn build_then_read_round_trips_with_wasm_components() {
     wasm_app(dir.path());
     let (bytes, hash, _) = build_fab(dir.path()).unwrap();
     let fab = Fab::read_verified(&bytes, &hash, &Limits::default()).unwrap();
-    assert_eq!(
-        paths(&fab),
-        [
-            "pyproject.toml",
-            "README.md",
-            "bin/client.wasm",
-            "server.wasm",
-            ".info/CONTENT"
-        ]
-    );
+    assert_eq!(paths(&fab), ["pyproject.toml", "README.md", "bin/client.wasm", "server.wasm", ".info/CONTENT"]);
     let m = fab.manifest();
     assert_eq!(m.fab_id(), "sepal/wasmapp");
     assert_eq!(m.clientapp(), &Component::Wasm("bin/client.wasm".into()));
-    assert_eq!(
-        fab.wasm_component(m.serverapp()),
-        Some(&b"\0asm server"[..])
-    );
+    assert_eq!(fab.wasm_component(m.serverapp()), Some(&b"\0asm server"[..]));
     let pyproject = std::str::from_utf8(fab.file("pyproject.toml").unwrap()).unwrap();
     assert!(!pyproject.contains("federations"), "{pyproject}");
-    assert!(
-        pyproject.contains("[tool.flwr.app.config]\nrounds = 3\n"),
-        "{pyproject}"
-    );
+    assert!(pyproject.contains("[tool.flwr.app.config]\nrounds = 3\n"), "{pyproject}");
 }
 
 #[test]
@@ -120,10 +102,7 @@ fn gitignore_pycache_hidden_dirs_and_symlinks() {
         dir.path(),
         &[
             ("pyproject.toml", PYPROJECT),
-            (
-                ".gitignore",
-                "# comment\nsecret.py\n/build/\ndocs/*.md\n!docs/KEEP.md\n",
-            ),
+            (".gitignore", "# comment\nsecret.py\n/build/\ndocs/*.md\n!docs/KEEP.md\n"),
             ("demo/server.py", "s"),
             ("demo/secret.py", "x"),
             ("demo/__pycache__/server.py", "cached"),
@@ -136,11 +115,7 @@ fn gitignore_pycache_hidden_dirs_and_symlinks() {
             ("data.json", "{}"),
         ],
     );
-    std::os::unix::fs::symlink(
-        dir.path().join("demo/server.py"),
-        dir.path().join("link.py"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(dir.path().join("demo/server.py"), dir.path().join("link.py")).unwrap();
     let outside = tempfile::tempdir().unwrap();
     write_tree(outside.path(), &[("leak.py", "secret")]);
     std::os::unix::fs::symlink(outside.path(), dir.path().join("linkdir")).unwrap();
@@ -149,14 +124,7 @@ fn gitignore_pycache_hidden_dirs_and_symlinks() {
     let fab = Fab::read(&bytes, &Limits::default()).unwrap();
     assert_eq!(
         paths(&fab),
-        [
-            "pyproject.toml",
-            ".hidden/h.py",
-            "demo/server.py",
-            "docs/KEEP.md",
-            "nested/build/kept.py",
-            ".info/CONTENT"
-        ]
+        ["pyproject.toml", ".hidden/h.py", "demo/server.py", "docs/KEEP.md", "nested/build/kept.py", ".info/CONTENT"]
     );
 }
 
@@ -165,13 +133,7 @@ fn files_are_sorted_by_path_components() {
     let dir = tempfile::tempdir().unwrap();
     write_tree(
         dir.path(),
-        &[
-            ("pyproject.toml", PYPROJECT),
-            ("a.py", ""),
-            ("a/b.py", ""),
-            ("a-b.py", ""),
-            ("B.py", ""),
-        ],
+        &[("pyproject.toml", PYPROJECT), ("a.py", ""), ("a/b.py", ""), ("a-b.py", ""), ("B.py", "")],
     );
     let (bytes, _, _) = build_fab(dir.path()).unwrap();
     let fab = Fab::read(&bytes, &Limits::default()).unwrap();
@@ -185,16 +147,7 @@ fn missing_wasm_component_fails_the_build() {
     wasm_app(dir.path());
     std::fs::write(dir.path().join(".gitignore"), "*.wasm\n").unwrap();
     let err = build_fab(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingComponent {
-                component: "serverapp",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::MissingComponent { component: "serverapp", .. }), "{err}");
 }
 
 #[test]
@@ -204,37 +157,18 @@ fn build_size_limit_is_a_parameter() {
     let big = vec![7u8; 11 << 20];
     std::fs::write(dir.path().join("server.wasm"), &big).unwrap();
     let err = build_fab(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TooLarge {
-                limit: 10_485_760,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::TooLarge { limit: 10_485_760, .. }), "{err}");
     let built = build_fab_with_limit(dir.path(), 64 << 20).unwrap();
     let fab = Fab::read(&built.bytes, &Limits::for_fab_size(64 << 20)).unwrap();
-    assert_eq!(
-        fab.wasm_component(fab.manifest().serverapp())
-            .map(<[u8]>::len),
-        Some(big.len())
-    );
+    assert_eq!(fab.wasm_component(fab.manifest().serverapp()).map(<[u8]>::len), Some(big.len()));
 }
 
 #[test]
 fn invalid_manifest_fails_the_build() {
     let dir = tempfile::tempdir().unwrap();
-    write_tree(
-        dir.path(),
-        &[("pyproject.toml", "[project]\nname = \"x\"\n")],
-    );
+    write_tree(dir.path(), &[("pyproject.toml", "[project]\nname = \"x\"\n")]);
     let err = build_fab(dir.path()).unwrap_err();
-    assert!(
-        err.to_string().contains("[project] version is missing"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("[project] version is missing"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let err = build_fab(empty.path()).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");

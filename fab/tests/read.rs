@@ -21,22 +21,13 @@ fn real_flwr_fab_reads_and_verifies() {
     assert_eq!(m.fab_id(), "research/tinyapp");
     assert_eq!(m.version(), "1.0.0");
     assert_eq!(m.fab_file_name(fab.hash()), FLWR_FAB);
-    assert_eq!(
-        m.serverapp(),
-        &Component::Python("tinyapp.server_app:app".into())
-    );
+    assert_eq!(m.serverapp(), &Component::Python("tinyapp.server_app:app".into()));
     assert_eq!(m.run_config()["lr"], ConfigValue::Float(0.1));
     assert_eq!(m.run_config()["num-server-rounds"], ConfigValue::Int(2));
     let paths: Vec<&str> = fab.files().map(|(p, _)| p).collect();
     assert_eq!(
         paths,
-        [
-            "pyproject.toml",
-            "tinyapp/__init__.py",
-            "tinyapp/client_app.py",
-            "tinyapp/server_app.py",
-            ".info/CONTENT"
-        ]
+        ["pyproject.toml", "tinyapp/__init__.py", "tinyapp/client_app.py", "tinyapp/server_app.py", ".info/CONTENT"]
     );
     let source = std::fs::read(data("tinyapp/tinyapp/client_app.py")).unwrap();
     assert_eq!(fab.file("tinyapp/client_app.py"), Some(source.as_slice()));
@@ -76,10 +67,7 @@ fn deflated_entries_are_read() {
 #[test]
 fn path_traversal_entry_is_refused() {
     let err = read(&fab_of(&[("../evil.py", b"boom")])).unwrap_err();
-    assert!(
-        matches!(err, Error::UnsafePath { ref name, .. } if name == "../evil.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::UnsafePath { ref name, .. } if name == "../evil.py"), "{err}");
     let err = read(&fab_of(&[("a/../../evil.py", b"boom")])).unwrap_err();
     assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
 }
@@ -101,31 +89,17 @@ fn symlink_entry_is_refused() {
     use std::io::Cursor;
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default();
-    writer
-        .add_symlink("link.py", "/etc/passwd", options)
-        .unwrap();
+    writer.add_symlink("link.py", "/etc/passwd", options).unwrap();
     let bytes = writer.finish().unwrap().into_inner();
     let err = read(&bytes).unwrap_err();
-    assert!(
-        matches!(err, Error::Symlink { ref name } if name == "link.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Symlink { ref name } if name == "link.py"), "{err}");
 }
 
 #[test]
 fn oversized_archive_is_refused_before_parsing() {
     let bytes = vec![0u8; 10_485_760 + 1];
     let err = read(&bytes).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TooLarge {
-                size: 10_485_761,
-                limit: 10_485_760
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::TooLarge { size: 10_485_761, limit: 10_485_760 }), "{err}");
     let small = Limits::for_fab_size(100);
     let err = Fab::read(&std::fs::read(data(FLWR_FAB)).unwrap(), &small).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
@@ -135,10 +109,7 @@ fn oversized_archive_is_refused_before_parsing() {
 fn too_many_entries_are_refused() {
     let names: Vec<String> = (0..20).map(|i| format!("f{i}.py")).collect();
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
-    let limits = Limits {
-        max_entries: 10,
-        ..Limits::default()
-    };
+    let limits = Limits { max_entries: 10, ..Limits::default() };
     let err = Fab::read(&fab_of(&files), &limits).unwrap_err();
     assert!(matches!(err, Error::TooManyEntries { limit: 10 }), "{err}");
 }
@@ -148,22 +119,13 @@ fn zip_bomb_entry_is_refused() {
     // 8 MiB of zeros deflate to a few KiB.
     let zeros = vec![0u8; 8 << 20];
     let listing = content(&[("bomb.py", &zeros)]);
-    let entries: [(&str, &[u8]); 3] = [
-        ("pyproject.toml", PYPROJECT.as_bytes()),
-        ("bomb.py", &zeros),
-        (".info/CONTENT", listing.as_bytes()),
-    ];
+    let entries: [(&str, &[u8]); 3] =
+        [("pyproject.toml", PYPROJECT.as_bytes()), ("bomb.py", &zeros), (".info/CONTENT", listing.as_bytes())];
     let bytes = zip_of(&entries, CompressionMethod::Deflated);
     assert!(bytes.len() < 100 << 10, "{}", bytes.len());
-    let limits = Limits {
-        max_unpacked_size: 1 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { max_unpacked_size: 1 << 20, ..Limits::default() };
     let err = Fab::read(&bytes, &limits).unwrap_err();
-    assert!(
-        matches!(err, Error::EntryTooLarge { ref name, .. } if name == "bomb.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::EntryTooLarge { ref name, .. } if name == "bomb.py"), "{err}");
 }
 
 #[test]
@@ -174,15 +136,9 @@ fn zip_bomb_with_lying_size_headers_is_refused() {
     // Claim an uncompressed size of 16 bytes in both headers.
     let real = (zeros.len() as u32).to_le_bytes();
     assert_eq!(patch(&mut bytes, &real, &16u32.to_le_bytes()), 2);
-    let limits = Limits {
-        max_unpacked_size: 1 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { max_unpacked_size: 1 << 20, ..Limits::default() };
     let err = Fab::read(&bytes, &limits).unwrap_err();
-    assert!(
-        matches!(err, Error::EntryTooLarge { .. } | Error::Entry { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, Error::EntryTooLarge { .. } | Error::Entry { .. }), "{err}");
 }
 
 #[test]
@@ -190,50 +146,35 @@ fn duplicate_entry_names_are_refused() {
     let mut bytes = fab_of(&[("demo/a.py", b"1"), ("demo/b.py", b"2")]);
     assert_eq!(patch(&mut bytes, b"demo/b.py", b"demo/a.py"), 3); // local, central, CONTENT
     let err = read(&bytes).unwrap_err();
-    assert!(
-        matches!(err, Error::DuplicateEntry { ref name } if name == "demo/a.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::DuplicateEntry { ref name } if name == "demo/a.py"), "{err}");
 }
 
 #[test]
 fn content_hash_mismatch_is_refused() {
     let listing = content(&[("demo/a.py", b"original")]);
     let err = read(&fab_with(&[("demo/a.py", b"modified")], &listing)).unwrap_err();
-    assert!(
-        matches!(err, Error::ContentMismatch { ref path, .. } if path == "demo/a.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::ContentMismatch { ref path, .. } if path == "demo/a.py"), "{err}");
 }
 
 #[test]
 fn content_size_mismatch_is_refused() {
     let hash = sha256(b"abc");
     let err = read(&fab_with(&[("a.py", b"abc")], &format!("a.py,{hash},3\n"))).unwrap_err();
-    assert!(
-        err.to_string().contains("size is 24 bits, CONTENT says 3"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("size is 24 bits, CONTENT says 3"), "{err}");
 }
 
 #[test]
 fn unlisted_file_is_refused() {
     let listing = content(&[("a.py", b"a")]);
     let err = read(&fab_with(&[("a.py", b"a"), ("extra.py", b"x")], &listing)).unwrap_err();
-    assert!(
-        matches!(err, Error::NotListed { ref path } if path == "extra.py"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::NotListed { ref path } if path == "extra.py"), "{err}");
 }
 
 #[test]
 fn listed_but_missing_file_is_refused() {
     let listing = content(&[("a.py", b"a"), ("gone.py", b"g")]);
     let err = read(&fab_with(&[("a.py", b"a")], &listing)).unwrap_err();
-    assert!(
-        err.to_string().contains("listed but not in the FAB"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("listed but not in the FAB"), "{err}");
 }
 
 #[test]
@@ -241,30 +182,14 @@ fn missing_pyproject_is_refused() {
     let listing = content(&[("a.py", b"a")]);
     let entries: [(&str, &[u8]); 2] = [("a.py", b"a"), (".info/CONTENT", listing.as_bytes())];
     let err = read(&zip_of(&entries, CompressionMethod::Stored)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingFile {
-                name: "pyproject.toml"
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::MissingFile { name: "pyproject.toml" }), "{err}");
 }
 
 #[test]
 fn missing_content_is_refused() {
     let entries: [(&str, &[u8]); 1] = [("pyproject.toml", PYPROJECT.as_bytes())];
     let err = read(&zip_of(&entries, CompressionMethod::Stored)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingFile {
-                name: ".info/CONTENT"
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::MissingFile { name: ".info/CONTENT" }), "{err}");
 }
 
 #[test]
@@ -272,10 +197,7 @@ fn invalid_manifest_is_refused() {
     let text = PYPROJECT.replace("publisher = \"acme\"", "");
     let entries: [(&str, &[u8]); 2] = [("pyproject.toml", text.as_bytes()), (".info/CONTENT", b"")];
     let err = read(&zip_of(&entries, CompressionMethod::Stored)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "pyproject.toml: [tool.flwr.app] publisher is missing"
-    );
+    assert_eq!(err.to_string(), "pyproject.toml: [tool.flwr.app] publisher is missing");
 }
 
 #[test]
@@ -283,25 +205,13 @@ fn missing_wasm_component_is_refused() {
     let text = PYPROJECT.replace("demo.server:app", "server.wasm");
     let entries: [(&str, &[u8]); 2] = [("pyproject.toml", text.as_bytes()), (".info/CONTENT", b"")];
     let err = read(&zip_of(&entries, CompressionMethod::Stored)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::MissingComponent {
-                component: "serverapp",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::MissingComponent { component: "serverapp", .. }), "{err}");
 }
 
 #[test]
 fn file_and_directory_with_the_same_path_are_refused() {
     let err = read(&fab_of(&[("a", b"1"), ("a/b.py", b"2")])).unwrap_err();
-    assert!(
-        err.to_string().contains("both a file and a directory"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("both a file and a directory"), "{err}");
 }
 
 #[test]

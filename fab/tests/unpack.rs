@@ -15,14 +15,8 @@ fn unpacks_files_without_info_dir() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("apps/acme.demo");
     demo_fab().unpack_to(&target).unwrap();
-    assert_eq!(
-        std::fs::read(target.join("demo/pkg/mod.py")).unwrap(),
-        b"x = 1\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(target.join("pyproject.toml")).unwrap(),
-        PYPROJECT
-    );
+    assert_eq!(std::fs::read(target.join("demo/pkg/mod.py")).unwrap(), b"x = 1\n");
+    assert_eq!(std::fs::read_to_string(target.join("pyproject.toml")).unwrap(), PYPROJECT);
     assert!(!target.join(".info").exists());
     // Unpacking again overwrites regular files.
     std::fs::write(target.join("README.md"), "changed").unwrap();

@@ -14,9 +14,7 @@ pub const FLWR_FAB: &str = "research.tinyapp.1-0-0.3e044736.fab";
 
 /// Path of a file under `tests/data`.
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 /// Lowercase hex SHA-256.
@@ -42,10 +40,7 @@ rounds = 3
 
 /// The CONTENT text for `files`.
 pub fn content(files: &[(&str, &[u8])]) -> String {
-    files
-        .iter()
-        .map(|(path, bytes)| format!("{path},{},{}\n", sha256(bytes), bytes.len() * 8))
-        .collect()
+    files.iter().map(|(path, bytes)| format!("{path},{},{}\n", sha256(bytes), bytes.len() * 8)).collect()
 }
 
 /// A ZIP with the given entries, all with `method`.

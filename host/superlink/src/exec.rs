@@ -156,7 +156,11 @@ async fn stream_logs(
             _ = changed.changed() => {}
             _ = tokio::time::sleep(LOG_RECHECK) => {}
             _ = tx.closed() => return,
-            _ = link.events.closed() => return,
+            _ = link.events.closed() => {
+                // Not a clean end: clients would take that as "run finished" and stop following.
+                let _ = tx.send(Err(Status::unavailable("the SuperLink is shutting down"))).await;
+                return;
+            }
         }
     }
 }
