@@ -4,6 +4,7 @@
 //! Flower's own deployment scripts run against it unchanged.
 
 mod commands;
+mod exec_client;
 mod shutdown;
 
 use std::ffi::OsString;
@@ -25,6 +26,16 @@ enum Command {
     Superlink(commands::superlink::SuperlinkArgs),
     /// Run a SuperNode (Flower's `flower-supernode`).
     Supernode(commands::supernode::SupernodeArgs),
+    /// Build a FAB from an app directory, `.wasm` components included (`flwr build`).
+    Build(commands::build::BuildArgs),
+    /// Submit an app or a `.fab` file to a SuperLink (`flwr run`).
+    Run(commands::run::RunArgs),
+    /// List the runs of a federation (`flwr ls`).
+    Ls(commands::ls::LsArgs),
+    /// Show a run's log (`flwr log`).
+    Log(commands::log::LogArgs),
+    /// Stop a run (`flwr stop`).
+    Stop(commands::stop::StopArgs),
 }
 
 fn init_tracing() {
@@ -56,6 +67,11 @@ fn main() -> std::process::ExitCode {
         match command {
             Command::Superlink(args) => args.run().await,
             Command::Supernode(args) => args.run().await,
+            Command::Build(args) => args.run().await,
+            Command::Run(args) => args.run().await,
+            Command::Ls(args) => args.run().await,
+            Command::Log(args) => args.run().await,
+            Command::Stop(args) => args.run().await,
         }
     });
     match result {

@@ -1,5 +1,10 @@
 //! One module per subcommand: an `Args` struct and its `run`.
 
+pub mod build;
+pub mod log;
+pub mod ls;
+pub mod run;
+pub mod stop;
 pub mod superlink;
 pub mod supernode;
 

@@ -1,0 +1,569 @@
+//! What `sepal run`, `ls`, `log` and `stop` share: finding the SuperLink, the Exec connection,
+//! readable gRPC errors and the output formats.
+//!
+//! The SuperLink is found the way the `flwr` CLI finds it: a federation in the app's
+//! `pyproject.toml` (`[tool.flwr.federations]`, the `default` key naming the default one),
+//! optionally patched with `--federation-config`. Sepal adds `--superlink HOST:PORT`, which
+//! needs no `pyproject.toml` at all. The connection is plaintext for now: a federation must
+//! say `insecure = true`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use sepal_fab::{ConfigMap, ConfigValue};
+use sepal_proto::pb;
+use sepal_proto::pb::exec_client::ExecClient;
+use sepal_proto::MAX_GRPC_MESSAGE;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How long connecting to the SuperLink may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The file holding the federations.
+const PYPROJECT: &str = "pyproject.toml";
+
+/// The text Flower's Exec API sends with NOT_FOUND for an unknown run.
+const RUN_ID_NOT_FOUND: &str = "Run ID not found";
+
+// === Federation arguments ===
+
+/// How to find the SuperLink: `[FEDERATION]`, `--federation-config`, or `--superlink`.
+///
+/// The app directory argument, which comes before `FEDERATION`, belongs to each command
+/// (for `sepal run` it may also be a `.fab` file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FederationArgs {
+    /// Name of the federation in the app's pyproject.toml [default: the `default` key of
+    /// `[tool.flwr.federations]`].
+    #[arg(value_name = "FEDERATION")]
+    pub federation: Option<String>,
+    /// Override federation config values, e.g. "options.num-supernodes=5" (keys must exist
+    /// in the federation's config; may be repeated).
+    #[arg(long = "federation-config", value_name = "KEY=VALUE ...")]
+    pub federation_config: Vec<String>,
+    /// The SuperLink's Exec API address, instead of a federation from pyproject.toml (Sepal
+    /// addition; implies --insecure).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["federation", "federation_config"])]
+    pub superlink: Option<String>,
+    /// Connect to --superlink without TLS (the only transport for now, so implied).
+    #[arg(long, requires = "superlink")]
+    pub insecure: bool,
+}
+
+/// A resolved federation: where its SuperLink is and what `options.*` it sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Federation {
+    /// The federation's name; `None` for `--superlink`.
+    pub name: Option<String>,
+    /// The Exec API address, `HOST:PORT`.
+    pub address: String,
+    /// `options.*`, flattened with `.` (sent as `StartRunRequest.federation_options`).
+    pub options: ConfigMap,
+}
+
+impl FederationArgs {
+    /// Resolves the federation, reading `<project_dir>/pyproject.toml` unless `--superlink`.
+    pub fn resolve(&self, project_dir: &Path) -> anyhow::Result<Federation> {
+        if let Some(address) = &self.superlink {
+            return direct(address);
+        }
+        if !project_dir.is_dir() {
+            bail!(
+                "{dir} is not an app directory (the federation comes after the app directory: \
+                 write `. {dir}` if {dir} names a federation)",
+                dir = project_dir.display()
+            );
+        }
+        let path = project_dir.join(PYPROJECT);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} does not exist: pass the app directory whose pyproject.toml declares \
+                 [tool.flwr.federations], or the SuperLink with --superlink HOST:PORT",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let document: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+        resolve_federation(&document, &path, self.federation.as_deref(), &self.federation_config)
+    }
+}
+
+/// The federation `--superlink ADDRESS` stands for.
+fn direct(address: &str) -> anyhow::Result<Federation> {
+    let address = address.trim();
+    if address.is_empty() || !address.contains(':') {
+        bail!("--superlink {address:?}: expected HOST:PORT (the SuperLink's Exec API, e.g. 127.0.0.1:9093)");
+    }
+    Ok(Federation { name: None, address: address.to_string(), options: ConfigMap::new() })
+}
+
+/// Picks and checks a federation of a parsed `pyproject.toml` (at `path`, for messages), as
+/// `flwr` does: `name`, else `[tool.flwr.federations] default`; `overrides` patch existing
+/// keys only.
+pub fn resolve_federation(
+    document: &toml::Table,
+    path: &Path,
+    name: Option<&str>,
+    overrides: &[String],
+) -> anyhow::Result<Federation> {
+    let federations = document
+        .get("tool")
+        .and_then(|t| t.get("flwr"))
+        .and_then(|t| t.get("federations"))
+        .and_then(toml::Value::as_table)
+        .ok_or_else(|| {
+            anyhow!(
+                "{} declares no [tool.flwr.federations]: add one, or pass the SuperLink with --superlink HOST:PORT",
+                path.display()
+            )
+        })?;
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => match federations.get("default") {
+            Some(toml::Value::String(name)) => name.clone(),
+            Some(_) => bail!("{}: [tool.flwr.federations] default must be a string", path.display()),
+            None => bail!(
+                "no federation name was given and {} declares no default federation \
+                 ([tool.flwr.federations] default = \"...\")",
+                path.display()
+            ),
+        },
+    };
+    let mut config = match federations.get(&name) {
+        Some(toml::Value::Table(table)) if name != "default" => table.clone(),
+        _ => {
+            let known: Vec<&str> = federations
+                .iter()
+                .filter(|(key, value)| *key != "default" && value.is_table())
+                .map(|(key, _)| key.as_str())
+                .collect();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            bail!("there is no `{name}` federation declared in {}; the federations found are: {known}", path.display());
+        }
+    };
+    if !overrides.is_empty() {
+        let parsed = sepal_fab::parse_config_args(overrides).map_err(|e| anyhow!("--federation-config: {e}"))?;
+        apply_overrides(&mut config, &parsed).with_context(|| format!("--federation-config for `{name}`"))?;
+    }
+    check_federation(&name, config)
+}
+
+/// Writes flattened `a.b = v` overrides into `config`, refusing keys it does not have
+/// (Flower's `fuse_dicts` with key checks; nested tables are merged, not replaced).
+fn apply_overrides(config: &mut toml::Table, overrides: &ConfigMap) -> anyhow::Result<()> {
+    for (key, value) in overrides {
+        let segments: Vec<&str> = key.split('.').collect();
+        let (last, parents) = segments.split_last().expect("split yields at least one segment");
+        let mut table = &mut *config;
+        for parent in parents {
+            table = match table.get_mut(*parent) {
+                Some(toml::Value::Table(inner)) => inner,
+                _ => bail!("Key '{key}' is not present in the main dictionary"),
+            };
+        }
+        match table.get_mut(*last) {
+            Some(slot) if !slot.is_table() => *slot = to_toml(value),
+            _ => bail!("Key '{key}' is not present in the main dictionary"),
+        }
+    }
+    Ok(())
+}
+
+fn to_toml(value: &ConfigValue) -> toml::Value {
+    match value {
+        ConfigValue::Bool(b) => toml::Value::Boolean(*b),
+        ConfigValue::Int(i) => toml::Value::Integer(*i),
+        ConfigValue::Float(x) => toml::Value::Float(*x),
+        ConfigValue::Str(s) => toml::Value::String(s.clone()),
+    }
+}
+
+/// The checks `flwr` makes before connecting, plus Sepal's: plaintext only, no user auth.
+fn check_federation(name: &str, config: toml::Table) -> anyhow::Result<Federation> {
+    if config.get("enable-user-auth").and_then(toml::Value::as_bool) == Some(true) {
+        bail!(
+            "federation `{name}` sets enable-user-auth = true: user authentication is not supported by sepal's CLI yet"
+        );
+    }
+    let address = match config.get("address") {
+        Some(toml::Value::String(address)) => address.clone(),
+        Some(_) => bail!("federation `{name}`: `address` must be a string (HOST:PORT of the SuperLink's Exec API)"),
+        None => bail!(
+            "federation `{name}` has no `address`: it describes a local simulation, which sepal does not run; \
+             give it the SuperLink's Exec API address (address = \"HOST:PORT\")"
+        ),
+    };
+    let insecure = match config.get("insecure") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(_) => bail!(
+            "federation `{name}`: invalid type for `insecure`: expected a boolean (`insecure = true` or `insecure = false`)"
+        ),
+    };
+    if config.contains_key("root-certificates") && insecure {
+        bail!("federation `{name}`: `root-certificates` were provided but `insecure` is set to true");
+    }
+    if !insecure {
+        bail!(
+            "federation `{name}` uses TLS, which is not supported yet: sepal's CLI only connects in plaintext, \
+             so the federation must set `insecure = true`"
+        );
+    }
+    let options = match config.get("options") {
+        None => ConfigMap::new(),
+        Some(toml::Value::Table(options)) => {
+            sepal_fab::flatten_table(options).map_err(|e| anyhow!("federation `{name}`: options: {e}"))?
+        }
+        Some(_) => bail!("federation `{name}`: `options` must be a table"),
+    };
+    Ok(Federation { name: Some(name.to_string()), address, options })
+}
+
+// === Config values on the wire ===
+
+/// A run-config value as `StartRunRequest.override_config` carries it (Flower's
+/// `user_config_value_to_proto`: bool, sint64, double, string).
+pub fn scalar(value: &ConfigValue) -> pb::Scalar {
+    use pb::scalar::Scalar;
+    let scalar = match value {
+        ConfigValue::Bool(b) => Scalar::Bool(*b),
+        ConfigValue::Int(i) => Scalar::Sint64(*i),
+        ConfigValue::Float(x) => Scalar::Double(*x),
+        ConfigValue::Str(s) => Scalar::String(s.clone()),
+    };
+    pb::Scalar { scalar: Some(scalar) }
+}
+
+/// A flat config as a ConfigRecord, in order.
+pub fn config_record(config: &ConfigMap) -> pb::ConfigRecord {
+    use pb::config_record_value::Value;
+    let items = config
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                ConfigValue::Bool(b) => Value::Bool(*b),
+                ConfigValue::Int(i) => Value::Sint64(*i),
+                ConfigValue::Float(x) => Value::Double(*x),
+                ConfigValue::Str(s) => Value::String(s.clone()),
+            };
+            pb::config_record::Item { key: key.clone(), value: Some(pb::ConfigRecordValue { value: Some(value) }) }
+        })
+        .collect();
+    pb::ConfigRecord { items }
+}
+
+// === The connection ===
+
+/// An Exec API client and the address it talks to (for messages).
+pub struct Exec {
+    /// The client, with Flower's message size limits.
+    pub client: ExecClient<Channel>,
+    /// `HOST:PORT`.
+    pub address: String,
+}
+
+impl Exec {
+    /// Connects in plaintext to the Exec API at `address` (`HOST:PORT`).
+    pub async fn connect(address: &str) -> anyhow::Result<Exec> {
+        let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+        if uri.starts_with("https://") {
+            bail!("{address}: TLS is not supported yet; sepal's CLI only connects in plaintext");
+        }
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| anyhow!("{address:?} is not a valid SuperLink address (expected HOST:PORT): {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow!("cannot reach the SuperLink at {address}: {}", error_chain(&e)))?;
+        let client = ExecClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        Ok(Exec { client, address: address.to_string() })
+    }
+
+    /// A readable error for a failed call; `what` says what was refused, e.g.
+    /// "the SuperLink refused the run".
+    pub fn error(&self, status: &Status, what: &str) -> anyhow::Error {
+        rpc_error(status, &self.address, what)
+    }
+}
+
+/// Maps a gRPC status to a message that says what to do about it.
+pub fn rpc_error(status: &Status, address: &str, what: &str) -> anyhow::Error {
+    let message = status.message();
+    let detail = if message.is_empty() { status.code().description() } else { message };
+    match status.code() {
+        Code::Unavailable => anyhow!("cannot reach the SuperLink at {address}: {detail}"),
+        Code::NotFound if message == RUN_ID_NOT_FOUND => anyhow!("{RUN_ID_NOT_FOUND}"),
+        Code::Unauthenticated => anyhow!(
+            "authentication failed at {address} ({detail}): the SuperLink requires user authentication, \
+             which sepal's CLI does not support yet"
+        ),
+        Code::PermissionDenied => anyhow!("permission denied by the SuperLink at {address}: {detail}"),
+        Code::Unimplemented => {
+            anyhow!("the server at {address} does not implement this call of Flower's Exec API: {detail}")
+        }
+        Code::DeadlineExceeded => anyhow!("the SuperLink at {address} did not answer in time: {detail}"),
+        code => anyhow!("{what}: {detail} ({})", code_name(code)),
+    }
+}
+
+/// The gRPC name of a status code (`INVALID_ARGUMENT`).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// An error and its sources, joined with ": " (tonic's transport errors say little at the top).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        // Layers often repeat their source's text; say it once.
+        let part = e.to_string();
+        if !text.contains(&part) {
+            let _ = write!(text, ": {part}");
+        }
+        source = e.source();
+    }
+    text
+}
+
+// === Output ===
+
+/// `--format`: Flower's `default` (human-readable) or `json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    #[default]
+    Default,
+    /// One JSON document on stdout (errors too: `{"success": false, "error-message": ...}`).
+    Json,
+}
+
+/// Writes `text` to stdout and flushes; a closed pipe (`sepal log | head`) is not an error.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Prints `value` as indented JSON on stdout, as `flwr ... --format json` does.
+pub fn out_json(value: &impl Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot encode the JSON output")?;
+    text.push('\n');
+    out(&text)
+}
+
+/// Flower's JSON for a failed command.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct JsonError {
+    success: bool,
+    error_message: String,
+}
+
+/// With `--format json`, also reports a failure on stdout as Flower does
+/// (`{"success": false, "error-message": ...}`); the error is returned either way.
+pub fn report<T>(format: OutputFormat, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let (OutputFormat::Json, Err(e)) = (format, &result) {
+        let _ = out_json(&JsonError { success: false, error_message: format!("{e:#}") });
+    }
+    result
+}
+
+/// The directory holding an app's pyproject.toml for `path` (an app directory or a `.fab`
+/// file, whose federations come from the current directory's project).
+pub fn project_dir_of(path: &Path) -> PathBuf {
+    if path.is_file() {
+        PathBuf::from(".")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PYPROJECT_TEXT: &str = r#"
+[project]
+name = "app"
+version = "1.0.0"
+
+[tool.flwr.app]
+publisher = "pub"
+
+[tool.flwr.app.components]
+serverapp = "app.server:app"
+clientapp = "app.client:app"
+
+[tool.flwr.federations]
+default = "local"
+
+[tool.flwr.federations.local]
+address = "127.0.0.1:9093"
+insecure = true
+options.num-supernodes = 2
+options.backend.cpus = 1.5
+
+[tool.flwr.federations.remote]
+address = "10.0.0.1:9093"
+insecure = true
+
+[tool.flwr.federations.tls]
+address = "10.0.0.2:9093"
+root-certificates = "ca.crt"
+
+[tool.flwr.federations.sim]
+options.num-supernodes = 10
+
+[tool.flwr.federations.bad-insecure]
+address = "10.0.0.3:9093"
+insecure = "yes"
+"#;
+
+    fn document() -> toml::Table {
+        toml::from_str(PYPROJECT_TEXT).unwrap()
+    }
+
+    fn resolve(name: Option<&str>, overrides: &[&str]) -> anyhow::Result<Federation> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        resolve_federation(&document(), Path::new("app/pyproject.toml"), name, &overrides)
+    }
+
+    fn err(name: Option<&str>, overrides: &[&str]) -> String {
+        format!("{:#}", resolve(name, overrides).unwrap_err())
+    }
+
+    #[test]
+    fn default_federation_is_the_default_key() {
+        let fed = resolve(None, &[]).unwrap();
+        assert_eq!(fed.name.as_deref(), Some("local"));
+        assert_eq!(fed.address, "127.0.0.1:9093");
+        assert_eq!(fed.options.keys().collect::<Vec<_>>(), ["num-supernodes", "backend.cpus"]);
+        assert_eq!(fed.options["num-supernodes"], ConfigValue::Int(2));
+        assert_eq!(fed.options["backend.cpus"], ConfigValue::Float(1.5));
+    }
+
+    #[test]
+    fn named_federation() {
+        let fed = resolve(Some("remote"), &[]).unwrap();
+        assert_eq!(fed.name.as_deref(), Some("remote"));
+        assert_eq!(fed.address, "10.0.0.1:9093");
+        assert!(fed.options.is_empty());
+    }
+
+    #[test]
+    fn missing_federation_lists_the_known_ones() {
+        let e = err(Some("nope"), &[]);
+        assert!(e.contains("no `nope` federation"), "{e}");
+        assert!(e.contains("local, remote, tls, sim, bad-insecure"), "{e}");
+        // `default` names a federation; it is not one.
+        assert!(err(Some("default"), &[]).contains("no `default` federation"));
+    }
+
+    #[test]
+    fn no_default_and_no_name() {
+        let mut doc = document();
+        doc["tool"]["flwr"]["federations"].as_table_mut().unwrap().remove("default");
+        let e = resolve_federation(&doc, Path::new("pyproject.toml"), None, &[]).unwrap_err();
+        assert!(e.to_string().contains("declares no default federation"), "{e}");
+        let mut doc = document();
+        doc["tool"]["flwr"].as_table_mut().unwrap().remove("federations");
+        let e = resolve_federation(&doc, Path::new("pyproject.toml"), None, &[]).unwrap_err();
+        assert!(e.to_string().contains("declares no [tool.flwr.federations]"), "{e}");
+    }
+
+    #[test]
+    fn tls_simulation_and_bad_insecure_are_refused() {
+        assert!(err(Some("tls"), &[]).contains("TLS, which is not supported yet"));
+        assert!(err(Some("sim"), &[]).contains("has no `address`"));
+        assert!(err(Some("bad-insecure"), &[]).contains("invalid type for `insecure`"));
+    }
+
+    #[test]
+    fn federation_config_overrides_existing_keys_only() {
+        let fed = resolve(None, &["address='127.0.0.1:9999' options.num-supernodes=5"]).unwrap();
+        assert_eq!(fed.address, "127.0.0.1:9999");
+        assert_eq!(fed.options["num-supernodes"], ConfigValue::Int(5));
+        // Merged, not replaced: the other option stays.
+        assert_eq!(fed.options["backend.cpus"], ConfigValue::Float(1.5));
+        let e = err(None, &["nope=1"]);
+        assert!(e.contains("Key 'nope' is not present"), "{e}");
+        let e = err(None, &["options.nope=1"]);
+        assert!(e.contains("Key 'options.nope' is not present"), "{e}");
+        // Overrides apply before the checks: `insecure=false` makes this federation use TLS.
+        assert!(resolve(Some("remote"), &["insecure=false"]).is_err());
+    }
+
+    #[test]
+    fn superlink_flag_needs_no_pyproject() {
+        let args = FederationArgs { superlink: Some("127.0.0.1:9093".into()), ..Default::default() };
+        let fed = args.resolve(Path::new("/nonexistent/dir")).unwrap();
+        assert_eq!(fed, Federation { name: None, address: "127.0.0.1:9093".into(), options: ConfigMap::new() });
+        let args = FederationArgs { superlink: Some("localhost".into()), ..Default::default() };
+        assert!(args.resolve(Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn missing_pyproject_suggests_superlink() {
+        let args = FederationArgs::default();
+        let dir = std::env::temp_dir();
+        let e = args.resolve(&dir.join("sepal-no-such-dir")).unwrap_err().to_string();
+        assert!(e.contains("is not an app directory"), "{e}");
+        if !dir.join(PYPROJECT).exists() {
+            let e = args.resolve(&dir).unwrap_err().to_string();
+            assert!(e.contains("--superlink"), "{e}");
+        }
+    }
+
+    #[test]
+    fn run_config_becomes_scalars() {
+        use pb::scalar::Scalar;
+        let config = sepal_fab::parse_config_args(&[r#"lr=0.5 rounds=3 flag=true name="x y""#]).unwrap();
+        let scalars: Vec<Scalar> = config.values().map(|v| scalar(v).scalar.unwrap()).collect();
+        assert_eq!(scalars, [Scalar::Double(0.5), Scalar::Sint64(3), Scalar::Bool(true), Scalar::String("x y".into())]);
+        let record = config_record(&config);
+        assert_eq!(record.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["lr", "rounds", "flag", "name"]);
+        assert_eq!(record.items[1].value.as_ref().unwrap().value, Some(pb::config_record_value::Value::Sint64(3)));
+    }
+
+    #[test]
+    fn status_messages() {
+        let addr = "127.0.0.1:1";
+        let e = rpc_error(&Status::unavailable("connection refused"), addr, "x").to_string();
+        assert_eq!(e, "cannot reach the SuperLink at 127.0.0.1:1: connection refused");
+        let e = rpc_error(&Status::not_found("Run ID not found"), addr, "x").to_string();
+        assert_eq!(e, "Run ID not found");
+        let e = rpc_error(&Status::invalid_argument("FAB hash mismatch"), addr, "the SuperLink refused the run");
+        assert_eq!(e.to_string(), "the SuperLink refused the run: FAB hash mismatch (INVALID_ARGUMENT)");
+    }
+}
