@@ -1,0 +1,410 @@
+//! A whole federation on loopback: one SuperLink, N SuperNodes and, in process isolation,
+//! the external ServerApp and ClientApp processes; Python Flower's or Sepal's components.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+
+use crate::flwr::{Flwr, SuperLinkWatch};
+use crate::procs::{stop_all, Proc, STOP_GRACE};
+use crate::{free_addr, sepal_bin, venv, START_TIMEOUT};
+
+/// Whose implementation of a component runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// Flower 1.20.0 from the venv (`flower-superlink`, `flower-supernode`,
+    /// `flwr-serverapp`, `flwr-clientapp`).
+    Python,
+    /// The `sepal` binary (`sepal superlink`, `sepal supernode`, `sepal serverapp`,
+    /// `sepal clientapp`) with the same flags.
+    Sepal,
+}
+
+/// Where app code runs (`--isolation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// The SuperLink/SuperNode spawn the ServerApp/ClientApp themselves.
+    #[default]
+    Subprocess,
+    /// The federation starts one long-lived external ServerApp process and one ClientApp
+    /// process per SuperNode.
+    Process,
+}
+
+impl Isolation {
+    /// The `--isolation` flag value.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Isolation::Subprocess => "subprocess",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+/// Configures and starts a [`Federation`].
+#[derive(Clone, Debug)]
+pub struct FederationBuilder {
+    superlink: Impl,
+    supernode: Impl,
+    apps: Impl,
+    isolation: Isolation,
+    supernodes: usize,
+    superlink_args: Vec<String>,
+    supernode_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Default for FederationBuilder {
+    fn default() -> Self {
+        FederationBuilder {
+            superlink: Impl::Python,
+            supernode: Impl::Python,
+            apps: Impl::Python,
+            isolation: Isolation::Subprocess,
+            supernodes: 2,
+            superlink_args: Vec::new(),
+            supernode_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl FederationBuilder {
+    /// The SuperLink implementation (default Python).
+    pub fn superlink(mut self, i: Impl) -> Self {
+        self.superlink = i;
+        self
+    }
+    /// The SuperNode implementation (default Python).
+    pub fn supernode(mut self, i: Impl) -> Self {
+        self.supernode = i;
+        self
+    }
+    /// The external ServerApp/ClientApp processes in process isolation (default Python).
+    pub fn apps(mut self, i: Impl) -> Self {
+        self.apps = i;
+        self
+    }
+    /// `--isolation` for the SuperLink and every SuperNode (default subprocess).
+    pub fn isolation(mut self, i: Isolation) -> Self {
+        self.isolation = i;
+        self
+    }
+    /// Number of SuperNodes (default 2); node `i` gets
+    /// `--node-config "partition-id=i num-partitions=N"`.
+    pub fn supernodes(mut self, n: usize) -> Self {
+        self.supernodes = n;
+        self
+    }
+    /// An extra SuperLink argument (e.g. `--database`, then a path).
+    pub fn superlink_arg(mut self, a: impl Into<String>) -> Self {
+        self.superlink_args.push(a.into());
+        self
+    }
+    /// An extra argument for every SuperNode.
+    pub fn supernode_arg(mut self, a: impl Into<String>) -> Self {
+        self.supernode_args.push(a.into());
+        self
+    }
+    /// An extra environment variable for every process of the federation.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Starts everything and waits until each component listens on its ports.
+    pub fn start(self) -> Result<Federation> {
+        let tmp =
+            tempfile::Builder::new().prefix("sepal-fed-").tempdir().context("creating the federation's temp dir")?;
+        let dir = tmp.path().to_path_buf();
+        let tmp = if keep_files() {
+            eprintln!("SEPAL_TEST_KEEP: federation files are kept in {}", dir.display());
+            drop(tmp.keep());
+            None
+        } else {
+            Some(tmp)
+        };
+        let n = self.supernodes;
+        let mut fed = Federation {
+            serverappio: free_addr(),
+            fleet: free_addr(),
+            exec: free_addr(),
+            clientappio: (0..n).map(|_| free_addr()).collect(),
+            spec: self,
+            dir,
+            _tmp: tmp,
+            superlink: None,
+            superlink_pid: Arc::new(AtomicU32::new(0)),
+            supernodes: Vec::new(),
+            apps: Vec::new(),
+        };
+        fed.start_superlink()?;
+        for i in 0..n {
+            fed.start_supernode(i)?;
+        }
+        if fed.spec.isolation == Isolation::Process {
+            fed.start_serverapp()?;
+            for i in 0..n {
+                fed.start_clientapp(i)?;
+            }
+        }
+        Ok(fed)
+    }
+}
+
+/// A running federation. Dropping it stops every process it started (and their children)
+/// and prints the tail of each process log.
+pub struct Federation {
+    spec: FederationBuilder,
+    dir: PathBuf,
+    /// Deletes `dir` after the processes are stopped (None with `SEPAL_TEST_KEEP=1`).
+    _tmp: Option<TempDir>,
+    serverappio: SocketAddr,
+    fleet: SocketAddr,
+    exec: SocketAddr,
+    clientappio: Vec<SocketAddr>,
+    superlink: Option<Proc>,
+    /// The SuperLink's pid (0 while it is not running), shared with [`Flwr`] waits.
+    superlink_pid: Arc<AtomicU32>,
+    supernodes: Vec<Proc>,
+    apps: Vec<Proc>,
+}
+
+impl Federation {
+    /// A builder (Python components, 2 SuperNodes, subprocess isolation by default).
+    pub fn builder() -> FederationBuilder {
+        FederationBuilder::default()
+    }
+
+    /// Python SuperLink + `nodes` Python SuperNodes (+ Python apps in process isolation).
+    pub fn python(nodes: usize, isolation: Isolation) -> Result<Federation> {
+        Self::builder().supernodes(nodes).isolation(isolation).start()
+    }
+
+    /// `sepal superlink` + `nodes` Python SuperNodes (+ Python apps in process isolation).
+    pub fn sepal(nodes: usize, isolation: Isolation) -> Result<Federation> {
+        Self::builder().superlink(Impl::Sepal).supernodes(nodes).isolation(isolation).start()
+    }
+
+    /// The federation's temp dir (logs in `logs/`, FLWR_HOMEs in `home/`, apps in `apps/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Where the process logs are.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir().join("logs")
+    }
+    /// SuperLink ServerAppIo API address.
+    pub fn serverappio_addr(&self) -> SocketAddr {
+        self.serverappio
+    }
+    /// SuperLink Fleet API address.
+    pub fn fleet_addr(&self) -> SocketAddr {
+        self.fleet
+    }
+    /// SuperLink Exec API address (what `flwr` talks to).
+    pub fn exec_addr(&self) -> SocketAddr {
+        self.exec
+    }
+    /// ClientAppIo address of SuperNode `i`.
+    pub fn clientappio_addr(&self, i: usize) -> SocketAddr {
+        self.clientappio[i]
+    }
+    /// Number of SuperNodes.
+    pub fn num_supernodes(&self) -> usize {
+        self.clientappio.len()
+    }
+    /// The isolation mode.
+    pub fn isolation(&self) -> Isolation {
+        self.spec.isolation
+    }
+
+    /// The SuperLink process (None only while restarting).
+    pub fn superlink_proc(&mut self) -> Option<&mut Proc> {
+        self.superlink.as_mut()
+    }
+    /// The SuperNode processes, by partition id.
+    pub fn supernode_procs(&mut self) -> &mut [Proc] {
+        &mut self.supernodes
+    }
+    /// External app processes (process isolation): `serverapp`, `clientapp-<i>`.
+    pub fn app_procs(&mut self) -> &mut [Proc] {
+        &mut self.apps
+    }
+
+    /// Every process's log, `(name, full text)`.
+    pub fn logs(&self) -> Vec<(String, String)> {
+        self.procs().map(|p| (p.name().to_string(), p.log())).collect()
+    }
+
+    /// The last `lines` lines of every process log, with headers.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut s = String::new();
+        for p in self.procs() {
+            s.push_str(&format!(
+                "----- {} (pid {}, {}) last {lines} lines -----\n{}\n",
+                p.name(),
+                p.pid(),
+                p.log_path().display(),
+                crate::flwr::strip_ansi(&p.log_tail(lines))
+            ));
+        }
+        s
+    }
+
+    /// Stops the SuperLink and starts it again with the same ports and arguments (e.g. to
+    /// test recovery from `--database`).
+    pub fn restart_superlink(&mut self) -> Result<()> {
+        if let Some(mut p) = self.superlink.take() {
+            self.superlink_pid.store(0, Ordering::SeqCst);
+            p.stop(STOP_GRACE);
+            let old = p.log_path().to_path_buf();
+            drop(p);
+            let n = (1..).find(|i| !self.log_dir().join(format!("superlink.{i}.log")).exists()).unwrap_or(0);
+            let _ = std::fs::rename(&old, self.log_dir().join(format!("superlink.{n}.log")));
+        }
+        self.start_superlink()
+    }
+
+    /// A `flwr` CLI bound to a fresh copy of `examples/<example>` whose `pyproject.toml`
+    /// gained the federation `sepal-test` pointing at this SuperLink's Exec API.
+    pub fn flwr(&self, example: &str) -> Result<Flwr> {
+        let dest = self.dir().join("apps");
+        let flwr = Flwr::for_example(example, &dest, self.exec, self.env_for("flwr-cli"))?;
+        Ok(flwr
+            .with_watch(SuperLinkWatch { pid: self.superlink_pid.clone(), log: self.log_dir().join("superlink.log") }))
+    }
+
+    /// The environment every process gets: PATH with the venv's bin first (so spawned
+    /// flwr-serverapp / flwr-clientapp are found), telemetry off, its own FLWR_HOME,
+    /// unbuffered Python output, plus the builder's extra variables.
+    pub fn env_for(&self, name: &str) -> Vec<(OsString, OsString)> {
+        let home = self.dir().join("home").join(name);
+        let _ = std::fs::create_dir_all(&home);
+        let mut path = OsString::from(venv().join("bin"));
+        if let Some(p) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(p);
+        }
+        let mut env = vec![
+            ("PATH".into(), path),
+            ("FLWR_TELEMETRY_ENABLED".into(), "0".into()),
+            ("FLWR_HOME".into(), home.into_os_string()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ];
+        for (k, v) in &self.spec.env {
+            env.push((k.into(), v.into()));
+        }
+        env
+    }
+
+    fn command(&self, which: Impl, python_program: &str, sepal_sub: &str, name: &str) -> Command {
+        let mut cmd = match which {
+            Impl::Python => Command::new(venv().join("bin").join(python_program)),
+            Impl::Sepal => {
+                let mut c = Command::new(sepal_bin());
+                c.arg(sepal_sub);
+                c
+            }
+        };
+        cmd.envs(self.env_for(name)).current_dir(self.dir());
+        cmd
+    }
+
+    fn spawn(&self, name: &str, cmd: Command) -> Result<Proc> {
+        Proc::spawn(name, cmd, &self.log_dir())
+    }
+
+    fn start_superlink(&mut self) -> Result<()> {
+        let mut cmd = self.command(self.spec.superlink, "flower-superlink", "superlink", "superlink");
+        cmd.arg("--insecure")
+            .arg("--serverappio-api-address")
+            .arg(self.serverappio.to_string())
+            .arg("--fleet-api-address")
+            .arg(self.fleet.to_string())
+            .arg("--exec-api-address")
+            .arg(self.exec.to_string());
+        if self.spec.isolation == Isolation::Process {
+            cmd.args(["--isolation", "process"]);
+        }
+        cmd.args(&self.spec.superlink_args);
+        let mut p = self.spawn("superlink", cmd)?;
+        self.superlink_pid.store(p.pid(), Ordering::SeqCst);
+        let res =
+            [self.serverappio, self.fleet, self.exec].into_iter().try_for_each(|a| p.wait_for_port(a, START_TIMEOUT));
+        self.superlink = Some(p);
+        res
+    }
+
+    fn start_supernode(&mut self, i: usize) -> Result<()> {
+        let name = format!("supernode-{i}");
+        let n = self.spec.supernodes;
+        let mut cmd = self.command(self.spec.supernode, "flower-supernode", "supernode", &name);
+        cmd.arg("--insecure")
+            .arg("--superlink")
+            .arg(self.fleet.to_string())
+            .arg("--clientappio-api-address")
+            .arg(self.clientappio[i].to_string())
+            .arg("--node-config")
+            .arg(format!("partition-id={i} num-partitions={n}"));
+        if self.spec.isolation == Isolation::Process {
+            cmd.args(["--isolation", "process"]);
+        }
+        cmd.args(&self.spec.supernode_args);
+        let mut p = self.spawn(&name, cmd)?;
+        let res = p.wait_for_port(self.clientappio[i], START_TIMEOUT);
+        self.supernodes.push(p);
+        res
+    }
+
+    fn start_serverapp(&mut self) -> Result<()> {
+        let mut cmd = self.command(self.spec.apps, "flwr-serverapp", "serverapp", "serverapp");
+        cmd.arg("--insecure").arg("--serverappio-api-address").arg(self.serverappio.to_string());
+        let p = self.spawn("serverapp", cmd)?;
+        self.apps.push(p);
+        Ok(())
+    }
+
+    fn start_clientapp(&mut self, i: usize) -> Result<()> {
+        let name = format!("clientapp-{i}");
+        let mut cmd = self.command(self.spec.apps, "flwr-clientapp", "clientapp", &name);
+        cmd.arg("--insecure").arg("--clientappio-api-address").arg(self.clientappio[i].to_string());
+        let p = self.spawn(&name, cmd)?;
+        self.apps.push(p);
+        Ok(())
+    }
+
+    fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.superlink.iter().chain(self.supernodes.iter()).chain(self.apps.iter())
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        // Stop the apps and nodes before the SuperLink, all within one grace period.
+        let mut all: Vec<Proc> = std::mem::take(&mut self.apps);
+        all.append(&mut self.supernodes);
+        all.extend(self.superlink.take());
+        stop_all(&mut all, STOP_GRACE);
+        let mut s = format!("===== federation in {} =====\n", self.dir().display());
+        for p in &all {
+            s.push_str(&format!(
+                "----- {} (pid {}) last 30 lines -----\n{}\n",
+                p.name(),
+                p.pid(),
+                crate::flwr::strip_ansi(&p.log_tail(30))
+            ));
+        }
+        eprintln!("{s}");
+    }
+}
+
+fn keep_files() -> bool {
+    std::env::var_os("SEPAL_TEST_KEEP").is_some_and(|v| !v.is_empty() && v != "0")
+}

@@ -1,0 +1,38 @@
+//! Sepal's SuperLink (`sepal superlink`) with real Python Flower 1.20.0 SuperNodes, apps and
+//! `flwr` CLI. Each test runs the all-Python reference alongside (once per test process) and
+//! requires the same `FINAL` line.
+//!
+//! Needs `cargo build -p sepal-cli` (scripts/test.sh builds every binary first) and the
+//! venv from scripts/python-env.sh.
+
+use std::thread;
+
+use sepal_tests::{python_reference_final, scenarios, Federation, Isolation};
+
+/// Runs the 2-round scenario on `sepal superlink` while the Python reference runs in
+/// another thread, and compares the FINAL lines.
+fn matches_python_reference(isolation: Isolation) {
+    thread::scope(|s| {
+        let reference = s.spawn(python_reference_final);
+        let fed = Federation::sepal(2, isolation).unwrap();
+        let sepal = scenarios::two_rounds(&fed).unwrap();
+        let python = reference.join().expect("reference thread panicked").unwrap();
+        assert_eq!(sepal, python, "Sepal's run differs from the all-Python reference");
+    });
+}
+
+#[test]
+fn sepal_superlink_subprocess_matches_python() {
+    matches_python_reference(Isolation::Subprocess);
+}
+
+#[test]
+fn sepal_superlink_process_isolation_matches_python() {
+    matches_python_reference(Isolation::Process);
+}
+
+#[test]
+fn sepal_superlink_flwr_ls_log_stop() {
+    let fed = Federation::sepal(2, Isolation::Subprocess).unwrap();
+    scenarios::ls_log_stop(&fed).unwrap();
+}
