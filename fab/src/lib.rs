@@ -31,6 +31,7 @@ mod manifest;
 mod read;
 mod tomlw;
 mod unpack;
+mod wire;
 mod write;
 
 pub use config::{flatten_table, fuse_run_config, parse_config_args, parse_config_overrides, ConfigMap, ConfigValue};
@@ -38,6 +39,7 @@ pub use error::{Error, Result};
 pub use indexmap;
 pub use manifest::{Component, Manifest};
 pub use read::{Fab, Limits};
+pub use wire::{from_scalar, fuse_wire_run_config, to_scalar, to_scalars};
 pub use write::{build_fab, build_fab_with_limit, BuiltFab, BUNDLED_EXTENSIONS};
 
 /// Flower's FAB size limit (`FAB_MAX_SIZE`): 10 MiB.

@@ -228,19 +228,6 @@ fn check_federation(name: &str, config: toml::Table) -> anyhow::Result<Federatio
 
 // === Config values on the wire ===
 
-/// A run-config value as `StartRunRequest.override_config` carries it (Flower's
-/// `user_config_value_to_proto`: bool, sint64, double, string).
-pub fn scalar(value: &ConfigValue) -> pb::Scalar {
-    use pb::scalar::Scalar;
-    let scalar = match value {
-        ConfigValue::Bool(b) => Scalar::Bool(*b),
-        ConfigValue::Int(i) => Scalar::Sint64(*i),
-        ConfigValue::Float(x) => Scalar::Double(*x),
-        ConfigValue::Str(s) => Scalar::String(s.clone()),
-    };
-    pb::Scalar { scalar: Some(scalar) }
-}
-
 /// A flat config as a ConfigRecord, in order.
 pub fn config_record(config: &ConfigMap) -> pb::ConfigRecord {
     use pb::config_record_value::Value;
@@ -549,7 +536,7 @@ insecure = "yes"
     fn run_config_becomes_scalars() {
         use pb::scalar::Scalar;
         let config = sepal_fab::parse_config_args(&[r#"lr=0.5 rounds=3 flag=true name="x y""#]).unwrap();
-        let scalars: Vec<Scalar> = config.values().map(|v| scalar(v).scalar.unwrap()).collect();
+        let scalars: Vec<Scalar> = config.values().map(|v| sepal_fab::to_scalar(v).scalar.unwrap()).collect();
         assert_eq!(scalars, [Scalar::Double(0.5), Scalar::Sint64(3), Scalar::Bool(true), Scalar::String("x y".into())]);
         let record = config_record(&config);
         assert_eq!(record.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["lr", "rounds", "flag", "name"]);

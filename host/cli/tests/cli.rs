@@ -31,7 +31,7 @@ impl SuperLink {
         });
         let exec = listeners.exec.local_addr().unwrap();
         let serverappio = listeners.serverappio.local_addr().unwrap();
-        let config = Config { isolation: Isolation::Process, serverapp_bin: PathBuf::from("flwr-serverapp") };
+        let config = Config::new(Isolation::Process);
         runtime.spawn(serve(config, listeners, Arc::new(MemoryState::new()), std::future::pending()));
         SuperLink { exec, serverappio, runtime }
     }

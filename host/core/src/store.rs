@@ -77,6 +77,20 @@ fn post_order(tree: &pb::ObjectTree) -> Vec<&pb::ObjectTree> {
 }
 
 impl ObjectStore {
+    /// The whole message whose wire form (metadata) and tree are given, decoded from the
+    /// objects in the store; fails if an object is missing or does not decode.
+    pub fn message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, ObjectError> {
+        let mut objects = std::collections::HashMap::new();
+        let mut stack = vec![tree];
+        while let Some(t) = stack.pop() {
+            if let ObjectLookup::Available(bytes) = self.get(&t.object_id) {
+                objects.insert(t.object_id.clone(), bytes);
+            }
+            stack.extend(t.children.iter());
+        }
+        objects::message_from_objects(wire, tree, &objects)
+    }
+
     /// Ids in `tree` whose bytes are not in the store (yet), in depth-first order.
     pub fn missing(&self, tree: &pb::ObjectTree) -> Vec<String> {
         let mut missing = Vec::new();

@@ -1,6 +1,7 @@
-//! Subprocess isolation: one ServerApp process per submitted run.
+//! Subprocess isolation: the SuperLink runs each submitted run's ServerApp.
 //!
-//! For a Python FAB the launcher starts `flwr-serverapp --run-once` pointed at this
+//! A Wasm ServerApp runs in-process in the sandbox ([`crate::wasm`]). For a Python FAB
+//! the launcher starts `flwr-serverapp --run-once` pointed at this
 //! SuperLink's ServerAppIo address, as Flower does. The process asks for a pending run
 //! itself; runs are launched one at a time, oldest first, so the run a process takes is
 //! the one it was started for. When the process exits before its run finished, the run
@@ -14,11 +15,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use sepal_fab::Component;
+use sepal_sandbox::Sandbox;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::link::{finished, Link};
 use crate::state::{status, RunState};
+use crate::wasm::{self, WasmSettings};
 
 /// How many trailing output lines of a failed ServerApp go into the run's log.
 const TAIL_LINES: usize = 40;
@@ -26,13 +31,36 @@ const TAIL_LINES: usize = 40;
 /// How long a started ServerApp may take to pick up its run before the launcher moves on.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where and how to start ServerApp processes.
-#[derive(Debug, Clone)]
+/// Where and how to start ServerApps.
+#[derive(Clone)]
 pub struct LauncherConfig {
     /// The `flwr-serverapp` executable (a bare name is looked up on PATH).
     pub serverapp_bin: PathBuf,
     /// The ServerAppIo address the process connects to.
     pub serverappio: SocketAddr,
+    /// The sandbox Wasm ServerApps run in.
+    pub sandbox: Sandbox,
+    /// The operator's limits and grants for Wasm ServerApps.
+    pub wasm: Arc<WasmSettings>,
+}
+
+/// The ServerApp a run's FAB carries.
+enum ServerApp {
+    Python,
+    Wasm(Bytes),
+}
+
+fn serverapp_of(link: &Link, run_id: u64) -> Result<ServerApp, String> {
+    let run = link.state.run(run_id).map_err(|e| e.to_string())?.ok_or("the run vanished")?;
+    let fab = link.state.fab(&run.fab_hash).map_err(|e| e.to_string())?.ok_or("the run's FAB is missing")?;
+    let fab = sepal_fab::Fab::read(&fab, &sepal_fab::Limits::default()).map_err(|e| format!("invalid FAB: {e}"))?;
+    match fab.manifest().serverapp() {
+        Component::Python(_) => Ok(ServerApp::Python),
+        wasm @ Component::Wasm(path) => fab
+            .wasm_component(wasm)
+            .map(|bytes| ServerApp::Wasm(Bytes::copy_from_slice(bytes)))
+            .ok_or_else(|| format!("the FAB has no ServerApp component {path}")),
+    }
 }
 
 /// Launches ServerApps for pending runs until the task is dropped.
@@ -50,13 +78,21 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
             link.events.run_submitted.notified().await;
             continue;
         };
-        match start(&config, run_id) {
-            Ok(child) => {
-                let tail = Arc::new(Mutex::new(VecDeque::new()));
-                let child = capture(child, &tail);
-                tokio::spawn(watch(link.clone(), run_id, child, tail));
+        match serverapp_of(&link, run_id) {
+            Ok(ServerApp::Wasm(wasm)) => {
+                let (sandbox, settings) = (config.sandbox.clone(), config.wasm.clone());
+                tokio::spawn(wasm::run_serverapp(link.clone(), sandbox, settings, run_id, wasm));
                 wait_until_claimed(&link, run_id, &mut changed).await;
             }
+            Ok(ServerApp::Python) => match start(&config, run_id) {
+                Ok(child) => {
+                    let tail = Arc::new(Mutex::new(VecDeque::new()));
+                    let child = capture(child, &tail);
+                    tokio::spawn(watch(link.clone(), run_id, child, tail));
+                    wait_until_claimed(&link, run_id, &mut changed).await;
+                }
+                Err(details) => fail(&link, run_id, &details),
+            },
             Err(details) => fail(&link, run_id, &details),
         }
     }

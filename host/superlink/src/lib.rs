@@ -9,6 +9,7 @@
 //! - [`auth`]: verification of SuperNodes' signed Fleet requests.
 //! - [`error`]: the one place where errors become gRPC statuses.
 //! - [`launcher`]: starts a ServerApp process for each pending run (subprocess isolation).
+//! - [`wasm`]: Wasm ServerApps run in-process, with a grid wired to the link state.
 //! - [`server`]: binds the listeners and serves until shutdown.
 
 pub mod auth;
@@ -21,5 +22,6 @@ pub mod link;
 pub mod server;
 pub mod serverappio;
 pub mod state;
+pub mod wasm;
 
-pub use server::{serve, Config, Isolation, Listeners};
+pub use server::{serve, Config, Isolation, Listeners, ServeError};

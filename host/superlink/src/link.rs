@@ -34,6 +34,8 @@ pub struct Events {
     pub run_changed: watch::Sender<u64>,
     /// An instruction or reply was stored.
     pub message_stored: watch::Sender<u64>,
+    /// A pushed object was stored (a reply's upload progressed).
+    pub object_stored: watch::Sender<u64>,
     /// The SuperLink is shutting down: held calls and log streams end now.
     pub closing: watch::Sender<bool>,
 }
@@ -157,7 +159,10 @@ impl Link {
     /// Stores a pushed object; `false` when it was not expected or its hash is wrong.
     pub fn push_object(&self, object_id: &str, content: Bytes) -> Result<bool> {
         match self.objects.put(object_id, content) {
-            Ok(true) => Ok(true),
+            Ok(true) => {
+                Events::bump(&self.events.object_stored);
+                Ok(true)
+            }
             Ok(false) => {
                 tracing::warn!(object_id, "pushed object not stored: not preregistered or hash mismatch");
                 Ok(false)

@@ -20,6 +20,7 @@ use crate::launcher::{self, LauncherConfig};
 use crate::link::Link;
 use crate::serverappio::ServerAppIoService;
 use crate::state::LinkState;
+use crate::wasm::WasmSettings;
 
 /// Who runs ServerApps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,26 @@ pub struct Config {
     pub isolation: Isolation,
     /// The `flwr-serverapp` executable for subprocess isolation.
     pub serverapp_bin: PathBuf,
+    /// Limits and grants for Wasm ServerApps run in-process.
+    pub wasm: WasmSettings,
+}
+
+impl Config {
+    /// A configuration with the given isolation and defaults elsewhere.
+    pub fn new(isolation: Isolation) -> Self {
+        Self { isolation, serverapp_bin: "flwr-serverapp".into(), wasm: WasmSettings::default() }
+    }
+}
+
+/// Why the SuperLink stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A gRPC server failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The Wasm sandbox could not be set up.
+    #[error("cannot set up the Wasm sandbox: {0}")]
+    Sandbox(#[from] sepal_sandbox::SandboxError),
 }
 
 /// The three bound listeners.
@@ -80,7 +101,7 @@ pub async fn serve(
     listeners: Listeners,
     state: Arc<dyn LinkState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let link = Link::new(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let closing = link.clone();
@@ -97,11 +118,19 @@ pub async fn serve(
         }
     };
 
-    let launcher = (config.isolation == Isolation::Subprocess).then(|| {
-        let serverappio = dial_address(listeners.serverappio.local_addr().expect("bound listener"));
-        let config = LauncherConfig { serverapp_bin: config.serverapp_bin.clone(), serverappio };
-        tokio::spawn(launcher::run(link.clone(), config))
-    });
+    let launcher = match config.isolation {
+        Isolation::Subprocess => {
+            let serverappio = dial_address(listeners.serverappio.local_addr().expect("bound listener"));
+            let config = LauncherConfig {
+                serverapp_bin: config.serverapp_bin.clone(),
+                serverappio,
+                sandbox: sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?,
+                wasm: Arc::new(config.wasm.clone()),
+            };
+            Some(tokio::spawn(launcher::run(link.clone(), config)))
+        }
+        Isolation::Process => None,
+    };
 
     let fleet = FleetServer::new(FleetService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
@@ -132,7 +161,7 @@ pub async fn serve(
     if let Some(task) = launcher {
         task.abort();
     }
-    result.map(|_| ())
+    result.map(|_| ()).map_err(ServeError::from)
 }
 
 fn health_service() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {

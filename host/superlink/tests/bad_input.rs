@@ -32,7 +32,7 @@ async fn start() -> Link {
         listeners.exec.local_addr().unwrap(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config { isolation: Isolation::Process, serverapp_bin: "flwr-serverapp".into() };
+    let config = Config::new(Isolation::Process);
     tokio::spawn(serve(config, listeners, Arc::new(MemoryState::new()), async {
         let _ = rx.await;
     }));

@@ -19,7 +19,7 @@ async fn start(serverapp_bin: PathBuf) -> (ExecClient<Channel>, tokio::sync::one
     let listeners = Listeners::bind(any, any, any).await.unwrap();
     let exec = listeners.exec.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config { isolation: Isolation::Subprocess, serverapp_bin };
+    let config = Config { serverapp_bin, ..Config::new(Isolation::Subprocess) };
     tokio::spawn(serve(config, listeners, Arc::new(MemoryState::new()), async {
         let _ = rx.await;
     }));

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sepal_fab::{ConfigMap, ConfigValue};
 use sepal_proto::pb;
-use sepal_proto::pb::scalar::Scalar;
 
 use crate::retry::RetryPolicy;
 
@@ -39,54 +37,8 @@ pub struct Config {
     /// The longest a ClientApp may take on one message (it is also always stopped
     /// early enough for its error reply to arrive within the message's TTL).
     pub clientapp_timeout: Option<std::time::Duration>,
-}
-
-/// A TOML-typed value as Flower's wire `Scalar`.
-pub fn scalar(value: &ConfigValue) -> pb::Scalar {
-    let s = match value {
-        ConfigValue::Bool(b) => Scalar::Bool(*b),
-        ConfigValue::Int(i) => Scalar::Sint64(*i),
-        ConfigValue::Float(f) => Scalar::Double(*f),
-        ConfigValue::Str(s) => Scalar::String(s.clone()),
-    };
-    pb::Scalar { scalar: Some(s) }
-}
-
-/// A parsed config (`--node-config`, `--run-config`) as wire scalars.
-pub fn scalars(config: &ConfigMap) -> HashMap<String, pb::Scalar> {
-    config.iter().map(|(k, v)| (k.clone(), scalar(v))).collect()
-}
-
-/// The FAB's run config with the run's overrides applied; an override of a key the
-/// app does not define is an error (as in Flower).
-pub fn fuse_run_config(
-    defaults: &ConfigMap,
-    overrides: &HashMap<String, pb::Scalar>,
-) -> Result<HashMap<String, pb::Scalar>, String> {
-    let mut fused = scalars(defaults);
-    for (key, value) in overrides {
-        if !defaults.contains_key(key) {
-            return Err(format!("Key '{key}' is not present in the main dictionary"));
-        }
-        fused.insert(key.clone(), value.clone());
-    }
-    Ok(fused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overrides_replace_defaults_and_unknown_keys_fail() {
-        let defaults = sepal_fab::parse_config_overrides("lr=0.1 rounds=3 name=\"x\"").unwrap();
-        let mut overrides = HashMap::new();
-        overrides.insert("rounds".to_string(), pb::Scalar { scalar: Some(Scalar::Sint64(5)) });
-        let fused = fuse_run_config(&defaults, &overrides).unwrap();
-        assert_eq!(fused["rounds"].scalar, Some(Scalar::Sint64(5)));
-        assert_eq!(fused["lr"].scalar, Some(Scalar::Double(0.1)));
-        assert_eq!(fused["name"].scalar, Some(Scalar::String("x".into())));
-        overrides.insert("nope".to_string(), pb::Scalar { scalar: Some(Scalar::Bool(true)) });
-        assert!(fuse_run_config(&defaults, &overrides).unwrap_err().contains("'nope'"));
-    }
+    /// Limits for Wasm ClientApps (memory, time, captured output).
+    pub wasm_limits: sepal_sandbox::Limits,
+    /// What Wasm ClientApps may use beyond nothing (data directory, connections).
+    pub wasm_grants: sepal_sandbox::Grants,
 }

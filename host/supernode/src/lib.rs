@@ -44,6 +44,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The Wasm sandbox could not be set up.
+    #[error("cannot set up the Wasm sandbox: {0}")]
+    Sandbox(#[from] sepal_sandbox::SandboxError),
     /// The SuperLink could not be reached (as the retry flags allow) or refused the node.
     #[error("SuperLink: {}", .0.message())]
     Link(#[from] tonic::Status),
@@ -67,14 +70,24 @@ pub async fn serve(
     let state = Arc::new(node::NodeState::default());
     let objects = Arc::new(ObjectStore::new());
     let mode = match config.isolation {
-        Isolation::Subprocess => executor::PythonMode::Subprocess {
+        Isolation::Subprocess => executor::python::PythonMode::Subprocess {
             program: config.clientapp_bin.clone(),
             clientappio: dial_address(local).to_string(),
             flwr_dir: config.flwr_dir.clone(),
         },
-        Isolation::Process => executor::PythonMode::Process,
+        Isolation::Process => executor::python::PythonMode::Process,
     };
-    let executor = Arc::new(executor::PythonExecutor::new(state.clone(), mode));
+    let sandbox = sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?;
+    let executor = Arc::new(executor::ByApp {
+        python: Arc::new(executor::python::PythonExecutor::new(state.clone(), mode)),
+        wasm: Arc::new(executor::wasm::WasmExecutor::new(
+            sandbox,
+            state.clone(),
+            objects.clone(),
+            config.wasm_limits.clone(),
+            config.wasm_grants.clone(),
+        )),
+    });
     let fleet = fleet::Fleet::new(&config.superlink, signer::Signer::fresh(), config.retry)?;
 
     let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))

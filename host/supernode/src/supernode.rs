@@ -14,10 +14,11 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-use crate::config::{fuse_run_config, Config};
+use crate::config::Config;
 use crate::executor::{ExecError, Executor, Job};
 use crate::fleet::{Fleet, HEARTBEAT_INTERVAL};
-use crate::node::{NodeState, RunEntry};
+use crate::node::{AppKind, NodeState, RunEntry};
+use sepal_fab::Component;
 
 /// The SuperLink's node id in message routing.
 const SUPERLINK_NODE_ID: u64 = 1;
@@ -139,8 +140,9 @@ impl SuperNode {
         let group = if meta.group_id.is_empty() { String::new() } else { format!(", round {}", meta.group_id) };
         tracing::info!(run_id = meta.run_id, "received {} message {}{group}", meta.message_type, meta.message_id);
         let result = match self.prepare(&meta, &tree).await {
-            Ok(run) => {
-                let job = Job { run, instruction: message, tree, deadline: deadline_of(&meta, self.clientapp_timeout) };
+            Ok(entry) => {
+                let deadline = deadline_of(&meta, self.clientapp_timeout);
+                let job = Job { run: entry.run, app: entry.app, instruction: message, tree, deadline };
                 self.executor.execute(job).await
             }
             Err(Prepare::RunNotRunning(why)) => {
@@ -168,7 +170,7 @@ impl SuperNode {
     }
 
     /// Makes sure the run, its FAB and the instruction's objects are here.
-    async fn prepare(&self, meta: &pb::Metadata, tree: &pb::ObjectTree) -> Result<pb::Run, Prepare> {
+    async fn prepare(&self, meta: &pb::Metadata, tree: &pb::ObjectTree) -> Result<RunEntry, Prepare> {
         let node_id = self.state.node_id();
         let entry = match self.state.run(meta.run_id) {
             Some(entry) => entry,
@@ -187,7 +189,7 @@ impl SuperNode {
             self.objects.put(&id, content).map_err(|e| Prepare::Unusable(ExecError::Load(e.to_string())))?;
         }
         self.fleet.confirm(node_id, meta.run_id, &meta.message_id).await?;
-        Ok(entry.run)
+        Ok(entry)
     }
 
     async fn fetch_run(&self, node_id: u64, run_id: u64) -> Result<RunEntry, Prepare> {
@@ -201,8 +203,17 @@ impl SuperNode {
         let limits = sepal_fab::Limits::default();
         let parsed = sepal_fab::Fab::read(&fab, &limits)
             .map_err(|e| Prepare::Unusable(ExecError::Load(format!("invalid FAB: {e}"))))?;
-        let run_config = fuse_run_config(parsed.manifest().run_config(), &run.override_config)
-            .map_err(|e| Prepare::Unusable(ExecError::Load(e)))?;
+        let run_config = sepal_fab::fuse_wire_run_config(parsed.manifest().run_config(), &run.override_config)
+            .map_err(|e| Prepare::Unusable(ExecError::Load(e.to_string())))?;
+        let app = match parsed.manifest().clientapp() {
+            Component::Python(_) => AppKind::Python,
+            wasm @ Component::Wasm(path) => {
+                let bytes = parsed.wasm_component(wasm).ok_or_else(|| {
+                    Prepare::Unusable(ExecError::Load(format!("the FAB has no ClientApp component {path}")))
+                })?;
+                AppKind::Wasm(Bytes::copy_from_slice(bytes))
+            }
+        };
         let context = pb::Context {
             run_id,
             node_id,
@@ -211,7 +222,7 @@ impl SuperNode {
             run_config,
         };
         tracing::info!(run_id, fab_id = %run.fab_id, "new run");
-        Ok(RunEntry { run, fab, context })
+        Ok(RunEntry { run, fab, app, context })
     }
 
     /// Pulls one object, waiting while the sender is still uploading it.

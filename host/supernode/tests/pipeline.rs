@@ -38,7 +38,7 @@ async fn start_link(sio: SocketAddr, fleet: SocketAddr, exec: SocketAddr) -> Lin
         listeners.exec.local_addr().unwrap(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = sepal_superlink::Config { isolation: LinkIsolation::Process, serverapp_bin: "unused".into() };
+    let config = sepal_superlink::Config::new(LinkIsolation::Process);
     let task = tokio::spawn(sepal_superlink::serve(config, listeners, Arc::new(MemoryState::new()), async {
         let _ = rx.await;
     }));
@@ -59,13 +59,15 @@ async fn start_node(fleet: SocketAddr, partition: i64, timeout: Option<Duration>
     let node_config = sepal_fab::parse_config_overrides(&format!("partition-id={partition}")).unwrap();
     let config = Config {
         superlink: fleet.to_string(),
-        node_config: sepal_supernode::config::scalars(&node_config),
+        node_config: sepal_fab::to_scalars(&node_config),
         clientappio: addr,
         isolation: Isolation::Process,
         clientapp_bin: "unused".into(),
         flwr_dir: None,
         retry: RetryPolicy::default(),
         clientapp_timeout: timeout,
+        wasm_limits: sepal_sandbox::Limits::default(),
+        wasm_grants: sepal_sandbox::Grants::none(),
     };
     tokio::spawn(sepal_supernode::serve(config, listener, std::future::pending()));
     addr

@@ -7,6 +7,7 @@ pub mod run;
 pub mod stop;
 pub mod superlink;
 pub mod supernode;
+pub mod wasm_args;
 
 use std::net::SocketAddr;
 

@@ -9,9 +9,7 @@ use serde::Serialize;
 
 use super::build::{build_dir, read_fab_file, LoadedFab};
 use super::log::follow_until_interrupted;
-use crate::exec_client::{
-    config_record, out, out_json, project_dir_of, report, scalar, Exec, FederationArgs, OutputFormat,
-};
+use crate::exec_client::{config_record, out, out_json, project_dir_of, report, Exec, FederationArgs, OutputFormat};
 
 /// `flwr run` arguments (plus `--superlink`).
 #[derive(Debug, clap::Args)]
@@ -65,7 +63,7 @@ impl RunArgs {
         let overrides = sepal_fab::parse_config_args(&self.run_config).map_err(|e| anyhow!("--run-config: {e}"))?;
         let request = pb::StartRunRequest {
             fab: Some(pb::Fab { hash_str: fab.hash.clone(), content: fab.bytes }),
-            override_config: overrides.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
+            override_config: sepal_fab::to_scalars(&overrides),
             federation_options: Some(config_record(&federation.options)),
         };
         let mut exec = Exec::connect(&federation.address).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use sepal_superlink::state::memory::MemoryState;
+use sepal_superlink::wasm::WasmSettings;
 use sepal_superlink::{Config, Isolation, Listeners};
 
 use super::resolve;
@@ -68,6 +69,9 @@ pub struct SuperlinkArgs {
     /// The `flwr-serverapp` executable used in subprocess isolation (Sepal addition).
     #[arg(long, default_value = "flwr-serverapp")]
     serverapp_bin: PathBuf,
+    /// Limits and grants for Wasm ServerApps (Sepal addition).
+    #[command(flatten)]
+    wasm: super::wasm_args::WasmArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,7 +126,11 @@ impl SuperlinkArgs {
             IsolationArg::Process => Isolation::Process,
         };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, insecure)");
-        let config = Config { isolation, serverapp_bin: self.serverapp_bin };
+        let wasm = WasmSettings {
+            limits: self.wasm.limits(std::time::Duration::from_secs(86_400))?,
+            grants: self.wasm.grants()?,
+        };
+        let config = Config { serverapp_bin: self.serverapp_bin, wasm, ..Config::new(isolation) };
         sepal_superlink::serve(config, listeners, Arc::new(MemoryState::new()), crate::shutdown::signal()).await?;
         Ok(())
     }

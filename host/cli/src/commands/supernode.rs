@@ -63,6 +63,9 @@ pub struct SupernodeArgs {
     /// reply with an error (Sepal addition; default: the message's TTL).
     #[arg(long)]
     clientapp_timeout: Option<f64>,
+    /// Limits and grants for Wasm ClientApps (Sepal addition).
+    #[command(flatten)]
+    wasm: super::wasm_args::WasmArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -103,7 +106,7 @@ impl SupernodeArgs {
             self.clientapp_timeout.map(Duration::try_from_secs_f64).transpose().context("--clientapp-timeout")?;
         let config = Config {
             superlink: self.superlink,
-            node_config: sepal_supernode::config::scalars(&node_config),
+            node_config: sepal_fab::to_scalars(&node_config),
             clientappio,
             isolation: match self.isolation {
                 IsolationArg::Subprocess => Isolation::Subprocess,
@@ -113,6 +116,8 @@ impl SupernodeArgs {
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
+            wasm_limits: self.wasm.limits(Duration::from_secs(600))?,
+            wasm_grants: self.wasm.grants()?,
         };
         sepal_supernode::run(config, crate::shutdown::signal()).await?;
         Ok(())

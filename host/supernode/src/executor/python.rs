@@ -1,65 +1,16 @@
-//! Running a ClientApp on one instruction, behind one interface.
-//!
-//! [`PythonExecutor`] serves the instruction over ClientAppIo to a `flwr-clientapp`
-//! process: one it starts per message (subprocess isolation) or an external one
-//! (process isolation). A Wasm executor plugs in beside it.
+//! Python ClientApps: the instruction is served over ClientAppIo to a `flwr-clientapp`
+//! process, one the SuperNode starts per message (subprocess isolation) or an external
+//! one (process isolation).
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sepal_proto::pb;
 use tokio::process::Command;
-use tokio::time::Instant;
 
+use super::{ExecError, Executor, Job};
 use crate::node::{new_token, Completion, NodeState};
-
-/// One instruction to run.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The run's identity.
-    pub run: pb::Run,
-    /// The instruction (content-less wire form); its objects are in the node's store.
-    pub instruction: pb::Message,
-    /// The instruction's object tree.
-    pub tree: pb::ObjectTree,
-    /// When the instruction expires; the ClientApp must be done before.
-    pub deadline: Instant,
-}
-
-/// Why a ClientApp produced no reply. Each becomes a Flower error reply.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// The app could not be loaded or started (Flower code 1).
-    #[error("{0}")]
-    Load(String),
-    /// The app failed while handling the message (Flower code 2).
-    #[error("{0}")]
-    Raised(String),
-    /// The app ran out of time.
-    #[error("the ClientApp did not reply before the message expired")]
-    TimedOut,
-}
-
-impl ExecError {
-    /// Flower's error code for this failure.
-    pub fn code(&self) -> i64 {
-        match self {
-            ExecError::Load(_) => sepal_core::Error::LOAD_CLIENT_APP_EXCEPTION,
-            ExecError::Raised(_) => sepal_core::Error::CLIENT_APP_RAISED_EXCEPTION,
-            ExecError::TimedOut => sepal_core::Error::UNKNOWN,
-        }
-    }
-}
-
-/// Runs ClientApps.
-#[tonic::async_trait]
-pub trait Executor: Send + Sync + 'static {
-    /// Runs the ClientApp on `job`; on success the reply's objects are in the node's
-    /// store and the completion carries the updated context.
-    async fn execute(&self, job: Job) -> Result<Completion, ExecError>;
-}
 
 /// Who starts the Python ClientApp process.
 #[derive(Debug, Clone)]

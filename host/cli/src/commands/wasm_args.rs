@@ -1,0 +1,93 @@
+//! The operator's flags for Wasm apps: limits, and what the sandbox may grant.
+//! A FAB can grant itself nothing; only these flags widen the sandbox.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sepal_sandbox::{Grants, Limits};
+
+/// Flags shared by `sepal superlink` (ServerApps) and `sepal supernode` (ClientApps).
+#[derive(Debug, clap::Args)]
+pub struct WasmArgs {
+    /// Memory one Wasm app may use, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    wasm_memory_mb: usize,
+    /// Wall time one Wasm app invocation may take, in seconds [default: 600 for a
+    /// ClientApp (which also stops before its message expires), 86400 for a ServerApp].
+    #[arg(long)]
+    wasm_time_limit: Option<f64>,
+    /// Output kept per invocation and stream (stdout, stderr, log), in KiB; the rest is dropped.
+    #[arg(long, default_value_t = 256)]
+    wasm_output_kib: usize,
+    /// Mount a host directory read-only into Wasm apps: HOST_DIR[:GUEST_PATH]
+    /// (GUEST_PATH defaults to /data). Repeatable.
+    #[arg(long, value_name = "HOST_DIR[:GUEST_PATH]")]
+    wasm_data_dir: Vec<String>,
+    /// Let Wasm apps open TCP connections to HOST:PORT (resolved at start). Repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    wasm_allow_connect: Vec<String>,
+}
+
+impl WasmArgs {
+    /// The limits, with `default_time` when `--wasm-time-limit` is not given.
+    pub fn limits(&self, default_time: Duration) -> anyhow::Result<Limits> {
+        let time = match self.wasm_time_limit {
+            Some(secs) => Duration::try_from_secs_f64(secs).context("--wasm-time-limit")?,
+            None => default_time,
+        };
+        let output = self.wasm_output_kib.saturating_mul(1024);
+        Ok(Limits {
+            memory_bytes: self.wasm_memory_mb.saturating_mul(1024 * 1024),
+            deadline: time,
+            stdout_bytes: output,
+            stderr_bytes: output,
+            log_bytes: output,
+            ..Limits::default()
+        })
+    }
+
+    /// What the operator grants (nothing unless a flag says so).
+    pub fn grants(&self) -> anyhow::Result<Grants> {
+        let mut grants = Grants::none();
+        for spec in &self.wasm_data_dir {
+            let (host, guest) = spec.split_once(':').unwrap_or((spec.as_str(), "/data"));
+            grants = grants.read_only_dir(host, guest).with_context(|| format!("--wasm-data-dir {spec}"))?;
+        }
+        for addr in &self.wasm_allow_connect {
+            grants = grants.allow_tcp(addr).with_context(|| format!("--wasm-allow-connect {addr}"))?;
+        }
+        Ok(grants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        wasm: WasmArgs,
+    }
+
+    #[test]
+    fn defaults_grant_nothing_and_flags_widen() {
+        let cli = Cli::parse_from(["x"]);
+        assert_eq!(cli.wasm.limits(Duration::from_secs(600)).unwrap().deadline, Duration::from_secs(600));
+        assert!(cli.wasm.grants().unwrap().read_only_dirs.is_empty());
+        assert!(cli.wasm.grants().unwrap().tcp_connect.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("{}:/train", dir.path().display());
+        let cli =
+            Cli::parse_from(["x", "--wasm-memory-mb", "64", "--wasm-time-limit", "2.5", "--wasm-data-dir", &spec]);
+        let limits = cli.wasm.limits(Duration::from_secs(600)).unwrap();
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        assert_eq!(limits.deadline, Duration::from_millis(2500));
+        assert_eq!(cli.wasm.grants().unwrap().read_only_dirs.len(), 1);
+
+        let cli = Cli::parse_from(["x", "--wasm-allow-connect", "no-port"]);
+        assert!(cli.wasm.grants().is_err());
+    }
+}
