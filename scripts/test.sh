@@ -3,8 +3,8 @@
 #
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
 # network access to crates.io and PyPI. Installs the pinned Python Flower into .venv
-# (scripts/python-env.sh), builds every binary (the interop tests start `sepal`), then runs
-# every test of the workspace.
+# (scripts/python-env.sh), builds every binary (the interop tests start `sepal`), runs the
+# README's main command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,6 +21,10 @@ scripts/python-env.sh
 
 echo "+ cargo build --workspace --bins"
 cargo build --workspace --bins
+
+# The README's main command, on this fresh checkout (it builds the Wasm quickstart).
+echo "+ scripts/demo.sh"
+scripts/demo.sh
 
 echo "+ cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast

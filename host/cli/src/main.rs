@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole local federation in this process on a Wasm app (default: the quickstart).
+    Demo(commands::demo::DemoArgs),
     /// Run a SuperLink (Flower's `flower-superlink`).
     Superlink(commands::superlink::SuperlinkArgs),
     /// Run a SuperNode (Flower's `flower-supernode`).
@@ -38,9 +40,10 @@ enum Command {
     Stop(commands::stop::StopArgs),
 }
 
-fn init_tracing() {
+/// Logs to stderr; `SEPAL_LOG` (an `EnvFilter` spec) overrides the command's default level.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEPAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -54,8 +57,9 @@ fn parse(args: Vec<OsString>) -> Command {
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
     let command = parse(std::env::args_os().collect());
+    // The demo prints the run's own log; the servers' logs would drown it.
+    init_tracing(if matches!(command, Command::Demo(_)) { "warn" } else { "info" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -65,6 +69,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
+            Command::Demo(args) => args.run().await,
             Command::Superlink(args) => args.run().await,
             Command::Supernode(args) => args.run().await,
             Command::Build(args) => args.run().await,

@@ -5,6 +5,7 @@ pub mod log;
 pub mod ls;
 pub mod run;
 pub mod stop;
+pub mod demo;
 pub mod superlink;
 pub mod supernode;
 pub mod wasm_args;
