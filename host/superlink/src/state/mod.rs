@@ -8,6 +8,7 @@
 //! behaviour suite in [`conformance`].
 
 pub mod memory;
+pub mod sqlite;
 pub mod status;
 
 #[cfg(test)]
