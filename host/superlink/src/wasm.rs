@@ -11,15 +11,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use sepal_core::records::Message;
+use sepal_core::routing::prepare_instruction;
 use sepal_proto::pb;
 use sepal_sandbox::{decode_reply, Grants, GridError, GridFuture, GridHost, Limits, LogSink, LogSource, Sandbox};
 
-use crate::clock::now_secs;
 use crate::link::{finished, Link};
-use crate::state::{status, RunState, StoredMessage, SUPERLINK_NODE_ID};
+use crate::state::{status, RunState, StoredMessage};
 
-/// Flower's default message TTL (seconds), used when the app sets none.
-const DEFAULT_TTL: f64 = 43_200.0;
+/// The heartbeat interval declared for an in-process ServerApp (Flower's default).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a pulled reply may take to finish uploading its objects.
 const OBJECT_WAIT: Duration = Duration::from_secs(300);
@@ -51,26 +51,7 @@ impl LinkGrid {
 
     /// Stores one instruction from the app; returns its id, or "" if it was not stored.
     fn push_one(&self, bytes: &[u8]) -> Result<String, GridError> {
-        let wire = pb::Message::decode(bytes).map_err(|e| app_error(format!("not a flwr.proto.Message: {e}")))?;
-        let mut msg = Message::try_from(wire).map_err(|e| app_error(format!("invalid message: {e}")))?;
-        let m = &mut msg.metadata;
-        if m.dst_node_id == 0 || m.dst_node_id == SUPERLINK_NODE_ID {
-            return Err(app_error(format!("invalid destination node {}", m.dst_node_id)));
-        }
-        if m.message_type.is_empty() {
-            return Err(app_error("message_type must be set"));
-        }
-        if msg.content.is_some() == msg.error.is_some() {
-            return Err(app_error("a message carries either content or an error"));
-        }
-        m.run_id = self.run_id;
-        m.message_id = String::new();
-        m.src_node_id = SUPERLINK_NODE_ID;
-        m.reply_to_message_id = String::new();
-        m.created_at = now_secs();
-        if !(m.ttl > 0.0) {
-            m.ttl = DEFAULT_TTL;
-        }
+        let msg = prepare_instruction(bytes, self.run_id).map_err(|e| app_error(e.to_string()))?;
         let (tree, id) = self.link.objects.insert_message(self.run_id, &msg);
         let mut wire = msg.to_wire_pb();
         if let Some(meta) = wire.metadata.as_mut() {
@@ -186,6 +167,7 @@ pub async fn run_serverapp(link: Arc<Link>, sandbox: Sandbox, settings: Arc<Wasm
     let outcome = tokio::select! {
         outcome = execute(&link, &sandbox, &settings, run_id, &wasm) => outcome,
         _ = run_finished_elsewhere(&link, run_id) => return,
+        _ = heartbeat(&link, run_id) => return,
     };
     let new_status = match outcome {
         Ok(()) => finished(status::COMPLETED, ""),
@@ -197,6 +179,18 @@ pub async fn run_serverapp(link: Arc<Link>, sandbox: Sandbox, settings: Arc<Wasm
     };
     if let Err(e) = link.update_run_status(run_id, new_status) {
         tracing::error!(run_id, "cannot record the run's outcome: {e}");
+    }
+}
+
+/// Keeps the run's ServerApp heartbeat fresh like an external ServerApp does, so that a
+/// run whose in-process app vanished (the SuperLink stopped) fails after a restart instead
+/// of staying "running". Never completes.
+async fn heartbeat(link: &Link, run_id: u64) {
+    loop {
+        if let Err(e) = link.state.ack_app_heartbeat(run_id, HEARTBEAT_INTERVAL.as_secs_f64()) {
+            tracing::warn!(run_id, "cannot record the ServerApp's heartbeat: {e}");
+        }
+        tokio::time::sleep(HEARTBEAT_INTERVAL / 2).await;
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use sepal_superlink::state::memory::MemoryState;
+use sepal_superlink::state::sqlite::SqliteState;
+use sepal_superlink::state::LinkState;
 use sepal_superlink::wasm::WasmSettings;
 use sepal_superlink::{Config, Isolation, Listeners};
 
@@ -33,7 +35,8 @@ pub struct SuperlinkArgs {
     /// Who runs ServerApps: the SuperLink (subprocess) or an external process.
     #[arg(long, value_enum, default_value = "subprocess")]
     isolation: IsolationArg,
-    /// Where state lives: `:flwr-in-memory-state:`, or an SQLite file.
+    /// Where state lives: `:flwr-in-memory-state:`, or an SQLite file (created if missing)
+    /// that keeps runs, logs, nodes, FABs and messages across restarts.
     #[arg(long, default_value = IN_MEMORY)]
     database: String,
     /// Where FABs are kept (accepted for compatibility; FABs are held with the state).
@@ -89,12 +92,6 @@ impl SuperlinkArgs {
         if tls.iter().any(|f| f.is_some()) {
             bail!("TLS is not supported by this Sepal version yet; run with --insecure behind a TLS-terminating proxy");
         }
-        if self.database != IN_MEMORY {
-            bail!(
-                "--database {:?}: only {IN_MEMORY} is supported by this Sepal version (SQLite is planned)",
-                self.database
-            );
-        }
         if self.auth_list_public_keys.is_some() {
             bail!("--auth-list-public-keys is not supported by this Sepal version yet");
         }
@@ -131,7 +128,13 @@ impl SuperlinkArgs {
             grants: self.wasm.grants()?,
         };
         let config = Config { serverapp_bin: self.serverapp_bin, wasm, ..Config::new(isolation) };
-        sepal_superlink::serve(config, listeners, Arc::new(MemoryState::new()), crate::shutdown::signal()).await?;
+        let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
+            Arc::new(MemoryState::new())
+        } else {
+            tracing::info!(database = %self.database, "state kept in SQLite");
+            Arc::new(SqliteState::open(&self.database)?)
+        };
+        sepal_superlink::serve(config, listeners, state, crate::shutdown::signal()).await?;
         Ok(())
     }
 }

@@ -35,6 +35,8 @@ struct Inner {
 }
 
 struct RunEntry {
+    /// Submission order.
+    seq: u64,
     run: pb::Run,
     active_until: f64,
     federation_options: pb::ConfigRecord,
@@ -85,6 +87,18 @@ impl RunEntry {
 }
 
 impl Inner {
+    /// Pending runs, oldest submission first (the launcher and a ServerApp's claim agree).
+    fn pending(&self) -> Vec<u64> {
+        let mut pending: Vec<(u64, u64)> = self
+            .runs
+            .iter()
+            .filter(|(_, e)| RunState::of(&e.run) == Some(RunState::Pending))
+            .map(|(id, e)| (e.seq, *id))
+            .collect();
+        pending.sort_unstable();
+        pending.into_iter().map(|(_, id)| id).collect()
+    }
+
     fn run_mut(&mut self, run_id: u64) -> StateResult<&mut RunEntry> {
         let entry = self.runs.get_mut(&run_id).ok_or(StateError::RunNotFound(run_id))?;
         entry.refresh(now_secs());
@@ -151,9 +165,12 @@ impl LinkState for MemoryState {
             ..Default::default()
         };
         let context = pb::Context { run_id, state: Some(pb::RecordDict::default()), ..Default::default() };
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
         inner.runs.insert(
             run_id,
             RunEntry {
+                seq,
                 run,
                 active_until: 0.0,
                 federation_options: new.federation_options,
@@ -201,15 +218,7 @@ impl LinkState for MemoryState {
 
     fn claim_pending_run(&self) -> StateResult<Option<u64>> {
         let mut inner = self.lock();
-        let mut pending: Vec<u64> = inner
-            .runs
-            .iter()
-            .filter(|(_, e)| RunState::of(&e.run) == Some(RunState::Pending))
-            .map(|(id, _)| *id)
-            .collect();
-        // Oldest first, so runs start in submission order.
-        pending.sort_by_key(|id| inner.runs[id].run.pending_at.clone());
-        let Some(run_id) = pending.first().copied() else {
+        let Some(run_id) = inner.pending().first().copied() else {
             return Ok(None);
         };
         let entry = inner.run_mut(run_id)?;
@@ -220,15 +229,7 @@ impl LinkState for MemoryState {
     }
 
     fn pending_run_ids(&self) -> StateResult<Vec<u64>> {
-        let inner = self.lock();
-        let mut ids: Vec<(String, u64)> = inner
-            .runs
-            .iter()
-            .filter(|(_, e)| RunState::of(&e.run) == Some(RunState::Pending))
-            .map(|(id, e)| (e.run.pending_at.clone(), *id))
-            .collect();
-        ids.sort();
-        Ok(ids.into_iter().map(|(_, id)| id).collect())
+        Ok(self.lock().pending())
     }
 
     fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool> {
