@@ -58,6 +58,8 @@ pub struct FederationBuilder {
     superlink_args: Vec<String>,
     supernode_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Per-node overrides of `supernode` (mixed federations).
+    supernode_overrides: Vec<(usize, Impl)>,
 }
 
 impl Default for FederationBuilder {
@@ -71,6 +73,7 @@ impl Default for FederationBuilder {
             superlink_args: Vec::new(),
             supernode_args: Vec::new(),
             env: Vec::new(),
+            supernode_overrides: Vec::new(),
         }
     }
 }
@@ -84,6 +87,11 @@ impl FederationBuilder {
     /// The SuperNode implementation (default Python).
     pub fn supernode(mut self, i: Impl) -> Self {
         self.supernode = i;
+        self
+    }
+    /// The implementation of SuperNode `i` only (for a mixed federation).
+    pub fn supernode_at(mut self, i: usize, imp: Impl) -> Self {
+        self.supernode_overrides.push((i, imp));
         self
     }
     /// The external ServerApp/ClientApp processes in process isolation (default Python).
@@ -345,7 +353,9 @@ impl Federation {
     fn start_supernode(&mut self, i: usize) -> Result<()> {
         let name = format!("supernode-{i}");
         let n = self.spec.supernodes;
-        let mut cmd = self.command(self.spec.supernode, "flower-supernode", "supernode", &name);
+        let imp =
+            self.spec.supernode_overrides.iter().rev().find(|(at, _)| *at == i).map_or(self.spec.supernode, |o| o.1);
+        let mut cmd = self.command(imp, "flower-supernode", "supernode", &name);
         cmd.arg("--insecure")
             .arg("--superlink")
             .arg(self.fleet.to_string())

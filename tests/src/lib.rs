@@ -24,6 +24,7 @@ pub mod federation;
 pub mod flwr;
 pub mod procs;
 pub mod scenarios;
+pub mod wasm_apps;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

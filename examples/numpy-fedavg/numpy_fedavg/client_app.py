@@ -5,6 +5,9 @@
 but not on node ids, timing or message order. Every `train` call increments a counter
 kept in `context.state`; the counter is reported as a metric, which shows that the
 SuperNode persists the ClientApp's state across rounds of one run.
+
+With the run config `fail-partition = N`, the node with `partition-id = N` raises in
+`train`, to show that a failing ClientApp reaches the ServerApp as an error reply.
 """
 
 import numpy as np
@@ -27,6 +30,8 @@ def _counter(context: Context) -> int:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     pid = _partition_id(context)
+    if pid == int(context.run_config.get("fail-partition", -1)):
+        raise ValueError(f"partition {pid} fails on purpose")
     lr = float(msg.content["config"]["lr"])
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     counter = _counter(context) + 1

@@ -1,0 +1,290 @@
+//! Wasm apps under `tests/apps/`, built once per test process, and an all-Sepal federation
+//! to run them on, with no Python anywhere.
+//!
+//! ```no_run
+//! use sepal_tests::wasm_apps::{wasm_app, SepalFederation};
+//!
+//! let app = wasm_app("hostile"); // runs tests/apps/hostile/build.sh once
+//! let fed = SepalFederation::start(1, &["--wasm-time-limit", "5"], &["--wasm-time-limit", "2"]).unwrap();
+//! let run_id = fed.submit(&app, "attack=\"fanout\"").unwrap();
+//! let (status, details) = fed.wait_finished(run_id, std::time::Duration::from_secs(60)).unwrap();
+//! println!("{status} {details}\n{}", fed.log_show(run_id).unwrap());
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::flwr::{run_with_timeout, strip_ansi, CliOutput};
+use crate::procs::{stop_all, Proc, STOP_GRACE};
+use crate::{free_addr, repo_root, sepal_bin, START_TIMEOUT};
+
+/// Upper bound for one `sepal` CLI command.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Upper bound for building a Wasm app (a cold build of the guest SDK included).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// What the federation passes as `--serverapp-bin` / `--clientapp-bin`: a program that
+/// does not exist, so a run that would start a Python app fails loudly instead.
+pub const NO_PYTHON: &str = "/nonexistent/sepal-tests-no-python-here";
+
+/// The app directory `tests/apps/<name>/build.sh` assembles (`pyproject.toml` plus the
+/// `.wasm` components, in `tests/apps/<name>/target/app`), built once per test process;
+/// concurrent callers wait for the first build. Panics with the build's output if it
+/// fails.
+pub fn wasm_app(name: &str) -> PathBuf {
+    type Built = Result<PathBuf, String>;
+    static BUILT: OnceLock<Mutex<HashMap<String, &'static OnceLock<Built>>>> = OnceLock::new();
+    let cell: &'static OnceLock<Built> = {
+        let mut map = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_insert_with(|| Box::leak(Box::new(OnceLock::new())))
+    };
+    match cell.get_or_init(|| build(name).map_err(|e| format!("{e:#}"))) {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("building the Wasm app {name:?} failed: {e}"),
+    }
+}
+
+fn build(name: &str) -> Result<PathBuf> {
+    let src = repo_root().join("tests").join("apps").join(name);
+    let out = src.join("target").join("app");
+    let mut cmd = Command::new(src.join("build.sh"));
+    cmd.arg(&out).current_dir(&src);
+    // Flags of an enclosing cargo build are not the guest's.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(var);
+    }
+    let started = Instant::now();
+    let done = run_with_timeout(cmd, BUILD_TIMEOUT)?;
+    if !done.status.success() {
+        bail!("{} failed ({}):\n{}\n{}", src.join("build.sh").display(), done.status, done.stdout, done.stderr);
+    }
+    for file in ["pyproject.toml", "client.wasm", "server.wasm"] {
+        if !out.join(file).is_file() {
+            bail!("{} did not produce {}", src.join("build.sh").display(), out.join(file).display());
+        }
+    }
+    eprintln!("built the Wasm app {name} in {:?}", started.elapsed());
+    Ok(out)
+}
+
+/// A run as the Exec API's `ListRuns` shows it.
+#[derive(Clone, Debug)]
+pub struct RunStatus {
+    /// `pending`, `starting`, `running` or `finished:<sub-status>` (as `flwr ls` shows it).
+    pub status: String,
+    /// The status details (why a run failed).
+    pub details: String,
+}
+
+impl RunStatus {
+    /// Whether the run is finished (in any sub-status).
+    pub fn is_finished(&self) -> bool {
+        self.status.starts_with("finished")
+    }
+}
+
+/// `sepal superlink` plus N `sepal supernode`s on loopback, in subprocess isolation, with
+/// no Python: nothing puts a venv on `PATH`, and the Python app executables are set to
+/// [`NO_PYTHON`]. Wasm apps run in-process (ServerApps in the SuperLink, ClientApps in
+/// each SuperNode). Dropping it stops every process and prints the tail of each log.
+pub struct SepalFederation {
+    dir: PathBuf,
+    /// Deletes `dir` after the processes are stopped (None with `SEPAL_TEST_KEEP=1`).
+    _tmp: Option<TempDir>,
+    exec: SocketAddr,
+    superlink: Option<Proc>,
+    supernodes: Vec<Proc>,
+}
+
+impl SepalFederation {
+    /// Starts the SuperLink with `superlink_args` and `nodes` SuperNodes with
+    /// `supernode_args` (node `i` also gets `--node-config "partition-id=i"`), and waits
+    /// until each listens.
+    pub fn start(nodes: usize, superlink_args: &[&str], supernode_args: &[&str]) -> Result<SepalFederation> {
+        let tmp = tempfile::Builder::new().prefix("sepal-wasm-fed-").tempdir().context("creating a temp dir")?;
+        let dir = tmp.path().to_path_buf();
+        let tmp = if std::env::var_os("SEPAL_TEST_KEEP").is_some_and(|v| !v.is_empty() && v != "0") {
+            eprintln!("SEPAL_TEST_KEEP: federation files are kept in {}", dir.display());
+            drop(tmp.keep());
+            None
+        } else {
+            Some(tmp)
+        };
+        let (serverappio, fleet, exec) = (free_addr(), free_addr(), free_addr());
+        let mut fed = SepalFederation { dir, _tmp: tmp, exec, superlink: None, supernodes: Vec::new() };
+
+        let mut cmd = fed.sepal("superlink");
+        cmd.arg("--insecure")
+            .args(["--serverappio-api-address", &serverappio.to_string()])
+            .args(["--fleet-api-address", &fleet.to_string()])
+            .args(["--exec-api-address", &exec.to_string()])
+            .args(["--serverapp-bin", NO_PYTHON])
+            .args(superlink_args);
+        let mut superlink = Proc::spawn("superlink", cmd, &fed.log_dir())?;
+        let ready = [serverappio, fleet, exec].into_iter().try_for_each(|a| superlink.wait_for_port(a, START_TIMEOUT));
+        fed.superlink = Some(superlink);
+        ready?;
+
+        for i in 0..nodes {
+            let clientappio = free_addr();
+            let mut cmd = fed.sepal("supernode");
+            cmd.arg("--insecure")
+                .args(["--superlink", &fleet.to_string()])
+                .args(["--clientappio-api-address", &clientappio.to_string()])
+                .args(["--node-config", &format!("partition-id={i}")])
+                .args(["--clientapp-bin", NO_PYTHON])
+                .args(supernode_args);
+            let mut node = Proc::spawn(&format!("supernode-{i}"), cmd, &fed.log_dir())?;
+            let ready = node.wait_for_port(clientappio, START_TIMEOUT);
+            fed.supernodes.push(node);
+            ready?;
+        }
+        Ok(fed)
+    }
+
+    fn sepal(&self, sub: &str) -> Command {
+        let mut cmd = Command::new(sepal_bin());
+        cmd.arg(sub).current_dir(&self.dir);
+        cmd
+    }
+
+    /// The federation's temp dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the process logs are.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The SuperLink's Exec API address.
+    pub fn exec_addr(&self) -> SocketAddr {
+        self.exec
+    }
+
+    /// The SuperLink process.
+    pub fn superlink(&mut self) -> &mut Proc {
+        self.superlink.as_mut().expect("the SuperLink runs while the federation exists")
+    }
+
+    /// The SuperNode processes.
+    pub fn supernodes(&mut self) -> &mut [Proc] {
+        &mut self.supernodes
+    }
+
+    /// Fails (with the log tail) unless the SuperLink and every SuperNode still run.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.superlink().ensure_running()?;
+        self.supernodes.iter_mut().try_for_each(Proc::ensure_running)
+    }
+
+    /// Runs `sepal <args…>` with [`CLI_TIMEOUT`]; fails unless it exits 0.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let mut cmd = self.sepal(args[0]);
+        cmd.args(&args[1..]);
+        let out = run_with_timeout(cmd, CLI_TIMEOUT)?;
+        if !out.status.success() {
+            bail!("sepal {} failed ({}):\n{}{}", args.join(" "), out.status, out.stdout, out.stderr);
+        }
+        Ok(out)
+    }
+
+    /// `sepal run <app_dir> --superlink <exec> --run-config <run_config> --format json` ->
+    /// the run id.
+    pub fn submit(&self, app_dir: &Path, run_config: &str) -> Result<u64> {
+        let exec = self.exec.to_string();
+        let app = app_dir.to_string_lossy();
+        let mut args = vec!["run", &app, "--superlink", &exec, "--format", "json"];
+        if !run_config.is_empty() {
+            args.extend(["--run-config", run_config]);
+        }
+        let out = self.cli(&args)?;
+        let v: Value = serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("sepal run printed no JSON:\n{}{}", out.stdout, out.stderr))?;
+        v.get("run-id").and_then(Value::as_u64).ok_or_else(|| anyhow!("sepal run printed no run-id: {v}"))
+    }
+
+    /// `sepal log <run_id> --superlink <exec> --show`: the run's log so far.
+    pub fn log_show(&self, run_id: u64) -> Result<String> {
+        let (id, exec) = (run_id.to_string(), self.exec.to_string());
+        Ok(strip_ansi(&self.cli(&["log", &id, "--superlink", &exec, "--show"])?.stdout))
+    }
+
+    /// `sepal ls --superlink <exec> --format json`: every run, as `(run id, status)`.
+    pub fn ls(&self) -> Result<Vec<(u64, String)>> {
+        let exec = self.exec.to_string();
+        let out = self.cli(&["ls", "--superlink", &exec, "--format", "json"])?;
+        let v: Value = serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("sepal ls printed no JSON:\n{}{}", out.stdout, out.stderr))?;
+        let runs = v.get("runs").and_then(Value::as_array).ok_or_else(|| anyhow!("no runs in {v}"))?;
+        runs.iter()
+            .map(|r| {
+                let id = r.get("run-id").and_then(Value::as_u64).ok_or_else(|| anyhow!("no run-id in {r}"))?;
+                Ok((id, r.get("status").and_then(Value::as_str).unwrap_or_default().to_string()))
+            })
+            .collect()
+    }
+
+    /// The run's status and details, straight from the Exec API (`ListRuns`).
+    pub fn status(&self, run_id: u64) -> Result<RunStatus> {
+        use sepal_proto::pb::{exec_client::ExecClient, ListRunsRequest};
+        let exec = self.exec;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let run = rt.block_on(async {
+            let call = async {
+                let mut client = ExecClient::connect(format!("http://{exec}")).await?;
+                let resp = client.list_runs(ListRunsRequest { run_id: Some(run_id) }).await?.into_inner();
+                resp.run_dict.get(&run_id).cloned().ok_or_else(|| anyhow!("ListRuns does not know run {run_id}"))
+            };
+            tokio::time::timeout(Duration::from_secs(10), call).await.map_err(|_| anyhow!("ListRuns timed out"))?
+        })?;
+        let st = run.status.unwrap_or_default();
+        let status = if st.status == "finished" { format!("finished:{}", st.sub_status) } else { st.status };
+        Ok(RunStatus { status, details: st.details })
+    }
+
+    /// Polls [`SepalFederation::status`] until the run is finished; fails after `timeout`.
+    pub fn wait_finished(&self, run_id: u64, timeout: Duration) -> Result<RunStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.status(run_id) {
+                Ok(s) if s.is_finished() => return Ok(s),
+                Ok(s) => s.status,
+                Err(e) => format!("error: {e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!("run {run_id}: still {last} after {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for SepalFederation {
+    fn drop(&mut self) {
+        let mut all: Vec<Proc> = std::mem::take(&mut self.supernodes);
+        all.extend(self.superlink.take());
+        stop_all(&mut all, STOP_GRACE);
+        let mut s = format!("===== Sepal federation in {} =====\n", self.dir.display());
+        for p in &all {
+            s.push_str(&format!(
+                "----- {} (pid {}) last 30 lines -----\n{}\n",
+                p.name(),
+                p.pid(),
+                strip_ansi(&p.log_tail(30))
+            ));
+        }
+        eprintln!("{s}");
+    }
+}
