@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use sepal_tests::{repo_root, sepal_bin};
+use sepal_tests::{repo_root, sepal_bin, Federation, Impl, EXAMPLE, RUN_TIMEOUT};
 
 /// Builds the quickstart's components once per test binary.
 fn quickstart_dir() -> std::path::PathBuf {
@@ -65,4 +65,43 @@ fn demo_reports_an_app_without_components_clearly() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.wasm") || stderr.contains("client.wasm"), "names the missing component: {stderr}");
+}
+
+/// Submits the quickstart with `sepal run` and returns the run id.
+fn sepal_run(app: &std::path::Path, exec: std::net::SocketAddr, run_config: &str) -> u64 {
+    let out = Command::new(sepal_bin())
+        .arg("run")
+        .arg(app)
+        .args(["--superlink", &exec.to_string(), "--format", "json", "--run-config", run_config])
+        .output()
+        .expect("run sepal run");
+    assert!(out.status.success(), "sepal run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from sepal run");
+    json["run-id"].as_u64().expect("a run id")
+}
+
+/// The real `flwr ls`, `flwr log` and `flwr stop` work on Wasm runs.
+#[test]
+fn the_flwr_cli_lists_logs_and_stops_wasm_runs() {
+    let app = quickstart_dir();
+    let fed = Federation::builder().superlink(Impl::Sepal).supernode(Impl::Sepal).start().unwrap();
+    let flwr = fed.flwr(EXAMPLE).unwrap();
+
+    let done = sepal_run(&app, fed.exec_addr(), "num-server-rounds=2");
+    flwr.wait_for_status(done, |s| s == "finished:completed", RUN_TIMEOUT).unwrap();
+    let log = flwr.log_show(done).unwrap();
+    assert!(log.contains("quickstart finished: 2 rounds"), "flwr log lacks the Wasm ServerApp's lines:\n{log}");
+
+    let long = sepal_run(&app, fed.exec_addr(), "num-server-rounds=100000");
+    flwr.wait_for_status(long, |s| s == "running", RUN_TIMEOUT).unwrap();
+    let runs = flwr.ls().unwrap();
+    let status = |id: u64| runs.iter().find(|r| r.run_id == id).map(|r| r.status.clone());
+    assert_eq!(status(done).as_deref(), Some("finished:completed"), "{runs:?}");
+    assert_eq!(status(long).as_deref(), Some("running"), "{runs:?}");
+    assert!(runs.iter().all(|r| r.fab_name == "quickstart"), "{runs:?}");
+
+    flwr.stop(long).unwrap();
+    flwr.wait_for_status(long, |s| s == "finished:stopped", std::time::Duration::from_secs(30)).unwrap();
+    let after = sepal_run(&app, fed.exec_addr(), "num-server-rounds=1");
+    flwr.wait_for_status(after, |s| s == "finished:completed", RUN_TIMEOUT).unwrap();
 }
