@@ -37,6 +37,10 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 /// does not exist, so a run that would start a Python app fails loudly instead.
 pub const NO_PYTHON: &str = "/nonexistent/sepal-tests-no-python-here";
 
+/// An environment variable every process of a [`SepalFederation`] gets, so that tests can
+/// check that apps do not see the host's environment.
+pub const HOST_SECRET: (&str, &str) = ("SEPAL_TEST_HOST_SECRET", "the-host-environment-leaked");
+
 /// The app directory `tests/apps/<name>/build.sh` assembles (`pyproject.toml` plus the
 /// `.wasm` components, in `tests/apps/<name>/target/app`), built once per test process;
 /// concurrent callers wait for the first build. Panics with the build's output if it
@@ -154,7 +158,7 @@ impl SepalFederation {
 
     fn sepal(&self, sub: &str) -> Command {
         let mut cmd = Command::new(sepal_bin());
-        cmd.arg(sub).current_dir(&self.dir);
+        cmd.arg(sub).current_dir(&self.dir).env(HOST_SECRET.0, HOST_SECRET.1);
         cmd
     }
 

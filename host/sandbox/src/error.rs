@@ -168,6 +168,7 @@ pub(crate) fn classify(err: &wasmtime::Error, cx: &FailureContext<'_>) -> Sandbo
         Some(wasmtime::Trap::Interrupt) => SandboxError::DeadlineExceeded { deadline: cx.deadline },
         Some(wasmtime::Trap::StackOverflow) => SandboxError::StackOverflow,
         Some(wasmtime::Trap::UnreachableCodeReached) => SandboxError::Trap { kind: TrapKind::Unreachable, message },
+        Some(wasmtime::Trap::MemoryOutOfBounds) if fault_below_zero(&message) => SandboxError::StackOverflow,
         Some(wasmtime::Trap::MemoryOutOfBounds) | Some(wasmtime::Trap::HeapMisaligned) => {
             SandboxError::Trap { kind: TrapKind::MemoryOutOfBounds, message }
         }
@@ -182,6 +183,21 @@ pub(crate) fn classify(err: &wasmtime::Error, cx: &FailureContext<'_>) -> Sandbo
         Some(other) => SandboxError::Trap { kind: TrapKind::Other(other.to_string()), message },
         None => SandboxError::Trap { kind: TrapKind::Host, message },
     }
+}
+
+/// Whether a memory fault hit an address a pointer can only reach by going below zero.
+///
+/// Rust (and C) on wasm32 keep stack frames' buffers on a "shadow stack" at the bottom of
+/// linear memory, growing down. Deep recursion runs it past address 0; the pointer wraps
+/// and the next store faults just below 4 GiB + offset. With memory64 off and memories
+/// capped well below 4 GiB, no ordinary bug faults up there, so this is a stack overflow.
+/// wasmtime only says where it faulted in the error text ("memory fault at wasm address
+/// 0x…"), so the address is read from there.
+fn fault_below_zero(message: &str) -> bool {
+    const MARK: &str = "memory fault at wasm address 0x";
+    let Some(start) = message.find(MARK).map(|i| i + MARK.len()) else { return false };
+    let hex: String = message[start..].chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).is_ok_and(|addr| addr >= 0xFFFF_0000)
 }
 
 /// The error and its causes on one line, without wasm backtraces (those go to the debug
@@ -211,5 +227,19 @@ fn with_stderr_tail(message: &str, tail: &str) -> String {
         message.to_string()
     } else {
         format!("{message}; stderr ends with: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fault_below_zero;
+
+    #[test]
+    fn a_fault_past_the_bottom_of_memory_is_a_stack_overflow() {
+        let wrapped = "the app trapped: memory fault at wasm address 0x100000034 in linear memory of size 0x110000";
+        assert!(fault_below_zero(wrapped));
+        assert!(fault_below_zero("memory fault at wasm address 0xfffffff0 in linear memory"));
+        assert!(!fault_below_zero("memory fault at wasm address 0x20000 in linear memory of size 0x10000"));
+        assert!(!fault_below_zero("out of bounds memory access"));
     }
 }

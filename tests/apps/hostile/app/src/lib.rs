@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | `ok` | replies `result = "ok"` | nothing |
 //! | `loop` | spins forever | stop it at the deadline |
+//! | `sleep` | sleeps for an hour (blocked in the host, not in Wasm) | stop it at the deadline |
 //! | `bomb` | allocates until something stops it | stop it at the memory limit |
 //! | `recurse` | unbounded recursion on the Wasm call stack | stop it at the stack limit |
 //! | `recurse-shadow` | the same with a buffer in each frame (on Rust's shadow stack) | say the stack overflowed |
@@ -33,8 +34,8 @@
 //!   time, and logs each outcome on one line: `CLIENT <attack> -> reply result="..."`,
 //!   `CLIENT <attack> -> error code=<n> reason="..."` or `CLIENT <attack> -> no reply ...`.
 //!   It ends with `FANOUT DONE <n> messages`.
-//! - `loop`, `bomb`, `recurse`, `recurse-shadow`, `flood` / `flood:N`, `panic` (`"hostile server panic"`):
-//!   as for the ClientApp.
+//! - `loop`, `sleep`, `bomb`, `recurse`, `recurse-shadow`, `flood` / `flood:N`, `panic`
+//!   (`"hostile server panic"`): as for the ClientApp.
 //! - `passwd`, `env`, `socket`: log what the app sees (`SERVER <attack>: ...`) and finish.
 //! - `garbage`: returns a context that is no protobuf (component crate, past the SDK).
 //! - `garbage-push`: pushes bytes that are no protobuf, and a message to node 0, through
@@ -105,6 +106,7 @@ fn handle(msg: Message, ctx: &mut Context) -> Result<Message, AppError> {
     let result = match verb {
         "ok" => "ok".to_string(),
         "loop" => spin(),
+        "sleep" => nap(),
         "bomb" => bomb(),
         "recurse" => recurse(black_box(u64::MAX)).to_string(),
         "recurse-shadow" => recurse_shadow(black_box(u64::MAX)).to_string(),
@@ -126,6 +128,7 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context, raw_push: RawPush) -> Res
     match verb {
         "fanout" => return fanout(grid, ctx),
         "loop" => spin(),
+        "sleep" => info!("SERVER sleep: {}", nap()),
         "bomb" => bomb(),
         "recurse" => info!("SERVER recurse: {}", recurse(black_box(u64::MAX))),
         "recurse-shadow" => info!("SERVER recurse-shadow: {}", recurse_shadow(black_box(u64::MAX))),
@@ -186,6 +189,12 @@ fn spin() -> ! {
     loop {
         x = black_box(x.wrapping_add(1));
     }
+}
+
+/// Sleeps for an hour: blocked in the host (a WASI call), not spinning in Wasm.
+fn nap() -> String {
+    std::thread::sleep(Duration::from_secs(3600));
+    "woke up after an hour".to_string()
 }
 
 /// Allocates (and touches) 4 MiB at a time, forever.
