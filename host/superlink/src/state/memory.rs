@@ -9,8 +9,8 @@ use sepal_proto::pb;
 
 use super::status::{self, is_valid_transition, RunState};
 use super::{
-    InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult, StoredMessage,
-    HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, MESSAGE_TTL_TOLERANCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
+    check_reply, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
+    StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
 };
 use crate::clock::{now_iso, now_secs};
 
@@ -379,27 +379,8 @@ impl LinkState for MemoryState {
             let gone = inner.runs.get(&meta.run_id).is_some_and(|r| r.gone.contains(&ins_id));
             return Ok(Err(if gone { ReplyRejected::Gone(ins_id) } else { ReplyRejected::UnknownInstruction(ins_id) }));
         };
-        let ins_meta = ins.msg.metadata();
-        if ins_meta.dst_node_id != meta.src_node_id {
-            return Ok(Err(ReplyRejected::WrongNode {
-                instruction: ins_id,
-                addressee: ins_meta.dst_node_id,
-                sender: meta.src_node_id,
-            }));
-        }
-        if ins_meta.run_id != meta.run_id {
-            return Ok(Err(ReplyRejected::WrongRun {
-                instruction: ins_id,
-                run: ins_meta.run_id,
-                reply_run: meta.run_id,
-            }));
-        }
-        if ins_meta.created_at + ins_meta.ttl <= now {
-            return Ok(Err(ReplyRejected::Gone(ins_id)));
-        }
-        let max = ins_meta.created_at + ins_meta.ttl - meta.created_at;
-        if meta.ttl > 0.0 && meta.ttl - max > MESSAGE_TTL_TOLERANCE {
-            return Ok(Err(ReplyRejected::TtlTooLong { instruction: ins_id, ttl: meta.ttl, max }));
+        if let Err(rejected) = check_reply(ins.msg.metadata(), &meta, now) {
+            return Ok(Err(rejected));
         }
         let reply_id = meta.message_id.clone();
         let ins = inner.instructions.get_mut(&ins_id).expect("checked above");

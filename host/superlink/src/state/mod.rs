@@ -146,6 +146,31 @@ pub enum ReplyRejected {
     },
 }
 
+/// Checks a reply against the instruction it answers (same for every backend): it must
+/// come from the node the instruction went to, name the same run, arrive before the
+/// instruction expires, and not outlive it.
+pub(crate) fn check_reply(ins: &pb::Metadata, reply: &pb::Metadata, now: f64) -> Result<(), ReplyRejected> {
+    let instruction = || reply.reply_to_message_id.clone();
+    if ins.dst_node_id != reply.src_node_id {
+        return Err(ReplyRejected::WrongNode {
+            instruction: instruction(),
+            addressee: ins.dst_node_id,
+            sender: reply.src_node_id,
+        });
+    }
+    if ins.run_id != reply.run_id {
+        return Err(ReplyRejected::WrongRun { instruction: instruction(), run: ins.run_id, reply_run: reply.run_id });
+    }
+    if ins.created_at + ins.ttl <= now {
+        return Err(ReplyRejected::Gone(instruction()));
+    }
+    let max = ins.created_at + ins.ttl - reply.created_at;
+    if reply.ttl > 0.0 && reply.ttl - max > MESSAGE_TTL_TOLERANCE {
+        return Err(ReplyRejected::TtlTooLong { instruction: instruction(), ttl: reply.ttl, max });
+    }
+    Ok(())
+}
+
 /// The answer to one requested instruction id when the ServerApp pulls replies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyLookup {
