@@ -28,6 +28,10 @@ enum Command {
     Superlink(commands::superlink::SuperlinkArgs),
     /// Run a SuperNode (Flower's `flower-supernode`).
     Supernode(commands::supernode::SupernodeArgs),
+    /// Run Wasm ServerApps for a SuperLink in process isolation (as `flwr-serverapp`).
+    Serverapp(commands::serverapp::ServerappArgs),
+    /// Run Wasm ClientApps for a SuperNode in process isolation (as `flwr-clientapp`).
+    Clientapp(commands::clientapp::ClientappArgs),
     /// Build a FAB from an app directory, `.wasm` components included (`flwr build`).
     Build(commands::build::BuildArgs),
     /// Submit an app or a `.fab` file to a SuperLink (`flwr run`).
@@ -72,6 +76,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => args.run().await,
             Command::Superlink(args) => args.run().await,
             Command::Supernode(args) => args.run().await,
+            Command::Serverapp(args) => args.run().await,
+            Command::Clientapp(args) => args.run().await,
             Command::Build(args) => args.run().await,
             Command::Run(args) => args.run().await,
             Command::Ls(args) => args.run().await,

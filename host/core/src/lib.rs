@@ -14,6 +14,8 @@
 //! - [`npy`]: the `.npy` files that numpy Arrays carry, byte-identical to `numpy.save`.
 //! - [`objects`]: the object encoding ([`message_to_objects`], [`message_from_objects`],
 //!   [`message_id`]) and Flower's check of received objects ([`validate_object`]).
+//! - [`routing`]: the routing rules a host applies to the messages a Wasm app hands it
+//!   ([`routing::prepare_instruction`], [`routing::route_reply`]).
 //! - [`store`]: [`ObjectStore`], with preregistration, pending objects, reference-counted
 //!   deletion and per-run cleanup.
 //! - [`error`]: the error types.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod npy;
 pub mod objects;
 pub mod records;
+pub mod routing;
 pub mod store;
 
 pub use error::{NpyError, ObjectError, RecordError};

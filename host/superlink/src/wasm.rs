@@ -220,6 +220,9 @@ async fn execute(
         .map_err(|e| e.to_string())?;
     let component = sandbox.load_server(wasm).map_err(|e| e.to_string())?;
     link.update_run_status(run_id, status::status(status::RUNNING, "", "")).map_err(|e| e.to_string())?;
+    // Entering "running" clears the heartbeat deadline; set one at once, so the run fails
+    // after a restart even if the SuperLink stops before the next periodic heartbeat.
+    link.state.ack_app_heartbeat(run_id, HEARTBEAT_INTERVAL.as_secs_f64()).map_err(|e| e.to_string())?;
     tracing::info!(run_id, "Wasm ServerApp running");
 
     let grid = LinkGrid { link: link.clone(), run_id };

@@ -1,11 +1,13 @@
 //! One module per subcommand: an `Args` struct and its `run`.
 
 pub mod build;
+pub mod clientapp;
+pub mod demo;
 pub mod log;
 pub mod ls;
 pub mod run;
+pub mod serverapp;
 pub mod stop;
-pub mod demo;
 pub mod superlink;
 pub mod supernode;
 pub mod wasm_args;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use sepal_core::records::Message;
+use sepal_core::routing::route_reply;
 use sepal_core::store::ObjectStore;
 use sepal_proto::pb;
 use sepal_sandbox::{decode_reply, Grants, Limits, LogSink, LogSource, Sandbox, SandboxError};
@@ -17,9 +18,6 @@ use tokio::time::Instant;
 
 use super::{ExecError, Executor, Job};
 use crate::node::{AppKind, Completion, NodeState};
-
-/// The SuperLink's node id in message routing.
-const SUPERLINK_NODE_ID: u64 = 1;
 
 /// Runs Wasm ClientApps in the sandbox.
 pub struct WasmExecutor {
@@ -58,26 +56,6 @@ fn sandbox_error(e: SandboxError) -> ExecError {
         SandboxError::AppError { message, .. } => ExecError::Raised(message),
         other => ExecError::Raised(other.to_string()),
     }
-}
-
-/// Sets the reply's routing from the instruction it answers; the app cannot choose them.
-fn route_reply(reply: &mut Message, ins: &pb::Metadata, node_id: u64) {
-    let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
-    let left = (ins.created_at + ins.ttl - now).max(0.0);
-    let m = &mut reply.metadata;
-    m.run_id = ins.run_id;
-    m.message_id = String::new();
-    m.src_node_id = node_id;
-    m.dst_node_id = SUPERLINK_NODE_ID;
-    m.reply_to_message_id = ins.message_id.clone();
-    if m.group_id.is_empty() {
-        m.group_id = ins.group_id.clone();
-    }
-    if m.message_type.is_empty() {
-        m.message_type = ins.message_type.clone();
-    }
-    m.created_at = now;
-    m.ttl = if m.ttl > 0.0 { m.ttl.min(left) } else { left };
 }
 
 #[tonic::async_trait]

@@ -1,0 +1,424 @@
+//! `sepal clientapp`: runs a SuperNode's Wasm ClientApps over ClientAppIo, with the call
+//! sequence of Flower 1.20's `flwr-clientapp`:
+//!
+//! ```text
+//! GetRunIdsWithPendingMessages{}      -> run ids      (skipped with --token)
+//! RequestToken{run_id}                -> token ("": taken; ask again later)
+//! PullClientAppInputs{token}          -> {context, run, fab}
+//! PullMessage{token}                  -> the instruction and its object tree
+//! PullObject{node, run, id}           for every object of the tree
+//! ConfirmMessageReceived{node, run, message id}
+//! (the ClientApp runs in the sandbox)
+//! PushMessage{token, [reply], [tree]} -> objects to push
+//! PushObject{node, run, id, bytes}    for each
+//! PushClientAppOutputs{token, context}
+//! ```
+//!
+//! Whatever goes wrong with the app becomes a Flower error reply, as in the SuperNode's
+//! in-process executor: code 1 when the app cannot be loaded (a Python FAB among them:
+//! `flwr-clientapp` runs those), code 2 when it fails on the message. The reply's routing
+//! is set by [`route_reply`], the SuperNode's own rule; of the context the app returns,
+//! only the state is kept.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use sepal_core::records::{Error as MsgError, Message, Metadata};
+use sepal_core::routing::{now_secs, route_reply};
+use sepal_core::{message_from_objects, message_to_objects};
+use sepal_fab::Component;
+use sepal_proto::pb;
+use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
+use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_sandbox::SandboxError;
+use sepal_sandbox::{decode_reply, ClientComponent, Grants, Limits, LogSink, LogSource, Sandbox, SandboxConfig};
+use tonic::transport::Channel;
+
+use crate::error::Error;
+use crate::objects::{pull_tree, push_objects, TransferError};
+use crate::rpc::{channel, unary};
+
+/// The ClientAppIo client.
+type Node = ClientAppIoClient<Channel>;
+
+/// The first pause between asks for an instruction after serving one.
+const FIRST_POLL: Duration = Duration::from_millis(25);
+
+/// How `sepal clientapp` runs ClientApps.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Limits per message (memory, wall time, captured output); the wall time is also cut
+    /// to what the instruction has left to live. Default: the sandbox's (600 s).
+    pub limits: Limits,
+    /// What the app may use beyond nothing (a data directory, connections). Default: nothing.
+    pub grants: Grants,
+    /// Handle one instruction, then return (`--run-once`).
+    pub run_once: bool,
+    /// Handle the instruction of this token only, then return (`--token`; skips asking
+    /// for pending runs and for a token, as `flwr-clientapp --token` does).
+    pub token: Option<String>,
+    /// Longest pause between asks for an instruction (the pause starts at 25 ms after an
+    /// instruction and doubles while there is none). Default 250 ms (Python polls every 1 s).
+    pub poll_interval: Duration,
+    /// The sandbox's engine settings.
+    pub sandbox: SandboxConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            limits: Limits::default(),
+            grants: Grants::none(),
+            run_once: false,
+            token: None,
+            poll_interval: Duration::from_millis(250),
+            sandbox: SandboxConfig::default(),
+        }
+    }
+}
+
+/// Serves the instructions the SuperNode at `address` (ClientAppIo, `host:port`) offers,
+/// one at a time, until `shutdown` completes; with [`Options::token`] or
+/// [`Options::run_once`], serves one and returns.
+///
+/// An app that fails is answered with an error reply, not an error here. Errors are
+/// returned for an unusable address or sandbox, and, when serving one instruction only,
+/// for why it could not be served (an invalid token, an unreachable SuperNode).
+pub async fn run(address: &str, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let sandbox = Sandbox::new(options.sandbox.clone())?;
+    let node = ClientAppIoClient::new(channel(address)?)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let app = ClientApp { node, sandbox, options, last: Mutex::new(None) };
+    tokio::pin!(shutdown);
+    if let Some(token) = app.options.token.clone() {
+        return tokio::select! {
+            result = app.serve(&token) => result,
+            () = &mut shutdown => Ok(()),
+        };
+    }
+    tracing::info!(address, "ClientApp process started; waiting for instructions");
+    loop {
+        let token = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            token = app.next_token() => token,
+        };
+        let result = tokio::select! {
+            result = app.serve(&token) => result,
+            () = &mut shutdown => return Ok(()),
+        };
+        if app.options.run_once {
+            return result;
+        }
+        if let Err(e) = result {
+            tracing::warn!("instruction not served: {e}");
+        }
+    }
+}
+
+/// Why the app produced no reply; each becomes a Flower error reply.
+#[derive(Debug)]
+enum AppFailure {
+    /// The app could not be loaded (Flower code 1).
+    Load(String),
+    /// The app failed on the message (Flower code 2).
+    Raised(String),
+}
+
+impl AppFailure {
+    fn error(&self) -> MsgError {
+        match self {
+            AppFailure::Load(reason) => MsgError::new(MsgError::LOAD_CLIENT_APP_EXCEPTION, reason.clone()),
+            AppFailure::Raised(reason) => MsgError::new(MsgError::CLIENT_APP_RAISED_EXCEPTION, reason.clone()),
+        }
+    }
+}
+
+fn sandbox_failure(e: SandboxError) -> AppFailure {
+    match e {
+        SandboxError::BadComponent(_) => AppFailure::Load(e.to_string()),
+        SandboxError::AppError { message, .. } => AppFailure::Raised(message),
+        other => AppFailure::Raised(other.to_string()),
+    }
+}
+
+fn protocol(what: &str) -> Error {
+    Error::Protocol(what.to_owned())
+}
+
+fn objects_error(e: TransferError) -> Error {
+    match e {
+        TransferError::Rpc(e) => Error::Rpc(e),
+        other => Error::Objects(other.to_string()),
+    }
+}
+
+/// The app's output goes to this process's log, tagged with the run.
+struct AppLog(u64);
+
+impl LogSink for AppLog {
+    fn line(&self, source: LogSource, text: &str) {
+        tracing::info!(target: "clientapp", run_id = self.0, %source, "{text}");
+    }
+}
+
+/// What PullClientAppInputs and PullMessage gave for a token.
+struct Inputs {
+    context: pb::Context,
+    run: pb::Run,
+    fab: pb::Fab,
+    wire: pb::Message,
+    tree: pb::ObjectTree,
+}
+
+impl Inputs {
+    fn metadata(&self) -> pb::Metadata {
+        self.wire.metadata.clone().unwrap_or_default()
+    }
+
+    fn node(&self) -> Option<pb::Node> {
+        Some(pb::Node { node_id: self.context.node_id })
+    }
+}
+
+struct ClientApp {
+    node: Node,
+    sandbox: Sandbox,
+    options: Options,
+    /// The last FAB's component, by FAB hash (a run's messages share it).
+    last: Mutex<Option<(String, ClientComponent)>>,
+}
+
+impl ClientApp {
+    /// Asks for a pending instruction and a token for it until there is one: quickly at
+    /// first (instructions come in bursts: a round's train, then its evaluate), then every
+    /// [`Options::poll_interval`].
+    async fn next_token(&self) -> String {
+        let mut warned = false;
+        let mut pause = FIRST_POLL.min(self.options.poll_interval);
+        loop {
+            match self.try_token().await {
+                Ok(Some(token)) => return token,
+                Ok(None) => warned = false,
+                Err(e) if !warned => {
+                    tracing::warn!("cannot ask the SuperNode for an instruction ({e}); still trying");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.options.poll_interval);
+        }
+    }
+
+    async fn try_token(&self) -> Result<Option<String>, Error> {
+        let pending = unary!(self.node, get_run_ids_with_pending_messages, pb::GetRunIdsWithPendingMessagesRequest {})?;
+        let Some(&run_id) = pending.run_ids.first() else {
+            return Ok(None);
+        };
+        let token = unary!(self.node, request_token, pb::RequestTokenRequest { run_id })?.token;
+        Ok(Some(token).filter(|t| !t.is_empty()))
+    }
+
+    /// Handles the token's instruction: inputs, objects, the app, the reply, the context.
+    async fn serve(&self, token: &str) -> Result<(), Error> {
+        let inputs = self.inputs(token).await?;
+        let ins = inputs.metadata();
+        let run_id = ins.run_id;
+        tracing::info!(run_id, "received {} message {}", ins.message_type, ins.message_id);
+        let instruction = self.instruction(&inputs).await?;
+        let (reply, context) = match self.handle(&inputs, instruction).await {
+            Ok(done) => done,
+            Err(failure) => {
+                let error = failure.error();
+                tracing::warn!(run_id, code = error.code, "ClientApp failed: {}", error.reason);
+                let mut reply = Message::with_error(Metadata::default(), error);
+                route_reply(&mut reply, &ins, inputs.context.node_id);
+                (reply, inputs.context.clone())
+            }
+        };
+        self.push_reply(token, &inputs, &reply).await?;
+        let req = pb::PushAppOutputsRequest { token: token.to_owned(), run_id, context: Some(context) };
+        unary!(self.node, push_client_app_outputs, req)?;
+        tracing::info!(run_id, "reply sent");
+        Ok(())
+    }
+
+    async fn inputs(&self, token: &str) -> Result<Inputs, Error> {
+        let req = pb::PullAppInputsRequest { token: token.to_owned() };
+        let inputs = unary!(self.node, pull_client_app_inputs, req)?;
+        let req = pb::PullAppMessagesRequest { token: token.to_owned(), ..Default::default() };
+        let pulled = unary!(self.node, pull_message, req)?;
+        let (Some(wire), Some(tree)) =
+            (pulled.messages_list.into_iter().next(), pulled.message_object_trees.into_iter().next())
+        else {
+            return Err(protocol("PullMessage returned no message with its object tree"));
+        };
+        if wire.metadata.is_none() {
+            return Err(protocol("PullMessage returned a message without metadata"));
+        }
+        Ok(Inputs {
+            context: inputs.context.ok_or_else(|| protocol("PullClientAppInputs returned no context"))?,
+            run: inputs.run.ok_or_else(|| protocol("PullClientAppInputs returned no run"))?,
+            fab: inputs.fab.ok_or_else(|| protocol("PullClientAppInputs returned no FAB"))?,
+            wire,
+            tree,
+        })
+    }
+
+    /// Pulls the instruction's objects and confirms it; the instruction, or why it is
+    /// unusable (then the app is not run and the reply is an error). Fails only when the
+    /// SuperNode cannot be talked to (or the token is no longer valid).
+    async fn instruction(&self, inputs: &Inputs) -> Result<Result<Message, AppFailure>, Error> {
+        let (node, run_id) = (inputs.node(), inputs.metadata().run_id);
+        let pulled = pull_tree(&inputs.tree, |object_id| {
+            let req = pb::PullObjectRequest { node, run_id, object_id };
+            async move { unary!(self.node, pull_object, req) }
+        })
+        .await;
+        let objects = match pulled {
+            Ok(objects) => objects,
+            Err(TransferError::Rpc(e)) => return Err(e.into()),
+            Err(e) => return Ok(Err(AppFailure::Load(format!("the instruction's objects could not be pulled: {e}")))),
+        };
+        let req = pb::ConfirmMessageReceivedRequest { node, run_id, message_object_id: inputs.tree.object_id.clone() };
+        unary!(self.node, confirm_message_received, req)?;
+        Ok(message_from_objects(&inputs.wire, &inputs.tree, &objects)
+            .map_err(|e| AppFailure::Load(format!("the instruction's objects are unusable: {e}"))))
+    }
+
+    /// Runs the app on the instruction; returns its routed reply and the new context.
+    async fn handle(
+        &self,
+        inputs: &Inputs,
+        instruction: Result<Message, AppFailure>,
+    ) -> Result<(Message, pb::Context), AppFailure> {
+        let instruction = instruction?;
+        let component = self.component(&inputs.fab, &inputs.run).await?;
+        let ins = inputs.metadata();
+        let left = (ins.created_at + ins.ttl - now_secs()).clamp(0.0, 1e9);
+        let limits = self.options.limits.clone().with_deadline_at_most(Duration::from_secs_f64(left));
+        let (reply, context) = self
+            .sandbox
+            .client_runner()
+            .handle(
+                &component,
+                &pb::Message::from(&instruction).encode_to_vec(),
+                &inputs.context.encode_to_vec(),
+                &limits,
+                &self.options.grants,
+                Arc::new(AppLog(ins.run_id)),
+            )
+            .await
+            .map_err(sandbox_failure)?;
+        let reply: pb::Message = decode_reply(&reply).map_err(sandbox_failure)?;
+        let mut reply =
+            Message::try_from(reply).map_err(|e| AppFailure::Raised(format!("the app's reply is invalid: {e}")))?;
+        if reply.content.is_some() == reply.error.is_some() {
+            return Err(AppFailure::Raised("the app's reply must carry either content or an error".into()));
+        }
+        route_reply(&mut reply, &ins, inputs.context.node_id);
+        let returned: pb::Context = decode_reply(&context).map_err(sandbox_failure)?;
+        // Only the state is the app's to change; identity and configs stay the node's.
+        Ok((reply, pb::Context { state: returned.state, ..inputs.context.clone() }))
+    }
+
+    /// The FAB's ClientApp component (hash verified, compiled off the async threads).
+    async fn component(&self, fab: &pb::Fab, run: &pb::Run) -> Result<ClientComponent, AppFailure> {
+        let expected = if run.fab_hash.is_empty() { fab.hash_str.clone() } else { run.fab_hash.clone() };
+        if let Some((hash, component)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if *hash == expected {
+                return Ok(component.clone());
+            }
+        }
+        let wasm = clientapp_wasm(fab, &expected)?;
+        let sandbox = self.sandbox.clone();
+        let component = match tokio::task::spawn_blocking(move || sandbox.load_client(&wasm)).await {
+            Ok(loaded) => loaded.map_err(sandbox_failure)?,
+            Err(e) => return Err(AppFailure::Load(format!("loading the ClientApp panicked: {e}"))),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((expected, component.clone()));
+        Ok(component)
+    }
+
+    /// Pushes the reply and the objects the SuperNode asks for.
+    async fn push_reply(&self, token: &str, inputs: &Inputs, reply: &Message) -> Result<(), Error> {
+        let (tree, objects, id) = message_to_objects(reply);
+        let mut wire = reply.to_wire_pb();
+        if let Some(meta) = wire.metadata.as_mut() {
+            meta.message_id = id;
+        }
+        let req = pb::PushAppMessagesRequest {
+            token: token.to_owned(),
+            messages_list: vec![wire],
+            message_object_trees: vec![tree],
+            ..Default::default()
+        };
+        let res = unary!(self.node, push_message, req)?;
+        let objects: HashMap<String, Bytes> = objects.into_iter().collect();
+        let (node, run_id) = (inputs.node(), reply.metadata.run_id);
+        push_objects(&res.objects_to_push, &objects, |object_id, content| {
+            let req = pb::PushObjectRequest { node, run_id, object_id, object_content: content.to_vec() };
+            let client = self.node.clone();
+            async move { unary!(client, push_object, req).map(|r| r.stored) }
+        })
+        .await
+        .map_err(objects_error)
+    }
+}
+
+/// The Wasm ClientApp of a FAB whose bytes must hash to `expected`.
+fn clientapp_wasm(fab: &pb::Fab, expected: &str) -> Result<Vec<u8>, AppFailure> {
+    let parsed = sepal_fab::Fab::read_verified(&fab.content, expected, &sepal_fab::Limits::default())
+        .map_err(|e| AppFailure::Load(format!("invalid FAB: {e}")))?;
+    match parsed.manifest().clientapp() {
+        Component::Python(attr) => Err(AppFailure::Load(format!(
+            "Python ClientApp: use flwr-clientapp (this FAB's ClientApp is `{attr}`; sepal clientapp runs Wasm ClientApps)"
+        ))),
+        component @ Component::Wasm(path) => parsed
+            .wasm_component(component)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| AppFailure::Load(format!("the FAB has no ClientApp component {path}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fab(components: &str) -> pb::Fab {
+        let dir = std::env::temp_dir().join(format!("sepal-appio-fab-{}-{}", std::process::id(), components.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = format!(
+            "[project]\nname = \"probe\"\nversion = \"1.0.0\"\n\n[tool.flwr.app]\npublisher = \"sepal\"\n\n\
+             [tool.flwr.app.components]\n{components}\n"
+        );
+        std::fs::write(dir.join("pyproject.toml"), manifest).unwrap();
+        let (content, hash_str, _) = sepal_fab::build_fab(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        pb::Fab { hash_str, content }
+    }
+
+    #[test]
+    fn python_clientapps_are_refused_clearly() {
+        let fab = fab("serverapp = \"a.server:app\"\nclientapp = \"a.client:app\"");
+        let err = clientapp_wasm(&fab, &fab.hash_str).unwrap_err();
+        let error = err.error();
+        assert_eq!(error.code, MsgError::LOAD_CLIENT_APP_EXCEPTION);
+        assert!(error.reason.starts_with("Python ClientApp: use flwr-clientapp"), "{}", error.reason);
+        let err = clientapp_wasm(&fab, &"0".repeat(64)).unwrap_err();
+        assert!(matches!(err, AppFailure::Load(m) if m.contains("invalid FAB")));
+    }
+
+    #[test]
+    fn app_errors_keep_flower_codes() {
+        let e = sandbox_failure(SandboxError::AppError { code: 2, message: "boom".into() }).error();
+        assert_eq!((e.code, e.reason.as_str()), (MsgError::CLIENT_APP_RAISED_EXCEPTION, "boom"));
+        let e = sandbox_failure(SandboxError::BadComponent("no".into())).error();
+        assert_eq!(e.code, MsgError::LOAD_CLIENT_APP_EXCEPTION);
+    }
+}

@@ -1,0 +1,113 @@
+//! A run's log: the app's output and log lines, uploaded with `PushLogs` in batches (what
+//! `flwr log` shows), and echoed to this process's own log.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sepal_proto::pb;
+use sepal_sandbox::{LogSink, LogSource};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Link;
+use crate::rpc::unary;
+
+/// Lines waiting for upload; beyond this, lines are dropped (the sandbox's output limits
+/// keep a run far below it).
+const QUEUE: usize = 10_000;
+
+/// Most lines in one PushLogs.
+const MAX_BATCH: usize = 1_000;
+
+/// How long the uploader lets lines gather before a PushLogs (Flower: >= 0.2 s apart).
+const GATHER: Duration = Duration::from_millis(200);
+
+/// The sink the sandbox writes the app's output to.
+pub(crate) struct RunLog {
+    run_id: u64,
+    tx: mpsc::Sender<String>,
+    dropped: AtomicUsize,
+}
+
+/// Starts the uploader for `run_id`; it ends once every handle to the log is dropped.
+pub(crate) fn start(link: Link, run_id: u64) -> (Arc<RunLog>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let uploader = tokio::spawn(upload(link, run_id, rx));
+    (Arc::new(RunLog { run_id, tx, dropped: AtomicUsize::new(0) }), uploader)
+}
+
+/// A line as the run's log shows it: the level for the app's `log` calls, nothing for
+/// plain output.
+fn format_line(source: LogSource, line: &str) -> String {
+    let prefix = match source {
+        LogSource::App(level) => format!("{:<8}: ", format!("{level:?}").to_uppercase()),
+        LogSource::Sandbox => "SANDBOX : ".into(),
+        LogSource::Stdout | LogSource::Stderr => String::new(),
+    };
+    format!("{prefix}{line}\n")
+}
+
+impl RunLog {
+    fn push(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a line of this process's own to the run's log.
+    pub(crate) fn note(&self, text: &str) {
+        self.push(format!("{text}\n"));
+    }
+
+    /// Closes the log and waits (at most `wait`) for the last lines to be uploaded.
+    pub(crate) async fn finish(self: Arc<Self>, uploader: JoinHandle<()>, wait: Duration) {
+        let (run_id, dropped) = (self.run_id, self.dropped.load(Ordering::Relaxed));
+        if dropped > 0 {
+            tracing::warn!(run_id, "{dropped} log lines of the run were dropped (upload too slow)");
+        }
+        drop(self);
+        if tokio::time::timeout(wait, uploader).await.is_err() {
+            tracing::warn!(run_id, "the run's last log lines were not uploaded within {wait:?}");
+        }
+    }
+}
+
+impl LogSink for RunLog {
+    fn line(&self, source: LogSource, text: &str) {
+        tracing::info!(target: "serverapp", run_id = self.run_id, "{text}");
+        self.push(format_line(source, text));
+    }
+}
+
+async fn upload(link: Link, run_id: u64, mut rx: mpsc::Receiver<String>) {
+    while let Some(first) = rx.recv().await {
+        if !rx.is_closed() {
+            tokio::time::sleep(GATHER).await;
+        }
+        let mut logs = vec![first];
+        while logs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(line) => logs.push(line),
+                Err(_) => break,
+            }
+        }
+        let req = pb::PushLogsRequest { node: Some(pb::Node::default()), run_id, logs };
+        if let Err(e) = unary!(link, push_logs, req) {
+            tracing::warn!(run_id, "cannot upload the run's log: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sepal_sandbox::LogLevel;
+
+    #[test]
+    fn lines_carry_their_level() {
+        assert_eq!(format_line(LogSource::App(LogLevel::Info), "round 1"), "INFO    : round 1\n");
+        assert_eq!(format_line(LogSource::Stdout, "hello"), "hello\n");
+        assert_eq!(format_line(LogSource::Sandbox, "cut"), "SANDBOX : cut\n");
+    }
+}
