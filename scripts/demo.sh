@@ -4,7 +4,8 @@
 #
 # Fresh machine requirements: the Rust toolchain (rustup) and network access to
 # crates.io. No Python is needed. Extra arguments go to `sepal demo`
-# (e.g. --nodes 4 --run-config "num-server-rounds=5").
+# (e.g. --nodes 4 --run-config "num-server-rounds=5"). SEPAL_BIN=<path> uses an existing
+# sepal binary instead of building one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,6 +15,10 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 echo "Building the quickstart's Wasm components..."
 examples/quickstart/build.sh
-echo "Building sepal..."
-cargo build -p sepal-cli
-exec target/debug/sepal demo examples/quickstart "$@"
+sepal="${SEPAL_BIN:-}"
+if [ -z "$sepal" ]; then
+    echo "Building sepal..."
+    cargo build -p sepal-cli
+    sepal=target/debug/sepal
+fi
+exec "$sepal" demo examples/quickstart "$@"

@@ -3,8 +3,8 @@
 #
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
 # network access to crates.io and PyPI. Installs the pinned Python Flower into .venv
-# (scripts/python-env.sh), builds every binary (the interop tests start `sepal`), runs the
-# README's main command (scripts/demo.sh), then runs every test of the workspace.
+# (scripts/python-env.sh), builds the tests and the `sepal` binary, runs the README's main
+# command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,12 +19,14 @@ fi
 echo "+ scripts/python-env.sh"
 scripts/python-env.sh
 
-echo "+ cargo build --workspace --bins"
-cargo build --workspace --bins
+# One build serves everything: `cargo test --no-run` also builds the `sepal` binary (the
+# interop tests start it), with the same features as the tests, so nothing is built twice.
+echo "+ cargo test --workspace --no-run"
+cargo test --workspace --no-run
 
-# The README's main command, on this fresh checkout (it builds the Wasm quickstart).
+# The README's main command on this checkout, with the binary just built.
 echo "+ scripts/demo.sh"
-scripts/demo.sh
+SEPAL_BIN=target/debug/sepal scripts/demo.sh
 
 echo "+ cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast

@@ -48,10 +48,7 @@ impl<U: Message + Default> Decoder for WireDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         U::decode(buf).map(Some).map_err(|e| {
-            let name = std::any::type_name::<U>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("message");
+            let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
             Status::invalid_argument(format!("malformed {name}: {e}"))
         })
     }

@@ -60,6 +60,20 @@ pub struct FederationBuilder {
     env: Vec<(String, String)>,
     /// Per-node overrides of `supernode` (mixed federations).
     supernode_overrides: Vec<(usize, Impl)>,
+    /// TLS on Fleet and Exec instead of `--insecure`.
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS federation: the CA that signed the SuperLink's certificate, and the
+/// SuperLink's certificate and key (the certificate must name 127.0.0.1 in an `IP:` SAN).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate (`--ssl-ca-certfile`, `--root-certificates`, `root-certificates`).
+    pub ca: PathBuf,
+    /// The SuperLink's certificate (`--ssl-certfile`).
+    pub cert: PathBuf,
+    /// The SuperLink's private key (`--ssl-keyfile`).
+    pub key: PathBuf,
 }
 
 impl Default for FederationBuilder {
@@ -74,6 +88,7 @@ impl Default for FederationBuilder {
             supernode_args: Vec::new(),
             env: Vec::new(),
             supernode_overrides: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -118,6 +133,14 @@ impl FederationBuilder {
     /// An extra argument for every SuperNode.
     pub fn supernode_arg(mut self, a: impl Into<String>) -> Self {
         self.supernode_args.push(a.into());
+        self
+    }
+    /// TLS on Fleet and Exec: the SuperLink gets `--ssl-ca-certfile/--ssl-certfile/--ssl-keyfile`
+    /// and every SuperNode `--root-certificates` instead of `--insecure`, and
+    /// [`Federation::flwr`] federations use `root-certificates`. ServerAppIo and ClientAppIo
+    /// (and so the process-isolation apps) stay plaintext.
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
         self
     }
     /// An extra environment variable for every process of the federation.
@@ -228,6 +251,10 @@ impl Federation {
     pub fn num_supernodes(&self) -> usize {
         self.clientappio.len()
     }
+    /// The TLS files, in a TLS federation.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.spec.tls.as_ref()
+    }
     /// The isolation mode.
     pub fn isolation(&self) -> Isolation {
         self.spec.isolation
@@ -281,10 +308,12 @@ impl Federation {
     }
 
     /// A `flwr` CLI bound to a fresh copy of `examples/<example>` whose `pyproject.toml`
-    /// gained the federation `sepal-test` pointing at this SuperLink's Exec API.
+    /// gained the federation `sepal-test` pointing at this SuperLink's Exec API (with
+    /// `root-certificates` in a TLS federation, else `insecure = true`).
     pub fn flwr(&self, example: &str) -> Result<Flwr> {
         let dest = self.dir().join("apps");
-        let flwr = Flwr::for_example(example, &dest, self.exec, self.env_for("flwr-cli"))?;
+        let ca = self.spec.tls.as_ref().map(|t| t.ca.as_path());
+        let flwr = Flwr::for_example_with_ca(example, &dest, self.exec, self.env_for("flwr-cli"), ca)?;
         Ok(flwr
             .with_watch(SuperLinkWatch { pid: self.superlink_pid.clone(), log: self.log_dir().join("superlink.log") }))
     }
@@ -331,8 +360,17 @@ impl Federation {
 
     fn start_superlink(&mut self) -> Result<()> {
         let mut cmd = self.command(self.spec.superlink, "flower-superlink", "superlink", "superlink");
-        cmd.arg("--insecure")
-            .arg("--serverappio-api-address")
+        match &self.spec.tls {
+            Some(t) => cmd
+                .arg("--ssl-ca-certfile")
+                .arg(&t.ca)
+                .arg("--ssl-certfile")
+                .arg(&t.cert)
+                .arg("--ssl-keyfile")
+                .arg(&t.key),
+            None => cmd.arg("--insecure"),
+        };
+        cmd.arg("--serverappio-api-address")
             .arg(self.serverappio.to_string())
             .arg("--fleet-api-address")
             .arg(self.fleet.to_string())
@@ -356,8 +394,11 @@ impl Federation {
         let imp =
             self.spec.supernode_overrides.iter().rev().find(|(at, _)| *at == i).map_or(self.spec.supernode, |o| o.1);
         let mut cmd = self.command(imp, "flower-supernode", "supernode", &name);
-        cmd.arg("--insecure")
-            .arg("--superlink")
+        match &self.spec.tls {
+            Some(t) => cmd.arg("--root-certificates").arg(&t.ca),
+            None => cmd.arg("--insecure"),
+        };
+        cmd.arg("--superlink")
             .arg(self.fleet.to_string())
             .arg("--clientappio-api-address")
             .arg(self.clientappio[i].to_string())

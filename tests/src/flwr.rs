@@ -103,6 +103,8 @@ pub struct Flwr {
     app_dir: PathBuf,
     federation: String,
     exec: SocketAddr,
+    /// The CA to verify the Exec API with (TLS federations); `None`: plaintext.
+    ca: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     watch: Option<SuperLinkWatch>,
 }
@@ -115,7 +117,7 @@ impl Flwr {
         exec: SocketAddr,
         env: Vec<(OsString, OsString)>,
     ) -> Flwr {
-        Flwr { app_dir: app_dir.into(), federation: federation.to_string(), exec, env, watch: None }
+        Flwr { app_dir: app_dir.into(), federation: federation.to_string(), exec, ca: None, env, watch: None }
     }
 
     /// Makes the waits fail at once (with the SuperLink's log tail) if it dies.
@@ -133,14 +135,36 @@ impl Flwr {
         exec: SocketAddr,
         env: Vec<(OsString, OsString)>,
     ) -> Result<Flwr> {
+        Self::for_example_with_ca(example, dest_parent, exec, env, None)
+    }
+
+    /// [`Flwr::for_example`], but with `ca`, a TLS federation: the CA is copied next to the
+    /// app and named by `root-certificates` relative to the app directory, as `flwr` wants.
+    pub fn for_example_with_ca(
+        example: &str,
+        dest_parent: &Path,
+        exec: SocketAddr,
+        env: Vec<(OsString, OsString)>,
+        ca: Option<&Path>,
+    ) -> Result<Flwr> {
         let src = crate::example_dir(example);
         let dest = (0..)
             .map(|i| if i == 0 { dest_parent.join(example) } else { dest_parent.join(format!("{example}-{i}")) })
             .find(|d| !d.exists())
             .expect("some free directory name");
         copy_dir(&src, &dest).with_context(|| format!("copying {}", src.display()))?;
-        add_federation(&dest.join("pyproject.toml"), FEDERATION, exec)?;
-        Ok(Flwr::new(dest, FEDERATION, exec, env))
+        let security = match ca {
+            None => "insecure = true".to_string(),
+            Some(ca) => {
+                let name = format!("{}-ca.pem", dest.file_name().unwrap_or_default().to_string_lossy());
+                std::fs::copy(ca, dest_parent.join(&name)).with_context(|| format!("copying {}", ca.display()))?;
+                format!("root-certificates = \"../{name}\"")
+            }
+        };
+        add_federation(&dest.join("pyproject.toml"), FEDERATION, exec, &security)?;
+        let mut flwr = Flwr::new(dest, FEDERATION, exec, env);
+        flwr.ca = ca.map(Path::to_path_buf);
+        Ok(flwr)
     }
 
     /// The app directory.
@@ -233,7 +257,7 @@ impl Flwr {
     /// The run's status straight from the Exec API (`ListRuns{run_id}`, no Python start-up):
     /// `pending`, `starting`, `running` or `finished:<sub-status>` as `flwr ls` shows it.
     pub fn status(&self, run_id: u64) -> Result<String> {
-        exec_status(self.exec, run_id)
+        format_status(list_run(self.exec, run_id, self.ca.as_deref())?)
     }
 
     /// Polls [`Flwr::status`] every 0.5 s until `pred(status)`. Fails at once when the run
@@ -277,7 +301,7 @@ impl Flwr {
     }
 
     fn details(&self, run_id: u64) -> Result<String> {
-        Ok(list_run(self.exec, run_id)?.status.map(|s| s.details).unwrap_or_default())
+        Ok(list_run(self.exec, run_id, self.ca.as_deref())?.status.map(|s| s.details).unwrap_or_default())
     }
 }
 
@@ -319,12 +343,22 @@ fn parse_runs(v: &Value) -> Result<Vec<RunInfo>> {
         .collect()
 }
 
-fn list_run(exec: SocketAddr, run_id: u64) -> Result<sepal_proto::pb::Run> {
+/// ListRuns for one run; over TLS verified with `ca` when given.
+fn list_run(exec: SocketAddr, run_id: u64, ca: Option<&Path>) -> Result<sepal_proto::pb::Run> {
     use sepal_proto::pb::{exec_client::ExecClient, ListRunsRequest};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let endpoint = match ca {
+        None => Endpoint::from_shared(format!("http://{exec}"))?,
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            Endpoint::from_shared(format!("https://{exec}"))?
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let call = async {
-            let mut client = ExecClient::connect(format!("http://{exec}")).await?;
+            let mut client = ExecClient::new(endpoint.connect().await?);
             let resp = client.list_runs(ListRunsRequest { run_id: Some(run_id) }).await?.into_inner();
             resp.run_dict.get(&run_id).cloned().ok_or_else(|| anyhow!("ListRuns does not know run {run_id}"))
         };
@@ -336,7 +370,10 @@ fn list_run(exec: SocketAddr, run_id: u64) -> Result<sepal_proto::pb::Run> {
 
 /// The run's status via Exec `ListRuns`, formatted as `flwr ls` does.
 pub fn exec_status(exec: SocketAddr, run_id: u64) -> Result<String> {
-    let run = list_run(exec, run_id)?;
+    format_status(list_run(exec, run_id, None)?)
+}
+
+fn format_status(run: sepal_proto::pb::Run) -> Result<String> {
     let st = run.status.unwrap_or_default();
     Ok(if st.status == "finished" { format!("finished:{}", st.sub_status) } else { st.status })
 }
@@ -372,14 +409,15 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<CliOutput
     Ok(CliOutput { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 
-fn add_federation(pyproject: &Path, name: &str, exec: SocketAddr) -> Result<()> {
+/// `security`: `insecure = true` or `root-certificates = "…"`.
+fn add_federation(pyproject: &Path, name: &str, exec: SocketAddr, security: &str) -> Result<()> {
     let mut text = std::fs::read_to_string(pyproject).with_context(|| format!("reading {}", pyproject.display()))?;
     if text.contains(&format!("[tool.flwr.federations.{name}]")) {
         bail!("{} already defines federation {name}", pyproject.display());
     }
     text.push_str(&format!(
         "\n# Added by the sepal-tests harness.\n[tool.flwr.federations.{name}]\n\
-         address = \"{exec}\"\ninsecure = true\n"
+         address = \"{exec}\"\n{security}\n"
     ));
     std::fs::write(pyproject, text).with_context(|| format!("writing {}", pyproject.display()))
 }

@@ -81,6 +81,46 @@ fn build(name: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The run id in `sepal run --format json` output.
+pub fn run_id_of(stdout: &str, stderr: &str) -> Result<u64> {
+    let v: Value =
+        serde_json::from_str(stdout.trim()).with_context(|| format!("sepal run printed no JSON:\n{stdout}{stderr}"))?;
+    v.get("run-id").and_then(Value::as_u64).ok_or_else(|| anyhow!("sepal run printed no run-id: {v}"))
+}
+
+/// `examples/quickstart` with its components built (once per test process).
+pub fn quickstart() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let dir = repo_root().join("examples").join("quickstart");
+        let mut cmd = Command::new(dir.join("build.sh"));
+        cmd.current_dir(&dir);
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+            cmd.env_remove(var);
+        }
+        match run_with_timeout(cmd, BUILD_TIMEOUT) {
+            Ok(out) if out.status.success() => Ok(dir),
+            Ok(out) => Err(format!("examples/quickstart/build.sh failed:\n{}{}", out.stdout, out.stderr)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    });
+    built.clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `sepal run <app> --superlink <exec> --format json [--run-config …]` -> the run id.
+pub fn sepal_run(exec: SocketAddr, app: &Path, run_config: &str) -> Result<u64> {
+    let mut cmd = Command::new(sepal_bin());
+    cmd.arg("run").arg(app).args(["--superlink", &exec.to_string(), "--format", "json"]);
+    if !run_config.is_empty() {
+        cmd.args(["--run-config", run_config]);
+    }
+    let out = run_with_timeout(cmd, CLI_TIMEOUT)?;
+    if !out.status.success() {
+        bail!("sepal run failed ({}):\n{}{}", out.status, out.stdout, out.stderr);
+    }
+    run_id_of(&out.stdout, &out.stderr)
+}
+
 /// A run as the Exec API's `ListRuns` shows it.
 #[derive(Clone, Debug)]
 pub struct RunStatus {
@@ -214,9 +254,7 @@ impl SepalFederation {
             args.extend(["--run-config", run_config]);
         }
         let out = self.cli(&args)?;
-        let v: Value = serde_json::from_str(out.stdout.trim())
-            .with_context(|| format!("sepal run printed no JSON:\n{}{}", out.stdout, out.stderr))?;
-        v.get("run-id").and_then(Value::as_u64).ok_or_else(|| anyhow!("sepal run printed no run-id: {v}"))
+        run_id_of(&out.stdout, &out.stderr)
     }
 
     /// `sepal log <run_id> --superlink <exec> --show`: the run's log so far.

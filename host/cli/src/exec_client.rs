@@ -4,8 +4,10 @@
 //! The SuperLink is found the way the `flwr` CLI finds it: a federation in the app's
 //! `pyproject.toml` (`[tool.flwr.federations]`, the `default` key naming the default one),
 //! optionally patched with `--federation-config`. Sepal adds `--superlink HOST:PORT`, which
-//! needs no `pyproject.toml` at all. The connection is plaintext for now: a federation must
-//! say `insecure = true`.
+//! needs no `pyproject.toml` at all. As in `flwr`, a federation connects with TLS unless it
+//! says `insecure = true`: verified against its `root-certificates` (a CA file, relative to
+//! the app directory) or else the system's root certificates. `--superlink` is plaintext
+//! unless `--root-certificates PATH` is given.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -17,8 +19,9 @@ use sepal_fab::{ConfigMap, ConfigValue};
 use sepal_proto::pb;
 use sepal_proto::pb::exec_client::ExecClient;
 use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_supernode::ClientTls;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long connecting to the SuperLink may take.
@@ -47,12 +50,51 @@ pub struct FederationArgs {
     #[arg(long = "federation-config", value_name = "KEY=VALUE ...")]
     pub federation_config: Vec<String>,
     /// The SuperLink's Exec API address, instead of a federation from pyproject.toml (Sepal
-    /// addition; implies --insecure).
+    /// addition; plaintext unless --root-certificates is given).
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["federation", "federation_config"])]
     pub superlink: Option<String>,
-    /// Connect to --superlink without TLS (the only transport for now, so implied).
+    /// Connect to --superlink without TLS (the default for --superlink).
     #[arg(long, requires = "superlink")]
     pub insecure: bool,
+    /// Connect to --superlink with TLS, verifying it against this CA certificate (PEM).
+    #[arg(long, value_name = "PATH", requires = "superlink", conflicts_with = "insecure")]
+    pub root_certificates: Option<PathBuf>,
+}
+
+/// Where the SuperLink's Exec API is and how the connection is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTarget {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// Plaintext, or TLS with a CA or the system's roots.
+    pub tls: ClientTls,
+}
+
+impl ExecTarget {
+    /// A plaintext target.
+    pub fn insecure(address: impl Into<String>) -> Self {
+        Self { address: address.into(), tls: ClientTls::Insecure }
+    }
+}
+
+impl From<&ExecTarget> for ExecTarget {
+    fn from(target: &ExecTarget) -> Self {
+        target.clone()
+    }
+}
+
+/// A bare address is plaintext.
+impl From<&String> for ExecTarget {
+    fn from(address: &String) -> Self {
+        Self::insecure(address.as_str())
+    }
+}
+
+/// A bare address is plaintext.
+impl From<&str> for ExecTarget {
+    fn from(address: &str) -> Self {
+        Self::insecure(address)
+    }
 }
 
 /// A resolved federation: where its SuperLink is and what `options.*` it sets.
@@ -60,8 +102,8 @@ pub struct FederationArgs {
 pub struct Federation {
     /// The federation's name; `None` for `--superlink`.
     pub name: Option<String>,
-    /// The Exec API address, `HOST:PORT`.
-    pub address: String,
+    /// The Exec API address (`HOST:PORT`) and the connection's security.
+    pub address: ExecTarget,
     /// `options.*`, flattened with `.` (sent as `StartRunRequest.federation_options`).
     pub options: ConfigMap,
 }
@@ -70,7 +112,11 @@ impl FederationArgs {
     /// Resolves the federation, reading `<project_dir>/pyproject.toml` unless `--superlink`.
     pub fn resolve(&self, project_dir: &Path) -> anyhow::Result<Federation> {
         if let Some(address) = &self.superlink {
-            return direct(address);
+            let tls = match &self.root_certificates {
+                Some(path) => ClientTls::ca_file("--root-certificates", path)?,
+                None => ClientTls::Insecure,
+            };
+            return direct(address, tls);
         }
         if !project_dir.is_dir() {
             bail!(
@@ -96,12 +142,12 @@ impl FederationArgs {
 }
 
 /// The federation `--superlink ADDRESS` stands for.
-fn direct(address: &str) -> anyhow::Result<Federation> {
+fn direct(address: &str, tls: ClientTls) -> anyhow::Result<Federation> {
     let address = address.trim();
     if address.is_empty() || !address.contains(':') {
         bail!("--superlink {address:?}: expected HOST:PORT (the SuperLink's Exec API, e.g. 127.0.0.1:9093)");
     }
-    Ok(Federation { name: None, address: address.to_string(), options: ConfigMap::new() })
+    Ok(Federation { name: None, address: ExecTarget { address: address.to_string(), tls }, options: ConfigMap::new() })
 }
 
 /// Picks and checks a federation of a parsed `pyproject.toml` (at `path`, for messages), as
@@ -152,7 +198,8 @@ pub fn resolve_federation(
         let parsed = sepal_fab::parse_config_args(overrides).map_err(|e| anyhow!("--federation-config: {e}"))?;
         apply_overrides(&mut config, &parsed).with_context(|| format!("--federation-config for `{name}`"))?;
     }
-    check_federation(&name, config)
+    let app_dir = path.parent().unwrap_or(Path::new("."));
+    check_federation(&name, config, app_dir)
 }
 
 /// Writes flattened `a.b = v` overrides into `config`, refusing keys it does not have
@@ -185,8 +232,9 @@ fn to_toml(value: &ConfigValue) -> toml::Value {
     }
 }
 
-/// The checks `flwr` makes before connecting, plus Sepal's: plaintext only, no user auth.
-fn check_federation(name: &str, config: toml::Table) -> anyhow::Result<Federation> {
+/// The checks `flwr` makes before connecting, plus Sepal's: no user auth. `root-certificates`
+/// is relative to `app_dir` and read now.
+fn check_federation(name: &str, config: toml::Table, app_dir: &Path) -> anyhow::Result<Federation> {
     if config.get("enable-user-auth").and_then(toml::Value::as_bool) == Some(true) {
         bail!(
             "federation `{name}` sets enable-user-auth = true: user authentication is not supported by sepal's CLI yet"
@@ -210,12 +258,15 @@ fn check_federation(name: &str, config: toml::Table) -> anyhow::Result<Federatio
     if config.contains_key("root-certificates") && insecure {
         bail!("federation `{name}`: `root-certificates` were provided but `insecure` is set to true");
     }
-    if !insecure {
-        bail!(
-            "federation `{name}` uses TLS, which is not supported yet: sepal's CLI only connects in plaintext, \
-             so the federation must set `insecure = true`"
-        );
-    }
+    let tls = match config.get("root-certificates") {
+        _ if insecure => ClientTls::Insecure,
+        Some(toml::Value::String(file)) => {
+            ClientTls::ca_file(&format!("federation `{name}`: root-certificates"), &app_dir.join(file))?
+        }
+        Some(_) => bail!("federation `{name}`: `root-certificates` must be a string (a path relative to the app)"),
+        // As `flwr`: TLS verified against the system's root certificates.
+        None => ClientTls::SystemRoots,
+    };
     let options = match config.get("options") {
         None => ConfigMap::new(),
         Some(toml::Value::Table(options)) => {
@@ -223,7 +274,7 @@ fn check_federation(name: &str, config: toml::Table) -> anyhow::Result<Federatio
         }
         Some(_) => bail!("federation `{name}`: `options` must be a table"),
     };
-    Ok(Federation { name: Some(name.to_string()), address, options })
+    Ok(Federation { name: Some(name.to_string()), address: ExecTarget { address, tls }, options })
 }
 
 // === Config values on the wire ===
@@ -257,14 +308,19 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// Connects in plaintext to the Exec API at `address` (`HOST:PORT`).
-    pub async fn connect(address: &str) -> anyhow::Result<Exec> {
-        let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        if uri.starts_with("https://") {
-            bail!("{address}: TLS is not supported yet; sepal's CLI only connects in plaintext");
+    /// Connects to the Exec API at `target`: a federation's [`ExecTarget`], or a bare
+    /// `HOST:PORT` (plaintext).
+    pub async fn connect(target: impl Into<ExecTarget>) -> anyhow::Result<Exec> {
+        let ExecTarget { address, tls } = target.into();
+        let address = address.as_str();
+        if address.contains("://") {
+            bail!("{address:?} is not a valid SuperLink address: expected HOST:PORT, without a scheme");
         }
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| anyhow!("{address:?} is not a valid SuperLink address (expected HOST:PORT): {e}"))?
+        let endpoint = tls
+            .endpoint(address)
+            .map_err(|e| {
+                anyhow!("cannot set up the connection to the SuperLink at {address:?} (HOST:PORT): {}", error_chain(&e))
+            })?
             .connect_timeout(CONNECT_TIMEOUT);
         let channel = endpoint
             .connect()
@@ -454,7 +510,7 @@ insecure = "yes"
     fn default_federation_is_the_default_key() {
         let fed = resolve(None, &[]).unwrap();
         assert_eq!(fed.name.as_deref(), Some("local"));
-        assert_eq!(fed.address, "127.0.0.1:9093");
+        assert_eq!(fed.address, ExecTarget::insecure("127.0.0.1:9093"));
         assert_eq!(fed.options.keys().collect::<Vec<_>>(), ["num-supernodes", "backend.cpus"]);
         assert_eq!(fed.options["num-supernodes"], ConfigValue::Int(2));
         assert_eq!(fed.options["backend.cpus"], ConfigValue::Float(1.5));
@@ -464,7 +520,7 @@ insecure = "yes"
     fn named_federation() {
         let fed = resolve(Some("remote"), &[]).unwrap();
         assert_eq!(fed.name.as_deref(), Some("remote"));
-        assert_eq!(fed.address, "10.0.0.1:9093");
+        assert_eq!(fed.address, ExecTarget::insecure("10.0.0.1:9093"));
         assert!(fed.options.is_empty());
     }
 
@@ -490,8 +546,10 @@ insecure = "yes"
     }
 
     #[test]
-    fn tls_simulation_and_bad_insecure_are_refused() {
-        assert!(err(Some("tls"), &[]).contains("TLS, which is not supported yet"));
+    fn simulation_bad_insecure_and_missing_certificates_are_refused() {
+        // `root-certificates` is relative to the app directory and read when resolving.
+        let e = err(Some("tls"), &[]);
+        assert!(e.contains("federation `tls`: root-certificates") && e.contains("app/ca.crt"), "{e}");
         assert!(err(Some("sim"), &[]).contains("has no `address`"));
         assert!(err(Some("bad-insecure"), &[]).contains("invalid type for `insecure`"));
     }
@@ -499,7 +557,7 @@ insecure = "yes"
     #[test]
     fn federation_config_overrides_existing_keys_only() {
         let fed = resolve(None, &["address='127.0.0.1:9999' options.num-supernodes=5"]).unwrap();
-        assert_eq!(fed.address, "127.0.0.1:9999");
+        assert_eq!(fed.address, ExecTarget::insecure("127.0.0.1:9999"));
         assert_eq!(fed.options["num-supernodes"], ConfigValue::Int(5));
         // Merged, not replaced: the other option stays.
         assert_eq!(fed.options["backend.cpus"], ConfigValue::Float(1.5));
@@ -507,15 +565,28 @@ insecure = "yes"
         assert!(e.contains("Key 'nope' is not present"), "{e}");
         let e = err(None, &["options.nope=1"]);
         assert!(e.contains("Key 'options.nope' is not present"), "{e}");
-        // Overrides apply before the checks: `insecure=false` makes this federation use TLS.
-        assert!(resolve(Some("remote"), &["insecure=false"]).is_err());
+        // Overrides apply before the checks: `insecure=false` makes this federation use TLS
+        // with the system's roots (it names no `root-certificates`).
+        assert_eq!(resolve(Some("remote"), &["insecure=false"]).unwrap().address.tls, ClientTls::SystemRoots);
+        let mut doc = document();
+        doc["tool"]["flwr"]["federations"]["tls"].as_table_mut().unwrap().insert("insecure".into(), true.into());
+        let e = resolve_federation(&doc, Path::new("pyproject.toml"), Some("tls"), &[]).unwrap_err().to_string();
+        assert!(e.contains("`root-certificates` were provided but `insecure` is set to true"), "{e}");
     }
 
     #[test]
     fn superlink_flag_needs_no_pyproject() {
         let args = FederationArgs { superlink: Some("127.0.0.1:9093".into()), ..Default::default() };
         let fed = args.resolve(Path::new("/nonexistent/dir")).unwrap();
-        assert_eq!(fed, Federation { name: None, address: "127.0.0.1:9093".into(), options: ConfigMap::new() });
+        let address = ExecTarget::insecure("127.0.0.1:9093");
+        assert_eq!(fed, Federation { name: None, address, options: ConfigMap::new() });
+        let args = FederationArgs {
+            superlink: Some("127.0.0.1:9093".into()),
+            root_certificates: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", args.resolve(Path::new(".")).unwrap_err());
+        assert!(e.contains("--root-certificates /nonexistent/ca.pem"), "{e}");
         let args = FederationArgs { superlink: Some("localhost".into()), ..Default::default() };
         assert!(args.resolve(Path::new(".")).is_err());
     }
@@ -530,6 +601,22 @@ insecure = "yes"
             let e = args.resolve(&dir).unwrap_err().to_string();
             assert!(e.contains("--superlink"), "{e}");
         }
+    }
+
+    #[test]
+    fn federation_root_certificates_are_read_relative_to_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = PYPROJECT_TEXT.replace("root-certificates = \"ca.crt\"", "root-certificates = \"certs/ca.crt\"");
+        std::fs::write(dir.path().join(PYPROJECT), text).unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        let args = FederationArgs { federation: Some("tls".into()), ..Default::default() };
+        std::fs::write(dir.path().join("certs/ca.crt"), "not a certificate").unwrap();
+        let e = format!("{:#}", args.resolve(dir.path()).unwrap_err());
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.path().join("certs/ca.crt"), pem).unwrap();
+        let fed = args.resolve(dir.path()).unwrap();
+        assert_eq!(fed.address.tls, ClientTls::Ca(pem.as_bytes().to_vec()));
     }
 
     #[test]

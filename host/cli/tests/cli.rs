@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ fn sepal(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Writes a small Python app whose `local` federation (the default) is the SuperLink at
-/// `exec`, plus a `tls` federation without `insecure`.
+/// `exec`, plus a `tls` federation without `insecure` (TLS with the system's roots).
 fn write_app(dir: &Path, exec: SocketAddr) {
     let pyproject = format!(
         r#"[build-system]
@@ -290,8 +290,9 @@ fn errors_are_clear() {
     assert!(out.stderr.contains("--run-config"), "{}", out.stderr);
 
     // Federation problems.
-    let out = sepal(&app, &["run", ".", "tls"]).failed("TLS federation");
-    assert!(out.stderr.contains("TLS, which is not supported yet"), "{}", out.stderr);
+    // A federation without `insecure` uses TLS (system roots): this SuperLink is plaintext.
+    let out = sepal(&app, &["run", ".", "tls"]).failed("TLS federation against a plaintext SuperLink");
+    assert!(out.stderr.contains("SuperLink at"), "{}", out.stderr);
     let out = sepal(&app, &["ls", ".", "elsewhere"]).failed("unknown federation");
     assert!(out.stderr.contains("no `elsewhere` federation") && out.stderr.contains("local, tls"), "{}", out.stderr);
     let out = sepal(tmp.path(), &["ls"]).failed("no pyproject");

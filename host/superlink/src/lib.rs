@@ -24,4 +24,4 @@ pub mod serverappio;
 pub mod state;
 pub mod wasm;
 
-pub use server::{serve, Config, Isolation, Listeners, ServeError};
+pub use server::{serve, Config, Isolation, Listeners, ServeError, TlsError, TlsFiles};

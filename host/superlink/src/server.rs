@@ -12,7 +12,7 @@ use sepal_proto::MAX_GRPC_MESSAGE;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::exec::ExecService;
 use crate::fleet::FleetService;
@@ -40,12 +40,85 @@ pub struct Config {
     pub serverapp_bin: PathBuf,
     /// Limits and grants for Wasm ServerApps run in-process.
     pub wasm: WasmSettings,
+    /// TLS for Fleet and Exec (`None`: plaintext, `--insecure`). ServerAppIo is always plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Flower's `--ssl-ca-certfile`, `--ssl-certfile` and `--ssl-keyfile` (all PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate. As in Flower, client certificates are not requested, so it is
+    /// only checked to be a certificate.
+    pub ca: PathBuf,
+    /// The server certificate (chain); it must name the address clients dial (a DNS name,
+    /// or an IP address in an `IP:` SAN).
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// A TLS file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file cannot be read.
+    #[error("cannot read {flag} {path}: {error}")]
+    Read {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why (in the message, not a `source`: it is said once).
+        error: std::io::Error,
+    },
+    /// The file is not what it should be.
+    #[error("{flag} {path}: {problem}")]
+    Invalid {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl TlsFiles {
+    /// Reads and checks the three files; the server identity for Fleet and Exec.
+    pub fn load(&self) -> Result<ServerTlsConfig, TlsError> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |flag: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|error| TlsError::Read { flag, path: path.clone(), error })
+        };
+        let invalid = |flag: &'static str, path: &PathBuf, problem: String| TlsError::Invalid {
+            flag,
+            path: path.clone(),
+            problem,
+        };
+        let certificates = |flag: &'static str, path: &PathBuf| -> Result<Vec<u8>, TlsError> {
+            let pem = read(flag, path)?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(flag, path, format!("not a PEM certificate file ({e})")))?;
+            if certs.is_empty() {
+                return Err(invalid(flag, path, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+            }
+            Ok(pem)
+        };
+        certificates("--ssl-ca-certfile", &self.ca)?;
+        let cert = certificates("--ssl-certfile", &self.cert)?;
+        let key = read("--ssl-keyfile", &self.key)?;
+        PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+            invalid("--ssl-keyfile", &self.key, format!("no PEM private key (PKCS#8, PKCS#1 or SEC1) found ({e})"))
+        })?;
+        Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+    }
 }
 
 impl Config {
     /// A configuration with the given isolation and defaults elsewhere.
     pub fn new(isolation: Isolation) -> Self {
-        Self { isolation, serverapp_bin: "flwr-serverapp".into(), wasm: WasmSettings::default() }
+        Self { isolation, serverapp_bin: "flwr-serverapp".into(), wasm: WasmSettings::default(), tls: None }
     }
 }
 
@@ -55,6 +128,9 @@ pub enum ServeError {
     /// A gRPC server failed.
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The Wasm sandbox could not be set up.
     #[error("cannot set up the Wasm sandbox: {0}")]
     Sandbox(#[from] sepal_sandbox::SandboxError),
@@ -95,6 +171,14 @@ fn base_server() -> Server {
     Server::builder()
 }
 
+/// A server for Fleet or Exec: with TLS when configured.
+fn public_server(tls: Option<&ServerTlsConfig>) -> Result<Server, tonic::transport::Error> {
+    match tls {
+        Some(tls) => base_server().tls_config(tls.clone()),
+        None => Ok(base_server()),
+    }
+}
+
 /// Serves the three APIs until `shutdown` completes.
 pub async fn serve(
     config: Config,
@@ -102,6 +186,9 @@ pub async fn serve(
     state: Arc<dyn LinkState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Bad TLS files stop the start before anything runs.
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let (mut fleet_server, mut exec_server) = (public_server(tls.as_ref())?, public_server(tls.as_ref())?);
     let link = Link::new(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let closing = link.clone();
@@ -145,7 +232,7 @@ pub async fn serve(
 
     let (health_fleet, health_sio, health_exec) = (health_service(), health_service(), health_service());
     let result = tokio::try_join!(
-        base_server()
+        fleet_server
             .add_service(health_fleet)
             .add_service(fleet)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.fleet), stopped()),
@@ -153,7 +240,7 @@ pub async fn serve(
             .add_service(health_sio)
             .add_service(serverappio)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.serverappio), stopped()),
-        base_server()
+        exec_server
             .add_service(health_exec)
             .add_service(exec)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.exec), stopped()),

@@ -11,9 +11,10 @@ use sepal_proto::pb::fleet_client::FleetClient;
 use sepal_proto::MAX_GRPC_MESSAGE;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use crate::config::ClientTls;
 use crate::retry::RetryPolicy;
 use crate::signer::Signer;
 
@@ -38,12 +39,14 @@ fn node(node_id: u64) -> Option<pb::Node> {
 }
 
 impl Fleet {
-    /// A client for the Fleet API at `address` (`host:port`, plaintext).
-    pub fn new(address: &str, signer: Signer, retry: RetryPolicy) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .connect_lazy();
+    /// A client for the Fleet API at `address` (`host:port`), secured as `tls` says.
+    pub fn new(
+        address: &str,
+        tls: &ClientTls,
+        signer: Signer,
+        retry: RetryPolicy,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = tls.endpoint(address)?.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true).connect_lazy();
         let client = FleetClient::with_interceptor(channel, signer)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);

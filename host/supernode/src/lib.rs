@@ -28,7 +28,7 @@ use sepal_proto::MAX_GRPC_MESSAGE;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::{Config, Isolation};
+pub use config::{ClientTls, Config, Isolation};
 
 /// Why a SuperNode stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,18 +77,23 @@ pub async fn serve(
         },
         Isolation::Process => executor::python::PythonMode::Process,
     };
-    let sandbox = sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?;
-    let executor = Arc::new(executor::ByApp {
-        python: Arc::new(executor::python::PythonExecutor::new(state.clone(), mode)),
-        wasm: Arc::new(executor::wasm::WasmExecutor::new(
-            sandbox,
-            state.clone(),
-            objects.clone(),
-            config.wasm_limits.clone(),
-            config.wasm_grants.clone(),
-        )),
-    });
-    let fleet = fleet::Fleet::new(&config.superlink, signer::Signer::fresh(), config.retry)?;
+    let python = Arc::new(executor::python::PythonExecutor::new(state.clone(), mode));
+    // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
+    // clientapp`), is an external process served over ClientAppIo.
+    let executor: Arc<dyn executor::Executor> = match config.isolation {
+        Isolation::Process => python,
+        Isolation::Subprocess => Arc::new(executor::ByApp {
+            python,
+            wasm: Arc::new(executor::wasm::WasmExecutor::new(
+                sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?,
+                state.clone(),
+                objects.clone(),
+                config.wasm_limits.clone(),
+                config.wasm_grants.clone(),
+            )),
+        }),
+    };
+    let fleet = fleet::Fleet::new(&config.superlink, &config.tls, signer::Signer::fresh(), config.retry)?;
 
     let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)

@@ -26,7 +26,7 @@ struct Link {
     fleet: SocketAddr,
     exec: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    task: tokio::task::JoinHandle<Result<(), sepal_superlink::ServeError>>,
 }
 
 /// Starts a SuperLink (process isolation) on the given addresses (port 0 = any).
@@ -59,6 +59,7 @@ async fn start_node(fleet: SocketAddr, partition: i64, timeout: Option<Duration>
     let node_config = sepal_fab::parse_config_overrides(&format!("partition-id={partition}")).unwrap();
     let config = Config {
         superlink: fleet.to_string(),
+        tls: sepal_supernode::ClientTls::Insecure,
         node_config: sepal_fab::to_scalars(&node_config),
         clientappio: addr,
         isolation: Isolation::Process,

@@ -93,9 +93,11 @@ async fn start_federation(
     });
     for partition in 0..nodes {
         let listener = TcpListener::bind(any).await.context("cannot bind a loopback port")?;
-        let node_config = sepal_fab::parse_config_overrides(&format!("partition-id={partition} num-partitions={nodes}"))?;
+        let node_config =
+            sepal_fab::parse_config_overrides(&format!("partition-id={partition} num-partitions={nodes}"))?;
         let config = NodeConfig {
             superlink: fleet.to_string(),
+            tls: sepal_supernode::ClientTls::Insecure,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio: listener.local_addr()?,
             isolation: NodeIsolation::Subprocess,
@@ -124,7 +126,11 @@ async fn run_app(
     override_config: std::collections::HashMap<String, pb::Scalar>,
 ) -> anyhow::Result<()> {
     let mut exec = Exec::connect(&exec.to_string()).await?;
-    let req = pb::StartRunRequest { fab: Some(pb::Fab { hash_str: hash, content: fab }), override_config, ..Default::default() };
+    let req = pb::StartRunRequest {
+        fab: Some(pb::Fab { hash_str: hash, content: fab }),
+        override_config,
+        ..Default::default()
+    };
     let res = exec.client.start_run(req).await.map_err(|s| exec.error(&s, "the SuperLink refused the run"))?;
     let run_id = res.into_inner().run_id.context("the SuperLink started no run")?;
     println!("Started run {run_id}\n");

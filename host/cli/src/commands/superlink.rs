@@ -9,7 +9,7 @@ use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
 use sepal_superlink::wasm::WasmSettings;
-use sepal_superlink::{Config, Isolation, Listeners};
+use sepal_superlink::{Config, Isolation, Listeners, TlsFiles};
 
 use super::resolve;
 
@@ -84,14 +84,27 @@ enum IsolationArg {
 }
 
 impl SuperlinkArgs {
+    /// Flower's rules: `--insecure` wins (with a warning if TLS files are given too); else
+    /// all three TLS files are needed.
+    fn tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        if self.insecure {
+            if self.ssl_ca_certfile.is_some() || self.ssl_certfile.is_some() || self.ssl_keyfile.is_some() {
+                tracing::warn!("--insecure is set: the --ssl-* files are ignored and Fleet and Exec are plaintext");
+            }
+            return Ok(None);
+        }
+        match (&self.ssl_ca_certfile, &self.ssl_certfile, &self.ssl_keyfile) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Ok(Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
+            }
+            (None, None, None) => bail!(
+                "refusing to start without TLS: pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile, or --insecure"
+            ),
+            _ => bail!("TLS needs all three of --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile"),
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
-        let tls = [&self.ssl_ca_certfile, &self.ssl_certfile, &self.ssl_keyfile];
-        if !self.insecure && tls.iter().all(|f| f.is_none()) {
-            bail!("refusing to start without TLS: pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile, or --insecure");
-        }
-        if tls.iter().any(|f| f.is_some()) {
-            bail!("TLS is not supported by this Sepal version yet; run with --insecure behind a TLS-terminating proxy");
-        }
         if self.auth_list_public_keys.is_some() {
             bail!("--auth-list-public-keys is not supported by this Sepal version yet");
         }
@@ -113,6 +126,11 @@ impl SuperlinkArgs {
     /// Runs the SuperLink until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.check()?;
+        let tls = self.tls()?;
+        // Check the TLS files before binding anything.
+        if let Some(files) = &tls {
+            files.load()?;
+        }
         let serverappio = resolve("--serverappio-api-address", &self.serverappio_api_address).await?;
         let fleet = resolve("--fleet-api-address", &self.fleet_api_address).await?;
         let exec = resolve("--exec-api-address", &self.exec_api_address).await?;
@@ -122,12 +140,13 @@ impl SuperlinkArgs {
             IsolationArg::Subprocess => Isolation::Subprocess,
             IsolationArg::Process => Isolation::Process,
         };
-        tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, insecure)");
+        let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
+        tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");
         let wasm = WasmSettings {
             limits: self.wasm.limits(std::time::Duration::from_secs(86_400))?,
             grants: self.wasm.grants()?,
         };
-        let config = Config { serverapp_bin: self.serverapp_bin, wasm, ..Config::new(isolation) };
+        let config = Config { serverapp_bin: self.serverapp_bin, wasm, tls, ..Config::new(isolation) };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())
         } else {

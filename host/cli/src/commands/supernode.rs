@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use sepal_supernode::retry::RetryPolicy;
-use sepal_supernode::{Config, Isolation};
+use sepal_supernode::{ClientTls, Config, Isolation};
 
 use super::resolve;
 
@@ -79,11 +79,8 @@ impl SupernodeArgs {
         if self.grpc_adapter || self.rest {
             bail!("only the grpc-rere transport is supported (drop --grpc-adapter / --rest)");
         }
-        if !self.insecure {
-            bail!("TLS to the SuperLink is not supported by this Sepal version yet; pass --insecure");
-        }
-        if self.root_certificates.is_some() {
-            bail!("--root-certificates needs TLS, which this Sepal version does not support yet");
+        if self.insecure && self.root_certificates.is_some() {
+            bail!("--insecure and --root-certificates contradict each other: pass one of them");
         }
         if self.auth_supernode_private_key.is_some() || self.auth_supernode_public_key.is_some() {
             bail!(
@@ -96,6 +93,12 @@ impl SupernodeArgs {
     /// Runs the SuperNode until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         self.check()?;
+        let tls = match (&self.root_certificates, self.insecure) {
+            (Some(path), _) => ClientTls::ca_file("--root-certificates", path)?,
+            (None, true) => ClientTls::Insecure,
+            // As Flower: TLS verified against the system's root certificates.
+            (None, false) => ClientTls::SystemRoots,
+        };
         let node_config = match &self.node_config {
             Some(text) => sepal_fab::parse_config_overrides(text).context("--node-config")?,
             None => Default::default(),
@@ -106,6 +109,7 @@ impl SupernodeArgs {
             self.clientapp_timeout.map(Duration::try_from_secs_f64).transpose().context("--clientapp-timeout")?;
         let config = Config {
             superlink: self.superlink,
+            tls,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio,
             isolation: match self.isolation {
