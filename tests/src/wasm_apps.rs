@@ -7,8 +7,8 @@
 //! let app = wasm_app("hostile"); // runs tests/apps/hostile/build.sh once
 //! let fed = SepalFederation::start(1, &["--wasm-time-limit", "5"], &["--wasm-time-limit", "2"]).unwrap();
 //! let run_id = fed.submit(&app, "attack=\"fanout\"").unwrap();
-//! let (status, details) = fed.wait_finished(run_id, std::time::Duration::from_secs(60)).unwrap();
-//! println!("{status} {details}\n{}", fed.log_show(run_id).unwrap());
+//! let run = fed.wait_finished(run_id, std::time::Duration::from_secs(60)).unwrap();
+//! println!("{} {}\n{}", run.status, run.details, fed.log_show(run_id).unwrap());
 //! ```
 
 use std::collections::HashMap;
