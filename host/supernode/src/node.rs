@@ -73,6 +73,8 @@ pub enum JobError {
 struct Inner {
     node_id: u64,
     runs: HashMap<u64, RunEntry>,
+    /// FABs by hash (verified), so a FAB used by several runs is fetched once.
+    fabs: HashMap<String, Bytes>,
     job: Option<Job>,
 }
 
@@ -107,6 +109,16 @@ impl NodeState {
     /// The run, if known.
     pub fn run(&self, run_id: u64) -> Option<RunEntry> {
         self.lock().runs.get(&run_id).cloned()
+    }
+
+    /// A FAB fetched earlier, by its hash.
+    pub fn fab(&self, hash: &str) -> Option<Bytes> {
+        self.lock().fabs.get(hash).cloned()
+    }
+
+    /// Remembers a FAB whose hash was verified.
+    pub fn add_fab(&self, hash: &str, fab: Bytes) {
+        self.lock().fabs.insert(hash.to_string(), fab);
     }
 
     /// Remembers a run.

@@ -194,12 +194,19 @@ impl SuperNode {
 
     async fn fetch_run(&self, node_id: u64, run_id: u64) -> Result<RunEntry, Prepare> {
         let run = self.fleet.get_run(node_id, run_id).await?;
-        let fab = self.fleet.get_fab(node_id, &run.fab_hash, run_id).await?;
-        let actual = hex::encode(Sha256::digest(&fab));
-        if actual != run.fab_hash {
-            let why = format!("the FAB received for run {run_id} hashes to {actual}, not {}", run.fab_hash);
-            return Err(Prepare::Unusable(ExecError::Load(why)));
-        }
+        let fab = match self.state.fab(&run.fab_hash) {
+            Some(fab) => fab,
+            None => {
+                let fab = self.fleet.get_fab(node_id, &run.fab_hash, run_id).await?;
+                let actual = hex::encode(Sha256::digest(&fab));
+                if actual != run.fab_hash {
+                    let why = format!("the FAB received for run {run_id} hashes to {actual}, not {}", run.fab_hash);
+                    return Err(Prepare::Unusable(ExecError::Load(why)));
+                }
+                self.state.add_fab(&run.fab_hash, fab.clone());
+                fab
+            }
+        };
         let limits = sepal_fab::Limits::default();
         let parsed = sepal_fab::Fab::read(&fab, &limits)
             .map_err(|e| Prepare::Unusable(ExecError::Load(format!("invalid FAB: {e}"))))?;
