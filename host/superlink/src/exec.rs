@@ -15,11 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::now_iso;
 use crate::error::{reply, Error, Reply, Result};
+use crate::limits::too_large;
 use crate::link::{finished, Link};
 use crate::state::{status, NewRun, RunState};
-
-/// The largest FAB accepted (Flower's limit, 10 MiB).
-pub const FAB_MAX_SIZE: usize = 10 * 1024 * 1024;
 
 /// The `flwr` CLI compares against this exact text.
 const RUN_ID_NOT_FOUND: &str = "Run ID not found";
@@ -31,23 +29,35 @@ const LOG_RECHECK: Duration = Duration::from_secs(1);
 /// The Exec service.
 pub struct ExecService {
     link: Arc<Link>,
-    fab_max_size: usize,
 }
 
 impl ExecService {
     /// An Exec service over `link`.
     pub fn new(link: Arc<Link>) -> Self {
-        Self { link, fab_max_size: FAB_MAX_SIZE }
+        Self { link }
     }
 
     fn start_run(&self, req: pb::StartRunRequest) -> Result<pb::StartRunResponse> {
         let fab = req.fab.ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
-        if fab.content.len() > self.fab_max_size {
+        let limits = &self.link.limits;
+        if fab.content.len() > limits.max_fab_bytes {
             return Err(Error::ResourceExhausted(format!(
                 "FAB is {} bytes; the limit is {} bytes",
                 fab.content.len(),
-                self.fab_max_size
+                limits.max_fab_bytes
             )));
+        }
+        if req.override_config.len() > limits.max_run_config_entries {
+            return Err(too_large(
+                "the run config's entry count",
+                req.override_config.len(),
+                limits.max_run_config_entries,
+            ));
+        }
+        let config_bytes: usize =
+            req.override_config.iter().map(|(k, v)| k.len() + prost::Message::encoded_len(v)).sum();
+        if config_bytes > limits.max_run_config_bytes {
+            return Err(too_large("the run config, in bytes,", config_bytes, limits.max_run_config_bytes));
         }
         let hash = hex::encode(Sha256::digest(&fab.content));
         if !fab.hash_str.is_empty() && fab.hash_str != hash {

@@ -18,10 +18,12 @@ pub mod error;
 pub mod exec;
 pub mod fleet;
 pub mod launcher;
+pub mod limits;
 pub mod link;
 pub mod server;
 pub mod serverappio;
 pub mod state;
 pub mod wasm;
 
+pub use limits::Limits;
 pub use server::{serve, Config, Isolation, Listeners, ServeError, TlsError, TlsFiles};

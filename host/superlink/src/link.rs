@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
+use crate::limits::{too_large, Limits};
 use crate::state::status::{self, RunState};
 use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 
@@ -23,6 +24,8 @@ pub struct Link {
     pub objects: ObjectStore,
     /// Wake-ups for whoever waits on the state.
     pub events: Events,
+    /// How much input is accepted.
+    pub limits: Limits,
 }
 
 /// Wake-ups, so that waiters react to changes instead of polling on a timer.
@@ -54,8 +57,8 @@ impl Events {
 
 impl Link {
     /// A link over the given state with an empty object store.
-    pub fn new(state: Arc<dyn LinkState>) -> Arc<Self> {
-        Arc::new(Self { state, objects: ObjectStore::new(), events: Events::default() })
+    pub fn new(state: Arc<dyn LinkState>, limits: Limits) -> Arc<Self> {
+        Arc::new(Self { state, objects: ObjectStore::new(), events: Events::default(), limits })
     }
 
     /// The run's status, or `RunNotFound`.
@@ -121,6 +124,12 @@ impl Link {
         if messages.is_empty() {
             return Err(Error::InvalidArgument("messages_list must not be empty".into()));
         }
+        if messages.len() > self.limits.max_messages_per_push {
+            return Err(too_large("the push's message count", messages.len(), self.limits.max_messages_per_push));
+        }
+        if let Some(big) = trees.iter().map(tree_size).max().filter(|n| *n > self.limits.max_objects_per_message) {
+            return Err(too_large("a message's object count", big, self.limits.max_objects_per_message));
+        }
         if messages.len() != trees.len() {
             return Err(Error::InvalidArgument(format!(
                 "{} messages but {} object trees; each message needs its tree",
@@ -158,6 +167,13 @@ impl Link {
 
     /// Stores a pushed object; `false` when it was not expected or its hash is wrong.
     pub fn push_object(&self, object_id: &str, content: Bytes) -> Result<bool> {
+        if content.len() > self.limits.max_object_bytes {
+            return Err(too_large(
+                &format!("object {object_id}, in bytes,"),
+                content.len(),
+                self.limits.max_object_bytes,
+            ));
+        }
         match self.objects.put(object_id, content) {
             Ok(true) => {
                 Events::bump(&self.events.object_stored);
@@ -207,6 +223,11 @@ impl Link {
         let error = message.error.as_ref().map(pb::Error::from);
         Some((pb::Message { metadata: Some(wire_meta), content: None, error }, tree))
     }
+}
+
+/// The number of objects in a tree.
+fn tree_size(tree: &pb::ObjectTree) -> usize {
+    1 + tree.children.iter().map(tree_size).sum::<usize>()
 }
 
 /// Metadata of a synthetic reply to `ins`: same run, group and type, TTL = time left.

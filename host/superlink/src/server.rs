@@ -42,6 +42,12 @@ pub struct Config {
     pub wasm: WasmSettings,
     /// TLS for Fleet and Exec (`None`: plaintext, `--insecure`). ServerAppIo is always plaintext.
     pub tls: Option<TlsFiles>,
+    /// How much input is accepted where it enters.
+    pub limits: crate::limits::Limits,
+    /// `--auth-list-public-keys`: only these SuperNode keys may call Fleet (`None`: any
+    /// key with a valid signature). Not stored in the link state: it is read afresh from
+    /// the CSV at every start, which is also what Flower does in effect.
+    pub node_allowlist: Option<crate::auth::Allowlist>,
 }
 
 /// Flower's `--ssl-ca-certfile`, `--ssl-certfile` and `--ssl-keyfile` (all PEM).
@@ -118,7 +124,14 @@ impl TlsFiles {
 impl Config {
     /// A configuration with the given isolation and defaults elsewhere.
     pub fn new(isolation: Isolation) -> Self {
-        Self { isolation, serverapp_bin: "flwr-serverapp".into(), wasm: WasmSettings::default(), tls: None }
+        Self {
+            isolation,
+            serverapp_bin: "flwr-serverapp".into(),
+            wasm: WasmSettings::default(),
+            tls: None,
+            node_allowlist: None,
+            limits: Default::default(),
+        }
     }
 }
 
@@ -189,7 +202,7 @@ pub async fn serve(
     // Bad TLS files stop the start before anything runs.
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     let (mut fleet_server, mut exec_server) = (public_server(tls.as_ref())?, public_server(tls.as_ref())?);
-    let link = Link::new(state);
+    let link = Link::new(state, config.limits.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let closing = link.clone();
     tokio::spawn(async move {
@@ -222,7 +235,7 @@ pub async fn serve(
     let fleet = FleetServer::new(FleetService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let fleet = InterceptedService::new(fleet, crate::auth::interceptor);
+    let fleet = InterceptedService::new(fleet, crate::auth::FleetAuth::new(config.node_allowlist.clone()));
     let serverappio = ServerAppIoServer::new(ServerAppIoService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);

@@ -24,6 +24,10 @@ struct Link {
 }
 
 async fn start() -> Link {
+    start_with(Config::new(Isolation::Process)).await
+}
+
+async fn start_with(config: Config) -> Link {
     let any = "127.0.0.1:0".parse().unwrap();
     let listeners = Listeners::bind(any, any, any).await.unwrap();
     let (sio, fleet, exec) = (
@@ -32,7 +36,6 @@ async fn start() -> Link {
         listeners.exec.local_addr().unwrap(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config::new(Isolation::Process);
     tokio::spawn(serve(config, listeners, Arc::new(MemoryState::new()), async {
         let _ = rx.await;
     }));
@@ -364,4 +367,58 @@ impl prost::Message for RawBytes {
     fn clear(&mut self) {
         self.0.clear();
     }
+}
+
+#[tokio::test]
+async fn oversized_input_is_resource_exhausted_and_the_server_keeps_serving() {
+    let limits = sepal_superlink::Limits {
+        max_object_bytes: 1000,
+        max_objects_per_message: 3,
+        max_run_config_entries: 2,
+        ..Default::default()
+    };
+    let link = start_with(Config { limits, ..Config::new(Isolation::Process) }).await;
+    let mut exec = ExecClient::new(channel(link.exec).await);
+    let scalar = || pb::Scalar { scalar: Some(pb::scalar::Scalar::Bool(true)) };
+    let overrides = (0..3).map(|i| (format!("k{i}"), scalar())).collect();
+    let res = exec
+        .start_run(pb::StartRunRequest { fab: Some(fab()), override_config: overrides, ..Default::default() })
+        .await;
+    assert_status(res, Code::ResourceExhausted, "the limit is 2");
+
+    let run_id = running_run(&link).await;
+    let mut client = fleet(link.fleet, new_key()).await;
+    let node_id = client
+        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+    let mut sio = ServerAppIoClient::new(channel(link.sio).await);
+
+    let (msg, mut tree) = instruction(run_id, node_id);
+    tree.children = (0..4).map(|i| pb::ObjectTree { object_id: format!("{i:064x}"), children: vec![] }).collect();
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![msg.clone()],
+        message_object_trees: vec![tree],
+        ..Default::default()
+    };
+    assert_status(sio.push_messages(req).await, Code::ResourceExhausted, "the limit is 3");
+
+    let (_, tree) = instruction(run_id, node_id);
+    let req = pb::PushAppMessagesRequest {
+        run_id,
+        messages_list: vec![msg],
+        message_object_trees: vec![tree],
+        ..Default::default()
+    };
+    sio.push_messages(req).await.unwrap();
+    let big = pb::PushObjectRequest { node: node(1), run_id, object_id: "a".repeat(64), object_content: vec![0; 2000] };
+    assert_status(sio.push_object(big).await, Code::ResourceExhausted, "the limit is 1000");
+
+    let healthy = sio.pull_object(pb::PullObjectRequest { node: node(1), run_id, object_id: "a".repeat(64) }).await;
+    assert!(healthy.unwrap().into_inner().object_found, "the preregistered object is still there");
 }

@@ -52,17 +52,38 @@ pub enum Error {
     Link(#[from] tonic::Status),
 }
 
-/// Binds the ClientAppIo address and runs a SuperNode until `shutdown`.
+/// Binds the ClientAppIo address and runs a SuperNode (with a fresh key) until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    run_signed(config, signer::Signer::fresh(), shutdown).await
+}
+
+/// As [`run`], signing Fleet requests with `signer` (the node's own key pair, e.g.
+/// from `--auth-supernode-private-key/-public-key`).
+pub async fn run_signed(
+    config: Config,
+    signer: signer::Signer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let listener = TcpListener::bind(config.clientappio)
         .await
         .map_err(|source| Error::Bind { addr: config.clientappio, source })?;
-    serve(config, listener, shutdown).await
+    serve_signed(config, signer, listener, shutdown).await
 }
 
-/// Runs a SuperNode with ClientAppIo on an already bound listener until `shutdown`.
+/// Runs a SuperNode (with a fresh key) with ClientAppIo on an already bound listener
+/// until `shutdown`.
 pub async fn serve(
     config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve_signed(config, signer::Signer::fresh(), listener, shutdown).await
+}
+
+/// As [`serve`], signing Fleet requests with `signer`.
+pub async fn serve_signed(
+    config: Config,
+    signer: signer::Signer,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -93,7 +114,7 @@ pub async fn serve(
             )),
         }),
     };
-    let fleet = fleet::Fleet::new(&config.superlink, &config.tls, signer::Signer::fresh(), config.retry)?;
+    let fleet = fleet::Fleet::new(&config.superlink, &config.tls, signer, config.retry)?;
 
     let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)

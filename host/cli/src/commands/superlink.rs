@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
+use sepal_superlink::auth::Allowlist;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
@@ -105,9 +106,6 @@ impl SuperlinkArgs {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if self.auth_list_public_keys.is_some() {
-            bail!("--auth-list-public-keys is not supported by this Sepal version yet");
-        }
         if self.fleet_api_type != "grpc-rere" {
             bail!("--fleet-api-type {:?}: only grpc-rere is supported", self.fleet_api_type);
         }
@@ -127,6 +125,14 @@ impl SuperlinkArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         self.check()?;
         let tls = self.tls()?;
+        let node_allowlist = match &self.auth_list_public_keys {
+            Some(path) => {
+                let list = Allowlist::from_csv_file(path).context("--auth-list-public-keys")?;
+                tracing::info!(keys = list.len(), file = %path.display(), "only listed SuperNode keys may call Fleet");
+                Some(list)
+            }
+            None => None,
+        };
         // Check the TLS files before binding anything.
         if let Some(files) = &tls {
             files.load()?;
@@ -146,7 +152,7 @@ impl SuperlinkArgs {
             limits: self.wasm.limits(std::time::Duration::from_secs(86_400))?,
             grants: self.wasm.grants()?,
         };
-        let config = Config { serverapp_bin: self.serverapp_bin, wasm, tls, ..Config::new(isolation) };
+        let config = Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, ..Config::new(isolation) };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())
         } else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use sepal_supernode::retry::RetryPolicy;
+use sepal_supernode::signer::Signer;
 use sepal_supernode::{ClientTls, Config, Isolation};
 
 use super::resolve;
@@ -82,10 +83,8 @@ impl SupernodeArgs {
         if self.insecure && self.root_certificates.is_some() {
             bail!("--insecure and --root-certificates contradict each other: pass one of them");
         }
-        if self.auth_supernode_private_key.is_some() || self.auth_supernode_public_key.is_some() {
-            bail!(
-                "--auth-supernode-private-key/--auth-supernode-public-key are not supported by this Sepal version yet"
-            );
+        if self.auth_supernode_private_key.is_some() != self.auth_supernode_public_key.is_some() {
+            bail!("--auth-supernode-private-key and --auth-supernode-public-key go together: pass both or neither");
         }
         Ok(())
     }
@@ -98,6 +97,15 @@ impl SupernodeArgs {
             (None, true) => ClientTls::Insecure,
             // As Flower: TLS verified against the system's root certificates.
             (None, false) => ClientTls::SystemRoots,
+        };
+        // Without the flags a fresh key is made per start, as Flower does.
+        let signer = match (&self.auth_supernode_private_key, &self.auth_supernode_public_key) {
+            (Some(private), Some(public)) => {
+                let signer = Signer::from_openssh(private, public)?;
+                tracing::info!(public_key = %public.display(), "signing Fleet requests with the given key pair");
+                signer
+            }
+            _ => Signer::fresh(),
         };
         let node_config = match &self.node_config {
             Some(text) => sepal_fab::parse_config_overrides(text).context("--node-config")?,
@@ -123,7 +131,7 @@ impl SupernodeArgs {
             wasm_limits: self.wasm.limits(Duration::from_secs(600))?,
             wasm_grants: self.wasm.grants()?,
         };
-        sepal_supernode::run(config, crate::shutdown::signal()).await?;
+        sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;
         Ok(())
     }
 }

@@ -1,0 +1,38 @@
+//! How much input the SuperLink accepts where it enters. Each refusal is a
+//! RESOURCE_EXHAUSTED status that names the size and the limit; the server keeps serving.
+
+/// Size limits on requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest FAB accepted by StartRun (Flower: 10 MiB).
+    pub max_fab_bytes: usize,
+    /// Largest single object (an array chunk is at most 20 MiB in Flower 1.20; other
+    /// objects are small unless a record holds huge lists).
+    pub max_object_bytes: usize,
+    /// Most objects in one message's tree.
+    pub max_objects_per_message: usize,
+    /// Most messages in one push.
+    pub max_messages_per_push: usize,
+    /// Most run-config overrides in one StartRun.
+    pub max_run_config_entries: usize,
+    /// Largest encoded run-config overrides in one StartRun.
+    pub max_run_config_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_fab_bytes: 10 * 1024 * 1024,
+            max_object_bytes: 256 * 1024 * 1024,
+            max_objects_per_message: 100_000,
+            max_messages_per_push: 100_000,
+            max_run_config_entries: 1_000,
+            max_run_config_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The RESOURCE_EXHAUSTED error for `what` of `size` over `limit`.
+pub(crate) fn too_large(what: &str, size: usize, limit: usize) -> crate::error::Error {
+    crate::error::Error::ResourceExhausted(format!("{what} is {size}; the limit is {limit}"))
+}
