@@ -58,6 +58,7 @@ impl FleetService {
             state.delete_node(node_id)?;
             return Err(e.into());
         }
+        self.link.node_changed();
         tracing::info!(node_id, "node created");
         Ok(pb::CreateNodeResponse { node: Some(pb::Node { node_id }) })
     }
@@ -65,6 +66,7 @@ impl FleetService {
     fn delete_node(&self, req: Request<pb::DeleteNodeRequest>) -> Result<pb::DeleteNodeResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         self.link.state.delete_node(node_id)?;
+        self.link.node_changed();
         tracing::info!(node_id, "node deleted");
         Ok(pb::DeleteNodeResponse {})
     }

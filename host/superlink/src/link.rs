@@ -37,6 +37,8 @@ pub struct Events {
     pub run_changed: watch::Sender<u64>,
     /// An instruction or reply was stored.
     pub message_stored: watch::Sender<u64>,
+    /// A node registered or left.
+    pub node_changed: watch::Sender<u64>,
     /// A pushed object was stored (a reply's upload progressed).
     pub object_stored: watch::Sender<u64>,
     /// The SuperLink is shutting down: held calls and log streams end now.
@@ -108,6 +110,11 @@ impl Link {
         self.state.add_log(run_id, text)?;
         Events::bump(&self.events.run_changed);
         Ok(())
+    }
+
+    /// Records that a node registered or left (wakes waiters on nodes).
+    pub fn node_changed(&self) {
+        Events::bump(&self.events.node_changed);
     }
 
     /// Records that a message was stored (wakes waiters on messages).

@@ -21,6 +21,10 @@ use crate::state::{status, RunState, StoredMessage};
 /// The heartbeat interval declared for an in-process ServerApp (Flower's default).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often a waiting `send-and-receive` re-checks time-based outcomes (a node whose
+/// heartbeats lapsed, an expired message), which no event announces.
+const LIVENESS_RECHECK: Duration = Duration::from_secs(1);
+
 /// How long a pulled reply may take to finish uploading its objects.
 const OBJECT_WAIT: Duration = Duration::from_secs(300);
 
@@ -105,6 +109,7 @@ impl LinkGrid {
 
     async fn send_and_receive(&self, messages: Vec<Vec<u8>>, timeout: Duration) -> Result<Vec<Vec<u8>>, GridError> {
         let mut stored = self.link.events.message_stored.subscribe();
+        let mut nodes = self.link.events.node_changed.subscribe();
         let mut pending: Vec<String> = self.push(messages).await?.into_iter().filter(|id| !id.is_empty()).collect();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut replies = Vec::new();
@@ -113,8 +118,16 @@ impl LinkGrid {
                 pending.retain(|p| *p != id);
                 replies.push(reply);
             }
-            if pending.is_empty() || tokio::time::timeout_at(deadline, stored.changed()).await.is_err() {
+            if pending.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(replies);
+            }
+            // A reply arrives, a node leaves, or (time-based) a node's liveness or a
+            // message's TTL lapses: the last has no event, so re-check on a short tick.
+            tokio::select! {
+                _ = stored.changed() => {}
+                _ = nodes.changed() => {}
+                _ = tokio::time::sleep(LIVENESS_RECHECK) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
