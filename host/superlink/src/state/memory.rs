@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rand::Rng;
 use sepal_proto::pb;
 
-use super::status::{self, is_valid_transition, RunState};
+use super::status::{self, RunState};
 use super::{
     check_reply, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
     StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
@@ -196,24 +196,7 @@ impl LinkState for MemoryState {
     fn update_run_status(&self, run_id: u64, new: pb::RunStatus) -> StateResult<bool> {
         let mut inner = self.lock();
         let entry = inner.run_mut(run_id)?;
-        let current = entry.run.status.clone().unwrap_or_default();
-        if !is_valid_transition(&current, &new) {
-            let (from, to) = (status::display(&current), status::display(&new));
-            tracing::warn!(run_id, %from, %to, "invalid run status transition ignored");
-            return Ok(false);
-        }
-        let now = now_iso();
-        match RunState::parse(&new.status) {
-            Some(RunState::Starting) => entry.run.starting_at = now,
-            Some(RunState::Running) => entry.run.running_at = now,
-            Some(RunState::Finished) => entry.run.finished_at = now,
-            _ => {}
-        }
-        if matches!(RunState::parse(&new.status), Some(RunState::Starting | RunState::Running)) {
-            entry.active_until = HEARTBEAT_NEVER;
-        }
-        entry.run.status = Some(new);
-        Ok(true)
+        Ok(status::apply_transition(&mut entry.run, &mut entry.active_until, new))
     }
 
     fn claim_pending_run(&self) -> StateResult<Option<u64>> {

@@ -51,7 +51,7 @@ use rand::Rng;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sepal_proto::pb;
 
-use super::status::{self, is_valid_transition, RunState};
+use super::status::{self, RunState};
 use super::{
     check_reply, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
     StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
@@ -600,23 +600,9 @@ impl LinkState for SqliteState {
     fn update_run_status(&self, run_id: u64, new: pb::RunStatus) -> StateResult<bool> {
         self.write(Commit::Durable, |conn| {
             let mut row = live_run(conn, run_id)?.ok_or(StateError::RunNotFound(run_id))?;
-            let current = row.run.status.clone().unwrap_or_default();
-            if !is_valid_transition(&current, &new) {
-                let (from, to) = (status::display(&current), status::display(&new));
-                tracing::warn!(run_id, %from, %to, "invalid run status transition ignored");
+            if !status::apply_transition(&mut row.run, &mut row.active_until, new) {
                 return Ok(false);
             }
-            let now = now_iso();
-            match RunState::parse(&new.status) {
-                Some(RunState::Starting) => row.run.starting_at = now,
-                Some(RunState::Running) => row.run.running_at = now,
-                Some(RunState::Finished) => row.run.finished_at = now,
-                _ => {}
-            }
-            if matches!(RunState::parse(&new.status), Some(RunState::Starting | RunState::Running)) {
-                row.active_until = HEARTBEAT_NEVER;
-            }
-            row.run.status = Some(new);
             save_run(conn, &row)?;
             Ok(true)
         })

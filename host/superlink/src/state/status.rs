@@ -83,6 +83,30 @@ pub fn is_valid_transition(current: &pb::RunStatus, new: &pb::RunStatus) -> bool
     }
 }
 
+/// Applies `new` to a run if Flower's rules allow it: stamps the matching timestamp and,
+/// on entering starting or running, clears the heartbeat deadline (`active_until`). Returns
+/// whether it did. Shared by every backend.
+pub(crate) fn apply_transition(run: &mut pb::Run, active_until: &mut f64, new: pb::RunStatus) -> bool {
+    let current = run.status.clone().unwrap_or_default();
+    if !is_valid_transition(&current, &new) {
+        let (from, to) = (display(&current), display(&new));
+        tracing::warn!(run_id = run.run_id, %from, %to, "invalid run status transition ignored");
+        return false;
+    }
+    let now = crate::clock::now_iso();
+    match RunState::parse(&new.status) {
+        Some(RunState::Starting) => run.starting_at = now,
+        Some(RunState::Running) => run.running_at = now,
+        Some(RunState::Finished) => run.finished_at = now,
+        _ => {}
+    }
+    if matches!(RunState::parse(&new.status), Some(RunState::Starting | RunState::Running)) {
+        *active_until = super::HEARTBEAT_NEVER;
+    }
+    run.status = Some(new);
+    true
+}
+
 /// A `RunStatus` value.
 pub fn status(status: &str, sub_status: &str, details: &str) -> pb::RunStatus {
     pb::RunStatus { status: status.to_string(), sub_status: sub_status.to_string(), details: details.to_string() }
