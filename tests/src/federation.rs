@@ -62,6 +62,9 @@ pub struct FederationBuilder {
     supernode_overrides: Vec<(usize, Impl)>,
     /// TLS on Fleet and Exec instead of `--insecure`.
     tls: Option<TlsFiles>,
+    /// `(what SuperNodes dial, where the SuperLink serves Fleet)`, for something of the
+    /// caller's in between (e.g. a proxy).
+    fleet_via: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// PEM files for a TLS federation: the CA that signed the SuperLink's certificate, and the
@@ -89,6 +92,7 @@ impl Default for FederationBuilder {
             env: Vec::new(),
             supernode_overrides: Vec::new(),
             tls: None,
+            fleet_via: None,
         }
     }
 }
@@ -143,6 +147,13 @@ impl FederationBuilder {
         self.tls = Some(files);
         self
     }
+    /// Puts something of the caller's between the SuperNodes and the Fleet API: the
+    /// SuperLink serves Fleet on `superlink` and SuperNodes dial `supernodes` (e.g. a
+    /// proxy that forwards to `superlink`).
+    pub fn fleet_via(mut self, supernodes: SocketAddr, superlink: SocketAddr) -> Self {
+        self.fleet_via = Some((supernodes, superlink));
+        self
+    }
     /// An extra environment variable for every process of the federation.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
@@ -164,7 +175,7 @@ impl FederationBuilder {
         let n = self.supernodes;
         let mut fed = Federation {
             serverappio: free_addr(),
-            fleet: free_addr(),
+            fleet: self.fleet_via.map_or_else(free_addr, |(_, superlink)| superlink),
             exec: free_addr(),
             clientappio: (0..n).map(|_| free_addr()).collect(),
             spec: self,
@@ -307,13 +318,31 @@ impl Federation {
         self.start_superlink()
     }
 
+    /// Stops SuperNode `i` (SIGTERM, then SIGKILL after the grace period) and starts it again
+    /// with the same ports, node config and arguments; it registers as a new node.
+    pub fn restart_supernode(&mut self, i: usize) -> Result<()> {
+        let mut old = self.supernodes.remove(i);
+        old.stop(STOP_GRACE);
+        let n = (1..).find(|k| !self.log_dir().join(format!("supernode-{i}.{k}.log")).exists()).unwrap_or(0);
+        let _ = std::fs::rename(old.log_path(), self.log_dir().join(format!("supernode-{i}.{n}.log")));
+        drop(old);
+        let p = self.spawn_supernode(i)?;
+        self.supernodes.insert(i, p);
+        self.supernodes[i].wait_for_port(self.clientappio[i], START_TIMEOUT)
+    }
+
     /// A `flwr` CLI bound to a fresh copy of `examples/<example>` whose `pyproject.toml`
     /// gained the federation `sepal-test` pointing at this SuperLink's Exec API (with
     /// `root-certificates` in a TLS federation, else `insecure = true`).
     pub fn flwr(&self, example: &str) -> Result<Flwr> {
+        self.flwr_app(&crate::example_dir(example))
+    }
+
+    /// [`Federation::flwr`] for any app directory `src` (copied, federation added).
+    pub fn flwr_app(&self, src: &Path) -> Result<Flwr> {
         let dest = self.dir().join("apps");
         let ca = self.spec.tls.as_ref().map(|t| t.ca.as_path());
-        let flwr = Flwr::for_example_with_ca(example, &dest, self.exec, self.env_for("flwr-cli"), ca)?;
+        let flwr = Flwr::for_app_with_ca(src, &dest, self.exec, self.env_for("flwr-cli"), ca)?;
         Ok(flwr
             .with_watch(SuperLinkWatch { pid: self.superlink_pid.clone(), log: self.log_dir().join("superlink.log") }))
     }
@@ -389,6 +418,13 @@ impl Federation {
     }
 
     fn start_supernode(&mut self, i: usize) -> Result<()> {
+        let mut p = self.spawn_supernode(i)?;
+        let res = p.wait_for_port(self.clientappio[i], START_TIMEOUT);
+        self.supernodes.push(p);
+        res
+    }
+
+    fn spawn_supernode(&self, i: usize) -> Result<Proc> {
         let name = format!("supernode-{i}");
         let n = self.spec.supernodes;
         let imp =
@@ -398,8 +434,9 @@ impl Federation {
             Some(t) => cmd.arg("--root-certificates").arg(&t.ca),
             None => cmd.arg("--insecure"),
         };
+        let fleet = self.spec.fleet_via.map_or(self.fleet, |(supernodes, _)| supernodes);
         cmd.arg("--superlink")
-            .arg(self.fleet.to_string())
+            .arg(fleet.to_string())
             .arg("--clientappio-api-address")
             .arg(self.clientappio[i].to_string())
             .arg("--node-config")
@@ -408,10 +445,7 @@ impl Federation {
             cmd.args(["--isolation", "process"]);
         }
         cmd.args(&self.spec.supernode_args);
-        let mut p = self.spawn(&name, cmd)?;
-        let res = p.wait_for_port(self.clientappio[i], START_TIMEOUT);
-        self.supernodes.push(p);
-        res
+        self.spawn(&name, cmd)
     }
 
     fn start_serverapp(&mut self) -> Result<()> {

@@ -147,12 +147,23 @@ impl Flwr {
         env: Vec<(OsString, OsString)>,
         ca: Option<&Path>,
     ) -> Result<Flwr> {
-        let src = crate::example_dir(example);
+        Self::for_app_with_ca(&crate::example_dir(example), dest_parent, exec, env, ca)
+    }
+
+    /// [`Flwr::for_example_with_ca`] for any app directory `src` (e.g. a benchmark app).
+    pub fn for_app_with_ca(
+        src: &Path,
+        dest_parent: &Path,
+        exec: SocketAddr,
+        env: Vec<(OsString, OsString)>,
+        ca: Option<&Path>,
+    ) -> Result<Flwr> {
+        let name = src.file_name().map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
         let dest = (0..)
-            .map(|i| if i == 0 { dest_parent.join(example) } else { dest_parent.join(format!("{example}-{i}")) })
+            .map(|i| if i == 0 { dest_parent.join(&name) } else { dest_parent.join(format!("{name}-{i}")) })
             .find(|d| !d.exists())
             .expect("some free directory name");
-        copy_dir(&src, &dest).with_context(|| format!("copying {}", src.display()))?;
+        copy_dir(src, &dest).with_context(|| format!("copying {}", src.display()))?;
         let security = match ca {
             None => "insecure = true".to_string(),
             Some(ca) => {
@@ -344,7 +355,8 @@ fn parse_runs(v: &Value) -> Result<Vec<RunInfo>> {
 }
 
 /// ListRuns for one run; over TLS verified with `ca` when given.
-fn list_run(exec: SocketAddr, run_id: u64, ca: Option<&Path>) -> Result<sepal_proto::pb::Run> {
+/// The run as the Exec API's `ListRuns` returns it (over TLS when `ca` is given).
+pub fn list_run(exec: SocketAddr, run_id: u64, ca: Option<&Path>) -> Result<sepal_proto::pb::Run> {
     use sepal_proto::pb::{exec_client::ExecClient, ListRunsRequest};
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
     let endpoint = match ca {

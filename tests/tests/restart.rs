@@ -1,6 +1,7 @@
-//! A SuperLink with `--database` is stopped in the middle of a run and started again on
-//! the same file: the interrupted run reaches a final status, earlier runs are still
-//! listed with their logs, and the SuperNodes carry on as the same nodes.
+//! Restarts in the middle of a run. A SuperLink with `--database` is stopped and started
+//! again on the same file: the interrupted run reaches a final status, earlier runs are
+//! still listed with their logs, and the SuperNodes carry on as the same nodes. A SuperNode
+//! is stopped and started again while it works: it rejoins and the run completes.
 
 use std::time::Duration;
 
@@ -50,4 +51,29 @@ fn a_superlink_restarted_mid_run_keeps_runs_logs_and_nodes() {
             assert!(!log.contains("registering again"), "{name} lost its node id:\n{log}");
         }
     }
+}
+
+#[test]
+fn a_supernode_restarted_mid_run_rejoins_and_the_run_completes() {
+    let app = quickstart();
+    let mut fed = Federation::builder().superlink(Impl::Sepal).supernode(Impl::Sepal).start().unwrap();
+    let flwr = fed.flwr(EXAMPLE).unwrap();
+    // Long enough to outlast the restarts; a reply lost with the node must not hold a round
+    // until its (default, 600 s) timeout.
+    let run = sepal_run(fed.exec_addr(), &app, "num-server-rounds=40").unwrap();
+    flwr.wait_for_status(run, |s| s == "running", RUN_TIMEOUT).unwrap();
+
+    // Stop node 1 at different points of its work (receiving, training, uploading a reply,
+    // idle between rounds): each time it comes back as a new node.
+    for pause in [400, 900, 250, 1300] {
+        std::thread::sleep(Duration::from_millis(pause));
+        assert_eq!(flwr.status(run).unwrap(), "running", "the run ended before the restarts were done");
+        fed.restart_supernode(1).unwrap();
+    }
+
+    flwr.wait_for_status(run, |s| s == "finished:completed", Duration::from_secs(240)).unwrap();
+    let log = flwr.log_show(run).unwrap();
+    assert!(log.contains("quickstart finished: 40 rounds"), "{log}");
+    let node_log = fed.logs().into_iter().find(|(name, _)| name == "supernode-1").unwrap().1;
+    assert!(node_log.contains("registered with the SuperLink"), "the restarted node did not rejoin:\n{node_log}");
 }
