@@ -46,23 +46,28 @@ pub const HOST_SECRET: (&str, &str) = ("SEPAL_TEST_HOST_SECRET", "the-host-envir
 /// concurrent callers wait for the first build. Panics with the build's output if it
 /// fails.
 pub fn wasm_app(name: &str) -> PathBuf {
+    wasm_app_at(&repo_root().join("tests").join("apps").join(name))
+}
+
+/// [`wasm_app`] for an app source directory anywhere (its `build.sh` assembles
+/// `<src>/target/app`), e.g. a benchmark's app.
+pub fn wasm_app_at(src: &Path) -> PathBuf {
     type Built = Result<PathBuf, String>;
-    static BUILT: OnceLock<Mutex<HashMap<String, &'static OnceLock<Built>>>> = OnceLock::new();
+    static BUILT: OnceLock<Mutex<HashMap<PathBuf, &'static OnceLock<Built>>>> = OnceLock::new();
     let cell: &'static OnceLock<Built> = {
         let mut map = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(name.to_string()).or_insert_with(|| Box::leak(Box::new(OnceLock::new())))
+        map.entry(src.to_path_buf()).or_insert_with(|| Box::leak(Box::new(OnceLock::new())))
     };
-    match cell.get_or_init(|| build(name).map_err(|e| format!("{e:#}"))) {
+    match cell.get_or_init(|| build(src).map_err(|e| format!("{e:#}"))) {
         Ok(dir) => dir.clone(),
-        Err(e) => panic!("building the Wasm app {name:?} failed: {e}"),
+        Err(e) => panic!("building the Wasm app {} failed: {e}", src.display()),
     }
 }
 
-fn build(name: &str) -> Result<PathBuf> {
-    let src = repo_root().join("tests").join("apps").join(name);
+fn build(src: &Path) -> Result<PathBuf> {
     let out = src.join("target").join("app");
     let mut cmd = Command::new(src.join("build.sh"));
-    cmd.arg(&out).current_dir(&src);
+    cmd.arg(&out).current_dir(src);
     // Flags of an enclosing cargo build are not the guest's.
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
         cmd.env_remove(var);
@@ -77,7 +82,7 @@ fn build(name: &str) -> Result<PathBuf> {
             bail!("{} did not produce {}", src.join("build.sh").display(), out.join(file).display());
         }
     }
-    eprintln!("built the Wasm app {name} in {:?}", started.elapsed());
+    eprintln!("built the Wasm app {} in {:?}", src.display(), started.elapsed());
     Ok(out)
 }
 

@@ -343,7 +343,8 @@ mod tests {
     /// The node's reply: its message is stored at the SuperLink, its objects are not uploaded.
     /// Returns the reply's objects as the node holds them.
     fn store_reply_without_objects(grid: &LinkGrid, node: u64, ins: &pb::Message) -> ObjectStore {
-        let content = RecordDict::new().with("config", ConfigRecord::new().with("loss", ConfigValue::Double(1.5)).into());
+        let content =
+            RecordDict::new().with("config", ConfigRecord::new().with("loss", ConfigValue::Double(1.5)).into());
         let mut reply = Message::with_content(Metadata::default(), content);
         route_reply(&mut reply, ins.metadata.as_ref().unwrap(), node);
         let on_node = ObjectStore::new();

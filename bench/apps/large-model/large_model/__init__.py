@@ -1,0 +1,1 @@
+"""large-model: one large ArrayRecord to every node and back (Sepal's large-model benchmark)."""

@@ -1,0 +1,216 @@
+//! Large model: one ArrayRecord of `size-mib` MiB (1 GiB in the full run) sent to 2 nodes
+//! and back through the SuperLink, on Python Flower and on Sepal.
+//!
+//! Each implementation gets a fresh federation (SuperLink + 2 SuperNodes, subprocess
+//! isolation) running the same Python app (`bench/apps/large-model`, spawned as
+//! `flwr-serverapp` / `flwr-clientapp` by either implementation). The figures are the run's
+//! wall time from the SuperLink's own timestamps, the ServerApp's `send_and_receive` time,
+//! and CPU time and peak RSS of the SuperLink and SuperNode daemons (not of the app
+//! processes, which are the same Python code in both).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sepal_tests::{flwr::list_run, Federation, Impl, Isolation};
+
+use crate::measure::{proc_usage, ProcUsage};
+use crate::report::{fmt_bytes, fmt_duration, fmt_ratio};
+use crate::{Opts, Report, Table};
+
+/// Array size of the smoke run and of the full run (MiB).
+const SMOKE_MIB: u64 = 8;
+const FULL_MIB: u64 = 1024;
+
+/// Bound on the run (submit to finished) in smoke and full mode.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(120);
+const FULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How long the ServerApp's `LARGE` line may take to show in `flwr log` after the run ended.
+const LOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one implementation's run measured.
+#[derive(Clone, Debug)]
+struct Measured {
+    /// SuperLink timestamps: `pending_at` (StartRun) to `finished_at`.
+    wall: Duration,
+    /// The ServerApp's own `send_and_receive` time.
+    roundtrip: Duration,
+    superlink: ProcUsage,
+    /// One per SuperNode.
+    supernodes: Vec<ProcUsage>,
+}
+
+impl Measured {
+    fn supernode_peak_rss(&self) -> u64 {
+        self.supernodes.iter().map(|u| u.peak_rss).max().unwrap_or(0)
+    }
+    fn supernode_cpu(&self) -> Duration {
+        self.supernodes.iter().map(|u| u.cpu).sum()
+    }
+}
+
+/// Runs the scenario.
+pub fn run(opts: &Opts) -> Result<Report> {
+    let (size_mib, timeout) = if opts.smoke { (SMOKE_MIB, SMOKE_TIMEOUT) } else { (FULL_MIB, FULL_TIMEOUT) };
+    let flower = measure(Impl::Python, size_mib, timeout).context("Python Flower run")?;
+    let sepal = measure(Impl::Sepal, size_mib, timeout).context("Sepal run")?;
+
+    let mut report = Report::new(
+        "large-model",
+        &format!("Large model: a {} ArrayRecord to 2 nodes and back", fmt_bytes(size_mib << 20)),
+        String::new(),
+    );
+    report.tables.push((String::new(), table(&flower, &sepal)));
+    report.notes = notes(size_mib, &flower, &sepal);
+    Ok(report)
+}
+
+fn table(flower: &Measured, sepal: &Measured) -> Table {
+    let mut t = Table::new(&[
+        "",
+        "Wall time",
+        "App round-trip",
+        "SuperLink peak RSS",
+        "SuperNode peak RSS (max of 2)",
+        "SuperLink CPU",
+        "SuperNodes CPU (sum of 2)",
+    ]);
+    for (name, m) in [("Flower 1.20.0", flower), ("Sepal", sepal)] {
+        t.row(vec![
+            name.to_string(),
+            fmt_duration(m.wall),
+            fmt_duration(m.roundtrip),
+            fmt_bytes(m.superlink.peak_rss),
+            fmt_bytes(m.supernode_peak_rss()),
+            fmt_duration(m.superlink.cpu),
+            fmt_duration(m.supernode_cpu()),
+        ]);
+    }
+    let secs = |f: fn(&Measured) -> Duration| fmt_ratio(f(flower).as_secs_f64(), f(sepal).as_secs_f64());
+    let bytes = |f: fn(&Measured) -> u64| fmt_ratio(f(flower) as f64, f(sepal) as f64);
+    t.row(vec![
+        "Flower / Sepal".to_string(),
+        secs(|m| m.wall),
+        secs(|m| m.roundtrip),
+        bytes(|m| m.superlink.peak_rss),
+        bytes(Measured::supernode_peak_rss),
+        secs(|m| m.superlink.cpu),
+        secs(Measured::supernode_cpu),
+    ]);
+    t
+}
+
+fn notes(size_mib: u64, flower: &Measured, sepal: &Measured) -> Vec<String> {
+    let mut notes = vec![
+        format!(
+            "One run per implementation on a fresh federation (SuperLink + 2 SuperNodes, subprocess \
+             isolation), both running the same Python app `bench/apps/large-model`: the ServerApp sends \
+             one {} float32 array (seeded random data, so no 20 MiB chunk is deduplicated) in one `train` \
+             message to each node with a single `send_and_receive`; each ClientApp replies with the array \
+             plus `partition-id + 1`; the ServerApp checks every element of both replies.",
+            fmt_bytes(size_mib << 20)
+        ),
+        "Wall time: the SuperLink's own run timestamps, `pending_at` (StartRun) to `finished_at`; it \
+         includes starting the Python ServerApp and ClientApps and creating and checking the array. \
+         App round-trip: the ServerApp's own clock around `send_and_receive` (serialising and pushing \
+         the messages, the nodes pulling them, the ClientApps' work, the replies coming back)."
+            .to_string(),
+        "Peak RSS (`VmHWM`) and CPU time (user + system) are of the SuperLink and SuperNode daemon \
+         processes only, read from `/proc` after the run finished and before the federation is stopped; \
+         the ServerApp and ClientApp processes are the same Python code in both and are not counted."
+            .to_string(),
+        "There is no Wasm variant: a wasm32 app has a 4 GiB address space and could not hold the \
+         array, its serialised copy and the replies."
+            .to_string(),
+    ];
+    let slower = [
+        ("wall time", flower.wall < sepal.wall),
+        ("app round-trip", flower.roundtrip < sepal.roundtrip),
+        ("SuperLink peak RSS", flower.superlink.peak_rss < sepal.superlink.peak_rss),
+        ("SuperNode peak RSS", flower.supernode_peak_rss() < sepal.supernode_peak_rss()),
+        ("SuperLink CPU", flower.superlink.cpu < sepal.superlink.cpu),
+        ("SuperNode CPU", flower.supernode_cpu() < sepal.supernode_cpu()),
+    ];
+    let behind: Vec<&str> = slower.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect();
+    if !behind.is_empty() {
+        notes.push(format!("Sepal is not ahead of Flower here on: {}.", behind.join(", ")));
+    }
+    notes
+}
+
+/// One run of the app on a fresh federation of `imp` components.
+fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
+    let mut fed = Federation::builder()
+        .superlink(imp)
+        .supernode(imp)
+        .supernodes(2)
+        .isolation(Isolation::Subprocess)
+        .start()
+        .context("starting the federation")?;
+    let flwr = fed.flwr_app(&app_dir())?;
+    let run_id = flwr.run(&["--run-config", &format!("size-mib={size_mib}")])?;
+    flwr.wait_for_status(run_id, |s| s == "finished:completed", timeout)?;
+
+    // The daemons' counters, before anything is stopped.
+    let superlink = proc_usage(fed.superlink_proc().context("no SuperLink process")?.pid())?;
+    let supernodes = fed.supernode_procs().iter().map(|p| proc_usage(p.pid())).collect::<Result<Vec<_>>>()?;
+
+    let run = list_run(fed.exec_addr(), run_id, None)?;
+    let wall = span(&run.pending_at, &run.finished_at)?;
+    let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
+        large_line(&flwr.log_show(run_id)?).transpose()
+    })?;
+    Ok(Measured { wall, roundtrip, superlink, supernodes })
+}
+
+/// `bench/apps/large-model`.
+fn app_dir() -> PathBuf {
+    sepal_tests::repo_root().join("bench").join("apps").join("large-model")
+}
+
+/// The time between two ISO 8601 timestamps of the SuperLink (`2025-01-02T03:04:05.678+00:00`).
+fn span(from: &str, to: &str) -> Result<Duration> {
+    let parse = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s).with_context(|| format!("run timestamp {s:?} is not RFC 3339"))
+    };
+    let d = parse(to)? - parse(from)?;
+    d.to_std().with_context(|| format!("run finished ({to}) before it was submitted ({from})"))
+}
+
+/// The round-trip time from the ServerApp's `LARGE roundtrip_s=… ok=… nodes=…` line in `log`;
+/// `None` while there is no such line, an error if the line reports bad replies.
+fn large_line(log: &str) -> Option<Result<Duration>> {
+    let line = log.lines().rev().find_map(|l| l.find("LARGE roundtrip_s=").map(|i| &l[i..]))?;
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+    Some((|| {
+        let secs: f64 = field("roundtrip_s").context("no roundtrip_s")?.parse().context("roundtrip_s")?;
+        let (ok, nodes) = (field("ok").context("no ok")?, field("nodes").context("no nodes")?);
+        if ok != nodes {
+            bail!("only {ok} of {nodes} replies were correct: {line}");
+        }
+        Duration::try_from_secs_f64(secs).with_context(|| format!("bad roundtrip_s in {line}"))
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_large_line_is_parsed_from_a_log() {
+        let log = "INFO : Starting\nwarming up\n\u{1b}[0mLARGE roundtrip_s=12.345 ok=2 nodes=2 size_mib=8\nbye\n";
+        assert_eq!(large_line(log).unwrap().unwrap(), Duration::from_millis(12_345));
+        assert!(large_line("no such line\n").is_none());
+        assert!(large_line("LARGE roundtrip_s=1.0 ok=1 nodes=2 size_mib=8").unwrap().is_err());
+        assert!(large_line("LARGE roundtrip_s=x ok=2 nodes=2").unwrap().is_err());
+    }
+
+    #[test]
+    fn spans_come_from_python_isoformat_timestamps() {
+        let d = span("2025-08-01T10:00:00.250000+00:00", "2025-08-01T10:01:00+00:00").unwrap();
+        assert_eq!(d, Duration::from_millis(59_750));
+        assert!(span("2025-08-01T10:01:00+00:00", "2025-08-01T10:00:00+00:00").is_err());
+        assert!(span("", "2025-08-01T10:00:00+00:00").is_err());
+    }
+}
