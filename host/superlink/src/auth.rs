@@ -17,9 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ecdsa::signature::hazmat::PrehashVerifier;
 use p384::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
-use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -69,11 +67,12 @@ pub fn verify(metadata: &MetadataMap, allowlist: Option<&Allowlist>) -> Result<V
     Ok(key.to_vec())
 }
 
+/// ECDSA P-384 over SHA-256 of `message`, DER signature (how Flower signs the timestamp).
+/// Checked with ring: this runs on every Fleet request.
 fn signature_is_valid(key: &p384::ecdsa::VerifyingKey, message: &[u8], der: &[u8]) -> bool {
-    let Ok(signature) = p384::ecdsa::Signature::from_der(der) else {
-        return false;
-    };
-    key.verify_prehash(&Sha256::digest(message), &signature).is_ok()
+    use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA256_ASN1};
+    let point = key.to_encoded_point(false);
+    UnparsedPublicKey::new(&ECDSA_P384_SHA256_ASN1, point.as_bytes()).verify(message, der).is_ok()
 }
 
 /// The tonic interceptor for the Fleet service: verifies the signature (and the
@@ -229,6 +228,7 @@ pub fn require_node<T>(state: &Arc<dyn LinkState>, req: &Request<T>, claimed_nod
 pub(crate) mod tests {
     use super::*;
     use ecdsa::signature::hazmat::PrehashSigner;
+    use sha2::{Digest, Sha256};
     use tonic::metadata::{BinaryMetadataValue, MetadataValue};
 
     /// Signs `timestamp` like a Flower SuperNode and returns the three metadata values.
