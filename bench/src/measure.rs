@@ -37,6 +37,20 @@ pub fn proc_usage(pid: u32) -> Result<ProcUsage> {
     Ok(ProcUsage { cpu, peak_rss: kib * 1024 })
 }
 
+/// A run's wall time as its SuperLink recorded it: `finished_at - pending_at` (the
+/// ISO-8601 timestamps of the Exec API's `ListRuns`), so neither the CLI's start-up nor a
+/// harness's polling is in it.
+pub fn run_wall_time(run: &sepal_proto::pb::Run) -> Result<Duration> {
+    let parse = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s).with_context(|| format!("run {}: bad timestamp {s:?}", run.run_id))
+    };
+    let (from, to) = (parse(&run.pending_at)?, parse(&run.finished_at)?);
+    match (to - from).to_std() {
+        Ok(d) => Ok(d),
+        Err(_) => bail!("run {} finished ({to}) before it was submitted ({from})", run.run_id),
+    }
+}
+
 /// Request latencies, for percentiles.
 #[derive(Clone, Debug, Default)]
 pub struct Latencies(Vec<Duration>);
@@ -101,6 +115,19 @@ mod tests {
         assert_eq!(l.quantile(1.0), Duration::from_millis(100));
         assert_eq!(l.mean(), Duration::from_micros(50_500));
         assert_eq!(Latencies::new().quantile(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn run_timestamps_give_the_wall_time() {
+        let run = |from: &str, to: &str| sepal_proto::pb::Run {
+            pending_at: from.into(),
+            finished_at: to.into(),
+            ..Default::default()
+        };
+        let d = run_wall_time(&run("2026-11-28T01:02:03.250000+00:00", "2026-11-28T01:02:13.500000+00:00"));
+        assert_eq!(d.unwrap(), Duration::from_millis(10_250));
+        assert!(run_wall_time(&run("2026-11-28T01:02:13+00:00", "2026-11-28T01:02:03+00:00")).is_err());
+        assert!(run_wall_time(&run("", "2026-11-28T01:02:03+00:00")).is_err());
     }
 
     #[test]

@@ -129,13 +129,12 @@ struct Apps {
 
 impl Apps {
     fn build() -> Result<Apps> {
-        let root = sepal_tests::repo_root().join("bench").join("apps");
-        let python = root.join("dispatch-py");
+        let python = crate::bench_app("dispatch-py");
         if !python.join("pyproject.toml").is_file() {
             bail!("{} is missing", python.display());
         }
         // Builds once per process (panics with the build output if it fails).
-        let wasm = wasm_apps::wasm_app_at(&root.join("dispatch-wasm"));
+        let wasm = wasm_apps::wasm_app_at(&crate::bench_app("dispatch-wasm"));
         Ok(Apps { python, wasm })
     }
 }

@@ -15,11 +15,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use chrono::DateTime;
+use anyhow::{Context, Result};
 use sepal_tests::wasm_apps::{quickstart, sepal_run};
 use sepal_tests::{flwr, Federation, Impl};
 
+use crate::measure::run_wall_time;
 use crate::report::{fmt_duration, fmt_ratio};
 use crate::{Opts, Report, Table};
 
@@ -117,7 +117,7 @@ fn measure(stack: Stack, nodes: usize, rounds: u64, warm_up: bool, numpy: &Path,
     let id = submit(rounds)?;
     flwr.wait_for_status(id, |s| s == "finished:completed", RUN_TIMEOUT)?;
     let run = flwr::list_run(fed.exec_addr(), id, None)?;
-    let wall = elapsed(&run.pending_at, &run.finished_at)?;
+    let wall = run_wall_time(&run)?;
     let log = flwr.log_show(id)?;
     let accuracy = log
         .lines()
@@ -125,27 +125,4 @@ fn measure(stack: Stack, nodes: usize, rounds: u64, warm_up: bool, numpy: &Path,
         .find_map(|l| l.split_once("accuracy ").map(|(_, rest)| rest.trim().to_string()))
         .with_context(|| format!("the ServerApp logged no accuracy:\n{log}"))?;
     Ok(Measured { wall, accuracy: accuracy.split(',').next().unwrap_or_default().to_string() })
-}
-
-/// `to - from` for two ISO-8601 timestamps as the Exec API reports them.
-fn elapsed(from: &str, to: &str) -> Result<Duration> {
-    let parse = |s: &str| DateTime::parse_from_rfc3339(s).with_context(|| format!("bad run timestamp {s:?}"));
-    let d = parse(to)? - parse(from)?;
-    match d.to_std() {
-        Ok(d) => Ok(d),
-        Err(_) => bail!("run finished ({to}) before it was submitted ({from})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_timestamps_give_the_wall_time() {
-        let d = elapsed("2026-11-28T01:02:03.250000+00:00", "2026-11-28T01:02:13.500000+00:00").unwrap();
-        assert_eq!(d, Duration::from_millis(10_250));
-        assert!(elapsed("2026-11-28T01:02:13+00:00", "2026-11-28T01:02:03+00:00").is_err());
-        assert!(elapsed("", "2026-11-28T01:02:03+00:00").is_err());
-    }
 }

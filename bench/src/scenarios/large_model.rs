@@ -8,13 +8,12 @@
 //! and CPU time and peak RSS of the SuperLink and SuperNode daemons (not of the app
 //! processes, which are the same Python code in both).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sepal_tests::{flwr::list_run, Federation, Impl, Isolation};
 
-use crate::measure::{proc_usage, ProcUsage};
+use crate::measure::{proc_usage, run_wall_time, ProcUsage};
 use crate::report::{fmt_bytes, fmt_duration, fmt_ratio};
 use crate::{Opts, Report, Table};
 
@@ -148,7 +147,7 @@ fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
         .isolation(Isolation::Subprocess)
         .start()
         .context("starting the federation")?;
-    let flwr = fed.flwr_app(&app_dir())?;
+    let flwr = fed.flwr_app(&crate::bench_app("large-model"))?;
     let run_id = flwr.run(&["--run-config", &format!("size-mib={size_mib}")])?;
     flwr.wait_for_status(run_id, |s| s == "finished:completed", timeout)?;
 
@@ -157,7 +156,7 @@ fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
     let supernodes = fed.supernode_procs().iter().map(|p| proc_usage(p.pid())).collect::<Result<Vec<_>>>()?;
 
     let run = list_run(fed.exec_addr(), run_id, None)?;
-    let wall = span(&run.pending_at, &run.finished_at)?;
+    let wall = run_wall_time(&run)?;
     let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
         large_line(&flwr.log_show(run_id)?).transpose()
     })?;
@@ -165,19 +164,6 @@ fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
 }
 
 /// `bench/apps/large-model`.
-fn app_dir() -> PathBuf {
-    sepal_tests::repo_root().join("bench").join("apps").join("large-model")
-}
-
-/// The time between two ISO 8601 timestamps of the SuperLink (`2025-01-02T03:04:05.678+00:00`).
-fn span(from: &str, to: &str) -> Result<Duration> {
-    let parse = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s).with_context(|| format!("run timestamp {s:?} is not RFC 3339"))
-    };
-    let d = parse(to)? - parse(from)?;
-    d.to_std().with_context(|| format!("run finished ({to}) before it was submitted ({from})"))
-}
-
 /// The round-trip time from the ServerApp's `LARGE roundtrip_s=… ok=… nodes=…` line in `log`;
 /// `None` while there is no such line, an error if the line reports bad replies.
 fn large_line(log: &str) -> Option<Result<Duration>> {
@@ -204,13 +190,5 @@ mod tests {
         assert!(large_line("no such line\n").is_none());
         assert!(large_line("LARGE roundtrip_s=1.0 ok=1 nodes=2 size_mib=8").unwrap().is_err());
         assert!(large_line("LARGE roundtrip_s=x ok=2 nodes=2").unwrap().is_err());
-    }
-
-    #[test]
-    fn spans_come_from_python_isoformat_timestamps() {
-        let d = span("2025-08-01T10:00:00.250000+00:00", "2025-08-01T10:01:00+00:00").unwrap();
-        assert_eq!(d, Duration::from_millis(59_750));
-        assert!(span("2025-08-01T10:01:00+00:00", "2025-08-01T10:00:00+00:00").is_err());
-        assert!(span("", "2025-08-01T10:00:00+00:00").is_err());
     }
 }
