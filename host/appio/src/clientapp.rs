@@ -33,7 +33,7 @@ use sepal_core::{message_from_objects, message_to_objects};
 use sepal_fab::Component;
 use sepal_proto::pb;
 use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
-use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_proto::{MAX_GRPC_MESSAGE, WAIT_HEADER};
 use sepal_sandbox::SandboxError;
 use sepal_sandbox::{decode_reply, ClientComponent, Grants, Limits, LogSink, LogSource, Sandbox, SandboxConfig};
 use tonic::transport::Channel;
@@ -47,6 +47,9 @@ type Node = ClientAppIoClient<Channel>;
 
 /// The first pause between asks for an instruction after serving one.
 const FIRST_POLL: Duration = Duration::from_millis(25);
+
+/// How long a Sepal SuperNode may hold an ask for an instruction (`sepal-wait-ms`).
+const HELD_POLL: Duration = Duration::from_secs(1);
 
 /// How `sepal clientapp` runs ClientApps.
 #[derive(Debug, Clone)]
@@ -197,12 +200,20 @@ impl ClientApp {
     /// Asks for a pending instruction and a token for it until there is one: quickly at
     /// first (instructions come in bursts: a round's train, then its evaluate), then every
     /// [`Options::poll_interval`].
+    ///
+    /// A Sepal SuperNode holds each ask for up to [`HELD_POLL`] until an instruction comes,
+    /// so the pauses only apply when asks come back at once (Flower's SuperNode, errors).
     async fn next_token(&self) -> String {
         let mut warned = false;
         let mut pause = FIRST_POLL.min(self.options.poll_interval);
         loop {
+            let asked = tokio::time::Instant::now();
             match self.try_token().await {
                 Ok(Some(token)) => return token,
+                Ok(None) if asked.elapsed() >= HELD_POLL / 2 => {
+                    warned = false;
+                    continue;
+                }
                 Ok(None) => warned = false,
                 Err(e) if !warned => {
                     tracing::warn!("cannot ask the SuperNode for an instruction ({e}); still trying");
@@ -216,7 +227,17 @@ impl ClientApp {
     }
 
     async fn try_token(&self) -> Result<Option<String>, Error> {
-        let pending = unary!(self.node, get_run_ids_with_pending_messages, pb::GetRunIdsWithPendingMessagesRequest {})?;
+        let held = || {
+            let mut req = tonic::Request::new(pb::GetRunIdsWithPendingMessagesRequest {});
+            req.metadata_mut().insert(WAIT_HEADER, tonic::metadata::MetadataValue::from(HELD_POLL.as_millis() as u64));
+            req
+        };
+        let pending = crate::rpc::retry("get_run_ids_with_pending_messages", || {
+            let mut node = self.node.clone();
+            let req = held();
+            async move { node.get_run_ids_with_pending_messages(req).await }
+        })
+        .await?;
         let Some(&run_id) = pending.run_ids.first() else {
             return Ok(None);
         };

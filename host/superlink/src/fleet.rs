@@ -17,16 +17,13 @@ use crate::state::{ReplyRejected, StoredMessage};
 /// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
 const RECONNECT_AFTER: u64 = 5;
 
-/// Metadata by which a Sepal SuperNode asks to be held on an empty PullMessages
-/// (milliseconds); Flower clients never send it.
-pub const WAIT_HEADER: &str = "sepal-wait-ms";
+pub use sepal_proto::WAIT_HEADER;
 
 /// The longest a pull is held, whatever the client asks.
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn requested_wait<T>(req: &Request<T>) -> std::time::Duration {
-    let ms = req.metadata().get(WAIT_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    ms.map_or(std::time::Duration::ZERO, std::time::Duration::from_millis).min(MAX_WAIT)
+    sepal_proto::requested_wait(req.metadata(), MAX_WAIT)
 }
 
 /// The Fleet service.

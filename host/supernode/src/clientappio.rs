@@ -5,6 +5,7 @@
 //! updated context. Plaintext, meant for loopback.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sepal_core::store::ObjectStore;
 use sepal_proto::pb;
@@ -12,6 +13,10 @@ use sepal_proto::pb::client_app_io_server::ClientAppIo;
 use tonic::{Request, Response, Status};
 
 use crate::node::{JobError, NodeState};
+
+/// The longest a held `GetRunIdsWithPendingMessages` waits, whatever the caller asks: short,
+/// so that a SuperNode shutting down is not held up by it.
+const MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The ClientAppIo service.
 pub struct ClientAppIoService {
@@ -40,11 +45,15 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl ClientAppIo for ClientAppIoService {
+    /// Held for up to the [`sepal_proto::WAIT_HEADER`] milliseconds the caller asks (Sepal's `sepal clientapp`; at most
+    /// [`MAX_WAIT`]) while nothing is pending; Flower's `flwr-clientapp` asks for no wait.
     async fn get_run_ids_with_pending_messages(
         &self,
-        _req: Request<pb::GetRunIdsWithPendingMessagesRequest>,
+        req: Request<pb::GetRunIdsWithPendingMessagesRequest>,
     ) -> Reply<pb::GetRunIdsWithPendingMessagesResponse> {
-        Ok(Response::new(pb::GetRunIdsWithPendingMessagesResponse { run_ids: self.state.runs_with_pending_messages() }))
+        let wait = sepal_proto::requested_wait(req.metadata(), MAX_WAIT);
+        let run_ids = self.state.runs_with_pending_messages_within(wait).await;
+        Ok(Response::new(pb::GetRunIdsWithPendingMessagesResponse { run_ids }))
     }
 
     async fn request_token(&self, req: Request<pb::RequestTokenRequest>) -> Reply<pb::RequestTokenResponse> {

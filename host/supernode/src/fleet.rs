@@ -21,9 +21,7 @@ use crate::signer::Signer;
 /// Flower's node heartbeat interval (seconds).
 pub const HEARTBEAT_INTERVAL: f64 = 30.0;
 
-/// Request metadata asking a Sepal SuperLink to hold an empty PullMessages until an
-/// instruction arrives or this many milliseconds pass. Flower SuperLinks ignore it.
-pub const WAIT_HEADER: &str = "sepal-wait-ms";
+pub use sepal_proto::WAIT_HEADER;
 
 type Client = FleetClient<InterceptedService<Channel, Signer>>;
 

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::RngCore;
 use sepal_proto::pb;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// What kind of ClientApp a run's FAB carries.
 #[derive(Debug, Clone)]
@@ -82,6 +83,8 @@ struct Inner {
 #[derive(Default)]
 pub struct NodeState {
     inner: Mutex<Inner>,
+    /// Bumped whenever an instruction is offered, to wake held ClientAppIo polls.
+    offered: watch::Sender<u64>,
 }
 
 /// A fresh ClientAppIo token (256 hex characters, as Flower's).
@@ -145,6 +148,7 @@ impl NodeState {
         let (tx, rx) = oneshot::channel();
         let job = Job { run_id, instruction, tree, token, reply: None, done: Some(tx) };
         self.lock().job = Some(job);
+        self.offered.send_modify(|n| *n = n.wrapping_add(1));
         rx
     }
 
@@ -157,6 +161,20 @@ impl NodeState {
     pub fn runs_with_pending_messages(&self) -> Vec<u64> {
         let inner = self.lock();
         inner.job.iter().filter(|j| j.token.is_none()).map(|j| j.run_id).collect()
+    }
+
+    /// [`NodeState::runs_with_pending_messages`], but waits up to `wait` for an instruction
+    /// to be offered when there is none (a held poll: a ClientApp process learns of a new
+    /// instruction at once instead of at its next poll).
+    pub async fn runs_with_pending_messages_within(&self, wait: Duration) -> Vec<u64> {
+        let mut offered = self.offered.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let runs = self.runs_with_pending_messages();
+            if !runs.is_empty() || !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+                return runs;
+            }
+        }
     }
 
     /// Hands out a token for the run's pending instruction; `None` if there is none or
@@ -234,5 +252,27 @@ impl NodeState {
             let _ = done.send(Completion { reply, tree, context });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_poll_wakes_when_an_instruction_is_offered() {
+        let state = Arc::new(NodeState::default());
+        assert!(state.runs_with_pending_messages_within(Duration::from_millis(20)).await.is_empty());
+
+        let waiter = {
+            let state = state.clone();
+            tokio::spawn(async move { state.runs_with_pending_messages_within(Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _done = state.offer(7, pb::Message::default(), pb::ObjectTree::default(), None);
+        let runs = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken, not timed out").unwrap();
+        assert_eq!(runs, vec![7]);
     }
 }
