@@ -11,7 +11,7 @@ use sepal_tests::{sepal_bin, Federation, Impl, EXAMPLE, RUN_TIMEOUT};
 fn accuracies(log: &str) -> (f64, f64) {
     let line = log.lines().find(|l| l.contains("quickstart finished")).expect("the summary line");
     let tail = line.split("accuracy ").nth(1).expect("accuracy in the summary");
-    let mut parts = tail.split(|c: char| c == ' ' || c == ',').filter(|s| !s.is_empty() && *s != "->");
+    let mut parts = tail.split([' ', ',']).filter(|s| !s.is_empty() && *s != "->");
     let first: f64 = parts.next().unwrap().parse().unwrap();
     let last: f64 = parts.next().unwrap().parse().unwrap();
     (first, last)

@@ -225,7 +225,7 @@ async fn client_app_once(addr: SocketAddr) {
     let node = Some(pb::Node { node_id: context.node_id });
     let mut stack = vec![tree];
     while let Some(t) = stack.pop() {
-        let req = pb::PullObjectRequest { node: node.clone(), run_id, object_id: t.object_id.clone() };
+        let req = pb::PullObjectRequest { node, run_id, object_id: t.object_id.clone() };
         objects
             .insert(t.object_id.clone(), Bytes::from(io.pull_object(req).await.unwrap().into_inner().object_content));
         stack.extend(t.children.iter());
