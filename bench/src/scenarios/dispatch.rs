@@ -285,9 +285,9 @@ fn notes(report: &mut Report, results: &[(Case, Result<Vec<Dispatch>>)], summari
     report.notes.push(
         "Process isolation runs the SuperLink in process isolation too, with a long-lived app process beside \
          each component: Flower's `flwr-serverapp`/`flwr-clientapp` for the Python app, `sepal serverapp`/\
-         `sepal clientapp` for the Wasm app. Those processes poll the SuperNode's ClientAppIo for work \
-         (`flwr-clientapp` every 1 s, `sepal clientapp` backing off from 25 ms to 250 ms), so their poll \
-         interval is part of the measured latency: that is what process isolation costs."
+         `sepal clientapp` for the Wasm app. `flwr-clientapp` polls the SuperNode's ClientAppIo for work \
+         every 1 s, so its poll interval is part of the measured latency; `sepal clientapp` asks in a poll \
+         that a Sepal SuperNode holds until an instruction is offered."
             .to_string(),
     );
     report.notes.push(

@@ -64,8 +64,10 @@ pub struct Options {
     /// Handle the instruction of this token only, then return (`--token`; skips asking
     /// for pending runs and for a token, as `flwr-clientapp --token` does).
     pub token: Option<String>,
-    /// Longest pause between asks for an instruction (the pause starts at 25 ms after an
-    /// instruction and doubles while there is none). Default 250 ms (Python polls every 1 s).
+    /// Longest pause between asks for an instruction that were answered at once (by a
+    /// Flower SuperNode; a Sepal SuperNode holds the ask instead): the pause starts at 25 ms
+    /// after an instruction and doubles while there is none. Default 250 ms (Python polls
+    /// every 1 s).
     pub poll_interval: Duration,
     /// The sandbox's engine settings.
     pub sandbox: SandboxConfig,

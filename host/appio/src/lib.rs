@@ -29,8 +29,9 @@
 //! Flower's ServerAppIo and ClientAppIo have no long-poll: an app asks and is answered at
 //! once. So these processes poll, on their own schedule (Flower's Python apps poll every
 //! 3 s and 1 s): for a pending run every [`serverapp::Options::poll_interval`], for an
-//! instruction every 25 ms after the last one, doubling up to
-//! [`clientapp::Options::poll_interval`] (instructions come in bursts), for replies during
+//! instruction in a poll a Sepal SuperNode holds until one is offered (against Flower's
+//! SuperNode, which answers at once: every 25 ms after the last one, doubling up to
+//! [`clientapp::Options::poll_interval`]; instructions come in bursts), for replies during
 //! `send_and_receive` every 50 ms rising to 250 ms, for an object still being uploaded
 //! with a backoff from 50 ms to 2 s. Every wait is bounded.
 
