@@ -126,12 +126,8 @@ impl LinkGrid {
     /// online or it stalled for [`OBJECT_WAIT`], so a node that dies mid-upload cannot hold
     /// the app; `None` while it is still uploading.
     fn settle(&self, reply: &Uploading) -> Result<Option<Message>, GridError> {
-        let objects = &self.link.objects;
-        if objects.missing(&reply.tree).is_empty() {
-            let message =
-                objects.message(&reply.wire, &reply.tree).map_err(|e| app_error(format!("reply unreadable: {e}")))?;
-            objects.delete(&reply.tree.object_id);
-            return Ok(Some(message));
+        if self.link.objects.missing(&reply.tree).is_empty() {
+            return self.take_message(&reply.wire, &reply.tree).map(Some);
         }
         let meta = reply.wire.metadata.clone().unwrap_or_default();
         let online = self.link.state.online_nodes().map_err(state_error)?.contains(&meta.src_node_id);
@@ -144,7 +140,7 @@ impl LinkGrid {
             "the reply to {} never finished uploading; the app gets a node-unavailable error",
             meta.reply_to_message_id
         );
-        objects.delete(&reply.tree.object_id);
+        self.link.objects.delete(&reply.tree.object_id);
         // The instruction as the node saw it, to answer it as if the node had left first.
         let instruction = pb::Metadata {
             run_id: meta.run_id,
@@ -161,9 +157,14 @@ impl LinkGrid {
             .link
             .reply_to_wire(self.run_id, ReplyLookup::NodeUnavailable { instruction })
             .ok_or_else(|| app_error("no error reply for an unfinished upload"))?;
-        let message = objects.message(&wire, &tree).map_err(|e| app_error(format!("error reply unreadable: {e}")))?;
-        objects.delete(&tree.object_id);
-        Ok(Some(message))
+        self.take_message(&wire, &tree).map(Some)
+    }
+
+    /// Decodes a reply whose objects are all in the store and drops the objects.
+    fn take_message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, GridError> {
+        let message = self.link.objects.message(wire, tree).map_err(|e| app_error(format!("reply unreadable: {e}")))?;
+        self.link.objects.delete(&tree.object_id);
+        Ok(message)
     }
 
     async fn send_and_receive(&self, messages: Vec<Vec<u8>>, timeout: Duration) -> Result<Vec<Vec<u8>>, GridError> {
