@@ -310,10 +310,7 @@ impl Federation {
         if let Some(mut p) = self.superlink.take() {
             self.superlink_pid.store(0, Ordering::SeqCst);
             p.stop(STOP_GRACE);
-            let old = p.log_path().to_path_buf();
-            drop(p);
-            let n = (1..).find(|i| !self.log_dir().join(format!("superlink.{i}.log")).exists()).unwrap_or(0);
-            let _ = std::fs::rename(&old, self.log_dir().join(format!("superlink.{n}.log")));
+            self.archive_log(&p);
         }
         self.start_superlink()
     }
@@ -323,12 +320,19 @@ impl Federation {
     pub fn restart_supernode(&mut self, i: usize) -> Result<()> {
         let mut old = self.supernodes.remove(i);
         old.stop(STOP_GRACE);
-        let n = (1..).find(|k| !self.log_dir().join(format!("supernode-{i}.{k}.log")).exists()).unwrap_or(0);
-        let _ = std::fs::rename(old.log_path(), self.log_dir().join(format!("supernode-{i}.{n}.log")));
+        self.archive_log(&old);
         drop(old);
         let p = self.spawn_supernode(i)?;
         self.supernodes.insert(i, p);
         self.supernodes[i].wait_for_port(self.clientappio[i], START_TIMEOUT)
+    }
+
+    /// Renames a stopped process's log `<name>.log` to the first free `<name>.<n>.log`, so
+    /// that its restart writes a fresh `<name>.log`.
+    fn archive_log(&self, stopped: &Proc) {
+        let name = stopped.name();
+        let n = (1..).find(|k| !self.log_dir().join(format!("{name}.{k}.log")).exists()).unwrap_or(0);
+        let _ = std::fs::rename(stopped.log_path(), self.log_dir().join(format!("{name}.{n}.log")));
     }
 
     /// A `flwr` CLI bound to a fresh copy of `examples/<example>` whose `pyproject.toml`
