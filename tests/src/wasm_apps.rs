@@ -68,10 +68,7 @@ fn build(src: &Path) -> Result<PathBuf> {
     let out = src.join("target").join("app");
     let mut cmd = Command::new(src.join("build.sh"));
     cmd.arg(&out).current_dir(src);
-    // Flags of an enclosing cargo build are not the guest's.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
-        cmd.env_remove(var);
-    }
+    without_host_build_env(&mut cmd).env_remove("CARGO_TARGET_DIR");
     let started = Instant::now();
     let done = run_with_timeout(cmd, BUILD_TIMEOUT)?;
     if !done.status.success() {
@@ -84,6 +81,15 @@ fn build(src: &Path) -> Result<PathBuf> {
     }
     eprintln!("built the Wasm app {} in {:?}", src.display(), started.elapsed());
     Ok(out)
+}
+
+/// Removes the flags of an enclosing cargo build (the tests', the harness's) from `cmd`, a
+/// cargo build of Wasm guests: they are the host's, not the guest's.
+pub fn without_host_build_env(cmd: &mut Command) -> &mut Command {
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_BUILD_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// The run id in `sepal run --format json` output.
@@ -100,9 +106,7 @@ pub fn quickstart() -> PathBuf {
         let dir = repo_root().join("examples").join("quickstart");
         let mut cmd = Command::new(dir.join("build.sh"));
         cmd.current_dir(&dir);
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
-            cmd.env_remove(var);
-        }
+        without_host_build_env(&mut cmd).env_remove("CARGO_TARGET_DIR");
         match run_with_timeout(cmd, BUILD_TIMEOUT) {
             Ok(out) if out.status.success() => Ok(dir),
             Ok(out) => Err(format!("examples/quickstart/build.sh failed:\n{}{}", out.stdout, out.stderr)),

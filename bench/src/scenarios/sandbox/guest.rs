@@ -28,10 +28,8 @@ fn build() -> Result<PathBuf> {
     cmd.current_dir(guests_dir())
         .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet", "-p", "sandbox-client"])
         .env("CARGO_TARGET_DIR", target_dir());
-    // The host build's flags are not the guest's (its own come from bench/guests/.cargo).
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_BUILD_RUSTFLAGS"] {
-        cmd.env_remove(var);
-    }
+    // The guest's own flags come from bench/guests/.cargo.
+    sepal_tests::wasm_apps::without_host_build_env(&mut cmd);
     let started = Instant::now();
     let done = run_with_timeout(cmd, BUILD_TIMEOUT)?;
     if !done.status.success() {
