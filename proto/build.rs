@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(grpc)
         .build_server(grpc)
-        .codec_path("crate::codec::WireCodec")
+        .codec_path("sepal_wire::codec::WireCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -2,13 +2,18 @@
 # Builds the quickstart's two Wasm components and puts them where pyproject.toml names
 # them: client.wasm and server.wasm next to this script (what `sepal build` bundles).
 #
-# Needs the wasm32-wasip2 target (rustup target add wasm32-wasip2). simd128 comes from
-# .cargo/config.toml, which cargo reads because this script runs cargo from here.
+# The crates are members of Sepal's workspace; they build with its `guest` profile
+# (opt-level 3, LTO, strip) and, from .cargo/config.toml at the repository root, with
+# simd128, into <repo>/target/guests (the same place the tests build every guest, so a
+# build made by either serves both). Extra arguments go to cargo build.
+# Needs the wasm32-wasip2 target (rustup target add wasm32-wasip2).
 set -euo pipefail
-cd "$(dirname "$0")"
-cargo build --release --target wasm32-wasip2 -p quickstart-client -p quickstart-server "$@"
-target_dir="${CARGO_TARGET_DIR:-target}"
-out="$target_dir/wasm32-wasip2/release"
-cp "$out/quickstart_client.wasm" client.wasm
-cp "$out/quickstart_server.wasm" server.wasm
-ls -l client.wasm server.wasm
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}/guests"
+(cd "$repo" && env -u RUSTFLAGS CARGO_TARGET_DIR="$target_dir" \
+    cargo build --profile guest --target wasm32-wasip2 -p quickstart-client -p quickstart-server "$@")
+out="$target_dir/wasm32-wasip2/guest"
+cp "$out/quickstart_client.wasm" "$here/client.wasm"
+cp "$out/quickstart_server.wasm" "$here/server.wasm"
+ls -l "$here/client.wasm" "$here/server.wasm"

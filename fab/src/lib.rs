@@ -5,7 +5,7 @@
 //! is `"<publisher>/<name>"`, its hash the SHA-256 of the archive bytes ([`fab_hash`]).
 //! Sepal also bundles `.wasm` components, named in `pyproject.toml` by path.
 //!
-//! - [`Fab::read`] parses a FAB from untrusted bytes under [`Limits`] and checks it.
+//! - [`Fab::read`] parses a FAB from untrusted bytes under [`ReadLimits`] and checks it.
 //! - [`Manifest`] is the validated `[project]` / `[tool.flwr.app]` part of `pyproject.toml`.
 //! - [`parse_config_args`] and [`fuse_run_config`] handle `--run-config` / `--node-config`.
 //! - [`build_fab`] builds a FAB from an app directory, deterministically, like `flwr build`.
@@ -14,7 +14,7 @@
 //! # Layout
 //!
 //! - `error.rs`: [`Error`], one variant per kind of failure, with context.
-//! - `read.rs`: [`Fab`], [`Limits`], container checks, CONTENT verification.
+//! - `read.rs`: [`Fab`], [`ReadLimits`], container checks, CONTENT verification.
 //! - `content.rs`: the `.info/CONTENT` format.
 //! - `manifest.rs`: [`Manifest`], [`Component`].
 //! - `config.rs`: [`ConfigValue`], flattening, override parsing, fusing.
@@ -22,6 +22,7 @@
 //! - `gitignore.rs`: the `.gitignore` subset used when selecting files.
 //! - `tomlw.rs`: a TOML writer formatting like Python's tomli-w.
 //! - `unpack.rs`: [`Fab::unpack_to`].
+//! - [`testing`]: [`testing::PyProject`], a `pyproject.toml` built from a few settings.
 
 mod config;
 mod content;
@@ -29,6 +30,7 @@ mod error;
 mod gitignore;
 mod manifest;
 mod read;
+pub mod testing;
 mod tomlw;
 mod unpack;
 mod wire;
@@ -38,7 +40,7 @@ pub use config::{flatten_table, fuse_run_config, parse_config_args, parse_config
 pub use error::{Error, Result};
 pub use indexmap;
 pub use manifest::{Component, Manifest};
-pub use read::{Fab, Limits};
+pub use read::{Fab, ReadLimits};
 pub use wire::{from_scalar, fuse_wire_run_config, to_scalar, to_scalars};
 pub use write::{build_fab, build_fab_with_limit, BuiltFab, BUNDLED_EXTENSIONS};
 

@@ -13,7 +13,7 @@ use crate::{CONTENT_PATH, FAB_CONFIG_FILE, FAB_MAX_SIZE};
 
 /// Size and count limits applied while reading a FAB.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct ReadLimits {
     /// Largest accepted archive, in bytes (Flower: 10 MiB).
     pub max_fab_size: u64,
     /// Largest number of entries in the central directory.
@@ -22,18 +22,18 @@ pub struct Limits {
     pub max_unpacked_size: u64,
 }
 
-impl Default for Limits {
+impl Default for ReadLimits {
     /// Flower's 10 MiB archive limit, 10 000 entries, 40 MiB unpacked.
     fn default() -> Self {
-        Limits::for_fab_size(FAB_MAX_SIZE)
+        ReadLimits::for_fab_size(FAB_MAX_SIZE)
     }
 }
 
-impl Limits {
-    /// Limits for archives up to `max_fab_size` bytes: unpacked data may be 4 times that
+impl ReadLimits {
+    /// ReadLimits for archives up to `max_fab_size` bytes: unpacked data may be 4 times that
     /// (room for deflated entries of FABs not made by `flwr build`), 10 000 entries.
     pub fn for_fab_size(max_fab_size: u64) -> Self {
-        Limits { max_fab_size, max_entries: 10_000, max_unpacked_size: max_fab_size.saturating_mul(4) }
+        ReadLimits { max_fab_size, max_entries: 10_000, max_unpacked_size: max_fab_size.saturating_mul(4) }
     }
 }
 
@@ -56,7 +56,7 @@ impl Fab {
     /// between CONTENT and the files (each listed file must exist with that SHA-256 and
     /// size; every file but `pyproject.toml` and `.info/CONTENT` must be listed), and a
     /// `.wasm` component named in `pyproject.toml` that is not in the archive.
-    pub fn read(bytes: &[u8], limits: &Limits) -> Result<Fab> {
+    pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Fab> {
         let size = bytes.len() as u64;
         if size > limits.max_fab_size {
             return Err(Error::TooLarge { size, limit: limits.max_fab_size });
@@ -79,7 +79,7 @@ impl Fab {
     }
 
     /// [`Fab::read`], then a check that the bytes hash to `expected_hex`.
-    pub fn read_verified(bytes: &[u8], expected_hex: &str, limits: &Limits) -> Result<Fab> {
+    pub fn read_verified(bytes: &[u8], expected_hex: &str, limits: &ReadLimits) -> Result<Fab> {
         Self::verify_hash(bytes, expected_hex)?;
         Self::read(bytes, limits)
     }
@@ -153,7 +153,7 @@ pub(crate) fn check_entry_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// Reads every file entry into memory, enforcing the container rules and limits.
-fn read_entries(bytes: &[u8], limits: &Limits) -> Result<IndexMap<String, Vec<u8>>> {
+fn read_entries(bytes: &[u8], limits: &ReadLimits) -> Result<IndexMap<String, Vec<u8>>> {
     let malformed = |e: zip::result::ZipError| Error::Malformed { reason: e.to_string() };
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(malformed)?;
     check_central_directory(bytes, &archive, limits)?;
@@ -195,7 +195,7 @@ fn read_data(
     index: usize,
     name: &str,
     budget: &mut u64,
-    limits: &Limits,
+    limits: &ReadLimits,
 ) -> Result<Vec<u8>> {
     let entry_error = |cause| Error::Entry { name: name.into(), cause };
     let entry = archive.by_index(index).map_err(entry_error)?;
@@ -215,7 +215,7 @@ const PREALLOCATE_CAP: u64 = 1 << 20;
 
 /// Walks the raw central directory: the zip crate collapses duplicate names, so count and
 /// compare them here. Also refuses data before the archive and too many entries.
-fn check_central_directory(bytes: &[u8], archive: &ZipArchive<Cursor<&[u8]>>, limits: &Limits) -> Result<()> {
+fn check_central_directory(bytes: &[u8], archive: &ZipArchive<Cursor<&[u8]>>, limits: &ReadLimits) -> Result<()> {
     if archive.offset() != 0 {
         return Err(Error::Malformed { reason: format!("{} bytes of data before the first entry", archive.offset()) });
     }
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn default_limits_are_flowers() {
-        let limits = Limits::default();
+        let limits = ReadLimits::default();
         assert_eq!(limits.max_fab_size, 10_485_760);
         assert_eq!(limits.max_unpacked_size, 4 * 10_485_760);
     }

@@ -5,35 +5,23 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use sepal_fab::{build_fab, build_fab_with_limit, Component, Error, Fab, Limits};
+use sepal_fab::testing::PyProject;
+use sepal_fab::{build_fab, build_fab_with_limit, Component, Error, Fab, ReadLimits};
 
-const WASM_PYPROJECT: &str = r#"[project]
-name = "wasmapp"
-version = "2.0.1"
-
-[tool.flwr.app]
-publisher = "sepal"
-
-[tool.flwr.app.components]
-serverapp = "server.wasm"
-clientapp = "bin/client.wasm"
-
-[tool.flwr.app.config]
-rounds = 3
-
-[tool.flwr.federations]
-default = "local"
-
-[tool.flwr.federations.local]
-address = "127.0.0.1:9093"
-insecure = true
-"#;
+fn wasm_pyproject() -> String {
+    PyProject::new("wasmapp")
+        .version("2.0.1")
+        .components("server.wasm", "bin/client.wasm")
+        .config("rounds", "3")
+        .extra("[tool.flwr.federations]\ndefault = \"local\"\n\n[tool.flwr.federations.local]\naddress = \"127.0.0.1:9093\"\ninsecure = true\n")
+        .to_toml()
+}
 
 fn wasm_app(dir: &Path) {
     write_tree(
         dir,
         &[
-            ("pyproject.toml", WASM_PYPROJECT),
+            ("pyproject.toml", &wasm_pyproject()),
             ("server.wasm", "\0asm server"),
             ("bin/client.wasm", "\0asm client"),
             ("README.md", "# wasm app\n"),
@@ -84,7 +72,7 @@ fn build_then_read_round_trips_with_wasm_components() {
     let dir = tempfile::tempdir().unwrap();
     wasm_app(dir.path());
     let (bytes, hash, _) = build_fab(dir.path()).unwrap();
-    let fab = Fab::read_verified(&bytes, &hash, &Limits::default()).unwrap();
+    let fab = Fab::read_verified(&bytes, &hash, &ReadLimits::default()).unwrap();
     assert_eq!(paths(&fab), ["pyproject.toml", "README.md", "bin/client.wasm", "server.wasm", ".info/CONTENT"]);
     let m = fab.manifest();
     assert_eq!(m.fab_id(), "sepal/wasmapp");
@@ -101,7 +89,7 @@ fn gitignore_pycache_hidden_dirs_and_symlinks() {
     write_tree(
         dir.path(),
         &[
-            ("pyproject.toml", PYPROJECT),
+            ("pyproject.toml", PYPROJECT.as_str()),
             (".gitignore", "# comment\nsecret.py\n/build/\ndocs/*.md\n!docs/KEEP.md\n"),
             ("demo/server.py", "s"),
             ("demo/secret.py", "x"),
@@ -121,7 +109,7 @@ fn gitignore_pycache_hidden_dirs_and_symlinks() {
     std::os::unix::fs::symlink(outside.path(), dir.path().join("linkdir")).unwrap();
 
     let (bytes, _, _) = build_fab(dir.path()).unwrap();
-    let fab = Fab::read(&bytes, &Limits::default()).unwrap();
+    let fab = Fab::read(&bytes, &ReadLimits::default()).unwrap();
     assert_eq!(
         paths(&fab),
         ["pyproject.toml", ".hidden/h.py", "demo/server.py", "docs/KEEP.md", "nested/build/kept.py", ".info/CONTENT"]
@@ -133,10 +121,10 @@ fn files_are_sorted_by_path_components() {
     let dir = tempfile::tempdir().unwrap();
     write_tree(
         dir.path(),
-        &[("pyproject.toml", PYPROJECT), ("a.py", ""), ("a/b.py", ""), ("a-b.py", ""), ("B.py", "")],
+        &[("pyproject.toml", PYPROJECT.as_str()), ("a.py", ""), ("a/b.py", ""), ("a-b.py", ""), ("B.py", "")],
     );
     let (bytes, _, _) = build_fab(dir.path()).unwrap();
-    let fab = Fab::read(&bytes, &Limits::default()).unwrap();
+    let fab = Fab::read(&bytes, &ReadLimits::default()).unwrap();
     // Python sorts Path objects part by part: "a" < "a-b.py" < "a.py".
     assert_eq!(paths(&fab)[1..5], ["B.py", "a/b.py", "a-b.py", "a.py"]);
 }
@@ -159,7 +147,7 @@ fn build_size_limit_is_a_parameter() {
     let err = build_fab(dir.path()).unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 10_485_760, .. }), "{err}");
     let built = build_fab_with_limit(dir.path(), 64 << 20).unwrap();
-    let fab = Fab::read(&built.bytes, &Limits::for_fab_size(64 << 20)).unwrap();
+    let fab = Fab::read(&built.bytes, &ReadLimits::for_fab_size(64 << 20)).unwrap();
     assert_eq!(fab.wasm_component(fab.manifest().serverapp()).map(<[u8]>::len), Some(big.len()));
 }
 

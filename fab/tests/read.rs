@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use sepal_fab::{Component, ConfigValue, Error, Fab, Limits};
+use sepal_fab::{Component, ConfigValue, Error, Fab, ReadLimits};
 use zip::CompressionMethod;
 
 fn read(bytes: &[u8]) -> Result<Fab, Error> {
-    Fab::read(bytes, &Limits::default())
+    Fab::read(bytes, &ReadLimits::default())
 }
 
 #[test]
@@ -37,7 +37,7 @@ fn real_flwr_fab_reads_and_verifies() {
 fn hash_mismatch_is_reported_with_both_hashes() {
     let bytes = std::fs::read(data(FLWR_FAB)).unwrap();
     let wrong = "0".repeat(64);
-    let err = Fab::read_verified(&bytes, &wrong, &Limits::default()).unwrap_err();
+    let err = Fab::read_verified(&bytes, &wrong, &ReadLimits::default()).unwrap_err();
     match err {
         Error::HashMismatch { expected, actual } => {
             assert_eq!(expected, wrong);
@@ -100,7 +100,7 @@ fn oversized_archive_is_refused_before_parsing() {
     let bytes = vec![0u8; 10_485_760 + 1];
     let err = read(&bytes).unwrap_err();
     assert!(matches!(err, Error::TooLarge { size: 10_485_761, limit: 10_485_760 }), "{err}");
-    let small = Limits::for_fab_size(100);
+    let small = ReadLimits::for_fab_size(100);
     let err = Fab::read(&std::fs::read(data(FLWR_FAB)).unwrap(), &small).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
 }
@@ -109,7 +109,7 @@ fn oversized_archive_is_refused_before_parsing() {
 fn too_many_entries_are_refused() {
     let names: Vec<String> = (0..20).map(|i| format!("f{i}.py")).collect();
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
-    let limits = Limits { max_entries: 10, ..Limits::default() };
+    let limits = ReadLimits { max_entries: 10, ..ReadLimits::default() };
     let err = Fab::read(&fab_of(&files), &limits).unwrap_err();
     assert!(matches!(err, Error::TooManyEntries { limit: 10 }), "{err}");
 }
@@ -123,7 +123,7 @@ fn zip_bomb_entry_is_refused() {
         [("pyproject.toml", PYPROJECT.as_bytes()), ("bomb.py", &zeros), (".info/CONTENT", listing.as_bytes())];
     let bytes = zip_of(&entries, CompressionMethod::Deflated);
     assert!(bytes.len() < 100 << 10, "{}", bytes.len());
-    let limits = Limits { max_unpacked_size: 1 << 20, ..Limits::default() };
+    let limits = ReadLimits { max_unpacked_size: 1 << 20, ..ReadLimits::default() };
     let err = Fab::read(&bytes, &limits).unwrap_err();
     assert!(matches!(err, Error::EntryTooLarge { ref name, .. } if name == "bomb.py"), "{err}");
 }
@@ -136,7 +136,7 @@ fn zip_bomb_with_lying_size_headers_is_refused() {
     // Claim an uncompressed size of 16 bytes in both headers.
     let real = (zeros.len() as u32).to_le_bytes();
     assert_eq!(patch(&mut bytes, &real, &16u32.to_le_bytes()), 2);
-    let limits = Limits { max_unpacked_size: 1 << 20, ..Limits::default() };
+    let limits = ReadLimits { max_unpacked_size: 1 << 20, ..ReadLimits::default() };
     let err = Fab::read(&bytes, &limits).unwrap_err();
     assert!(matches!(err, Error::EntryTooLarge { .. } | Error::Entry { .. }), "{err}");
 }

@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use sepal_fab::{Error, Fab, Limits};
+use sepal_fab::{Error, Fab, ReadLimits};
 
 fn demo_fab() -> Fab {
     let bytes = fab_of(&[("demo/pkg/mod.py", b"x = 1\n"), ("README.md", b"# hi\n")]);
-    Fab::read(&bytes, &Limits::default()).unwrap()
+    Fab::read(&bytes, &ReadLimits::default()).unwrap()
 }
 
 #[test]
@@ -16,7 +16,7 @@ fn unpacks_files_without_info_dir() {
     let target = dir.path().join("apps/acme.demo");
     demo_fab().unpack_to(&target).unwrap();
     assert_eq!(std::fs::read(target.join("demo/pkg/mod.py")).unwrap(), b"x = 1\n");
-    assert_eq!(std::fs::read_to_string(target.join("pyproject.toml")).unwrap(), PYPROJECT);
+    assert_eq!(std::fs::read_to_string(target.join("pyproject.toml")).unwrap(), *PYPROJECT);
     assert!(!target.join(".info").exists());
     // Unpacking again overwrites regular files.
     std::fs::write(target.join("README.md"), "changed").unwrap();

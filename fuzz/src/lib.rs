@@ -12,7 +12,7 @@ use sepal_proto::pb;
 
 /// `fab_read`: a FAB (zip) as uploaded by a user or pulled by a SuperNode.
 pub fn fab_read(data: &[u8]) {
-    let limits = sepal_fab::Limits::default();
+    let limits = sepal_fab::ReadLimits::default();
     if let Ok(fab) = sepal_fab::Fab::read(data, &limits) {
         // Touch everything a reader would use afterwards.
         let manifest = fab.manifest();

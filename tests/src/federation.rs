@@ -68,16 +68,9 @@ pub struct FederationBuilder {
 }
 
 /// PEM files for a TLS federation: the CA that signed the SuperLink's certificate, and the
-/// SuperLink's certificate and key (the certificate must name 127.0.0.1 in an `IP:` SAN).
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    /// The CA certificate (`--ssl-ca-certfile`, `--root-certificates`, `root-certificates`).
-    pub ca: PathBuf,
-    /// The SuperLink's certificate (`--ssl-certfile`).
-    pub cert: PathBuf,
-    /// The SuperLink's private key (`--ssl-keyfile`).
-    pub key: PathBuf,
-}
+/// SuperLink's certificate and key (the certificate must name 127.0.0.1 in an `IP:` SAN);
+/// [`crate::kit::make_certs`] makes them.
+pub use sepal_wire::ServerTls as TlsFiles;
 
 impl Default for FederationBuilder {
     fn default() -> Self {

@@ -22,6 +22,7 @@
 
 pub mod federation;
 pub mod flwr;
+pub mod kit;
 pub mod procs;
 pub mod scenarios;
 pub mod wasm_apps;

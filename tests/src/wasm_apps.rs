@@ -1,21 +1,19 @@
-//! Wasm apps under `tests/apps/`, built once per test process, and an all-Sepal federation
+//! The Wasm apps (built once per test run by `sepal-guests`), and an all-Sepal federation
 //! to run them on, with no Python anywhere.
 //!
 //! ```no_run
 //! use sepal_tests::wasm_apps::{wasm_app, SepalFederation};
 //!
-//! let app = wasm_app("hostile"); // runs tests/apps/hostile/build.sh once
+//! let app = wasm_app("hostile"); // pyproject.toml, client.wasm, server.wasm
 //! let fed = SepalFederation::start(1, &["--wasm-time-limit", "5"], &["--wasm-time-limit", "2"]).unwrap();
 //! let run_id = fed.submit(&app, "attack=\"fanout\"").unwrap();
 //! let run = fed.wait_finished(run_id, std::time::Duration::from_secs(60)).unwrap();
 //! println!("{} {}\n{}", run.status, run.details, fed.log_show(run_id).unwrap());
 //! ```
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,13 +23,10 @@ use tempfile::TempDir;
 
 use crate::flwr::{run_with_timeout, strip_ansi, CliOutput};
 use crate::procs::{stop_all, Proc, STOP_GRACE};
-use crate::{free_addr, repo_root, sepal_bin, START_TIMEOUT};
+use crate::{free_addr, sepal_bin, START_TIMEOUT};
 
 /// Upper bound for one `sepal` CLI command.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Upper bound for building a Wasm app (a cold build of the guest SDK included).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// What the federation passes as `--serverapp-bin` / `--clientapp-bin`: a program that
 /// does not exist, so a run that would start a Python app fails loudly instead.
@@ -41,55 +36,11 @@ pub const NO_PYTHON: &str = "/nonexistent/sepal-tests-no-python-here";
 /// check that apps do not see the host's environment.
 pub const HOST_SECRET: (&str, &str) = ("SEPAL_TEST_HOST_SECRET", "the-host-environment-leaked");
 
-/// The app directory `tests/apps/<name>/build.sh` assembles (`pyproject.toml` plus the
-/// `.wasm` components, in `tests/apps/<name>/target/app`), built once per test process;
-/// concurrent callers wait for the first build. Panics with the build's output if it
-/// fails.
+/// The Wasm app `name` (`"hostile"`, `"quickstart"`, `"dispatch"`) as `sepal run` takes
+/// it: a directory with `pyproject.toml`, `client.wasm` and `server.wasm`, built once per
+/// test run by the `sepal-guests` crate.
 pub fn wasm_app(name: &str) -> PathBuf {
-    wasm_app_at(&repo_root().join("tests").join("apps").join(name))
-}
-
-/// [`wasm_app`] for an app source directory anywhere (its `build.sh` assembles
-/// `<src>/target/app`), e.g. a benchmark's app.
-pub fn wasm_app_at(src: &Path) -> PathBuf {
-    type Built = Result<PathBuf, String>;
-    static BUILT: OnceLock<Mutex<HashMap<PathBuf, &'static OnceLock<Built>>>> = OnceLock::new();
-    let cell: &'static OnceLock<Built> = {
-        let mut map = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(src.to_path_buf()).or_insert_with(|| Box::leak(Box::new(OnceLock::new())))
-    };
-    match cell.get_or_init(|| build(src).map_err(|e| format!("{e:#}"))) {
-        Ok(dir) => dir.clone(),
-        Err(e) => panic!("building the Wasm app {} failed: {e}", src.display()),
-    }
-}
-
-fn build(src: &Path) -> Result<PathBuf> {
-    let out = src.join("target").join("app");
-    let mut cmd = Command::new(src.join("build.sh"));
-    cmd.arg(&out).current_dir(src);
-    without_host_build_env(&mut cmd).env_remove("CARGO_TARGET_DIR");
-    let started = Instant::now();
-    let done = run_with_timeout(cmd, BUILD_TIMEOUT)?;
-    if !done.status.success() {
-        bail!("{} failed ({}):\n{}\n{}", src.join("build.sh").display(), done.status, done.stdout, done.stderr);
-    }
-    for file in ["pyproject.toml", "client.wasm", "server.wasm"] {
-        if !out.join(file).is_file() {
-            bail!("{} did not produce {}", src.join("build.sh").display(), out.join(file).display());
-        }
-    }
-    eprintln!("built the Wasm app {} in {:?}", src.display(), started.elapsed());
-    Ok(out)
-}
-
-/// Removes the flags of an enclosing cargo build (the tests', the harness's) from `cmd`, a
-/// cargo build of Wasm guests: they are the host's, not the guest's.
-pub fn without_host_build_env(cmd: &mut Command) -> &mut Command {
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_BUILD_RUSTFLAGS"] {
-        cmd.env_remove(var);
-    }
-    cmd
+    sepal_guests::app_dir(name)
 }
 
 /// The run id in `sepal run --format json` output.
@@ -99,21 +50,9 @@ pub fn run_id_of(stdout: &str, stderr: &str) -> Result<u64> {
     v.get("run-id").and_then(Value::as_u64).ok_or_else(|| anyhow!("sepal run printed no run-id: {v}"))
 }
 
-/// `examples/quickstart` with its components built (once per test process).
+/// The quickstart (`examples/quickstart`) with its components built.
 pub fn quickstart() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let dir = repo_root().join("examples").join("quickstart");
-        let mut cmd = Command::new(dir.join("build.sh"));
-        cmd.current_dir(&dir);
-        without_host_build_env(&mut cmd).env_remove("CARGO_TARGET_DIR");
-        match run_with_timeout(cmd, BUILD_TIMEOUT) {
-            Ok(out) if out.status.success() => Ok(dir),
-            Ok(out) => Err(format!("examples/quickstart/build.sh failed:\n{}{}", out.stdout, out.stderr)),
-            Err(e) => Err(format!("{e:#}")),
-        }
-    });
-    built.clone().unwrap_or_else(|e| panic!("{e}"))
+    wasm_app("quickstart")
 }
 
 /// `sepal run <app> --superlink <exec> --format json [--run-config …]` -> the run id.

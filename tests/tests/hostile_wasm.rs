@@ -1,5 +1,5 @@
 //! Hostile Wasm apps, end to end: a real `sepal superlink` and `sepal supernode` run the
-//! hostile app (`tests/apps/hostile`, built once per test process by its `build.sh`),
+//! hostile app (`tests/apps/hostile`, built once per test run by `sepal-guests`),
 //! submitted with `sepal run`, read back with `sepal log --show` (the Exec `StreamLogs`
 //! that `flwr log` uses), `sepal ls --format json` and Exec `ListRuns`.
 //!
@@ -16,10 +16,10 @@
 //! Needs `cargo build -p sepal-cli` and the `wasm32-wasip2` target.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sepal_guests::Tripwire;
 use sepal_tests::wasm_apps::{wasm_app, RunStatus, SepalFederation, HOST_SECRET};
 
 /// What every SuperNode gets: a ClientApp message may take 2 s and 64 MiB.
@@ -33,21 +33,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn hostile_app() -> PathBuf {
     wasm_app("hostile")
-}
-
-/// A loopback listener the socket attacks aim at; nothing should ever connect.
-fn listener() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    (listener, addr)
-}
-
-fn assert_no_connection(listener: &TcpListener) {
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("a Wasm app connected to the host's loopback listener: {other:?}"),
-    }
 }
 
 /// The fanout ServerApp's report: `CLIENT <attack> -> <outcome>` lines of the run log, in
@@ -105,7 +90,8 @@ fn client_app_attacks_end_their_message_with_the_cause_and_the_node_keeps_servin
     // The ServerApp here is the well-behaved fanout: give it time for all the attacks.
     let superlink = ["--wasm-time-limit", "120", "--wasm-memory-mb", "64"];
     let mut fed = SepalFederation::start(1, &superlink, SUPERNODE_LIMITS).unwrap();
-    let (listener, target) = listener();
+    let tripwire = Tripwire::new();
+    let target = tripwire.addr().to_string();
 
     let attacks = "loop sleep bomb recurse panic passwd env socket flood flood:5000 garbage empty";
     // An `ok` message after every attack: the node serves the same run right after.
@@ -165,7 +151,7 @@ fn client_app_attacks_end_their_message_with_the_cause_and_the_node_keeps_servin
     assert!(!env.contains(HOST_SECRET.0), "{env}");
     let socket = reply("socket");
     assert!(socket.starts_with("denied: PermissionDenied"), "the connection was not denied: {socket}");
-    assert_no_connection(&listener);
+    tripwire.assert_untouched();
 
     // Printing without end: the output is cut at the cap (noted in the SuperNode's log,
     // where ClientApp output goes), and a bounded flood still replies.
@@ -178,7 +164,7 @@ fn client_app_attacks_end_their_message_with_the_cause_and_the_node_keeps_servin
     let runs = fed.ls().unwrap();
     assert_eq!(runs, [(run_id, "finished:completed".to_string())]);
     assert_still_serving(&mut fed);
-    assert_no_connection(&listener);
+    tripwire.assert_untouched();
     eprintln!("client_app_attacks took {:?}", started.elapsed());
 }
 
@@ -199,7 +185,8 @@ fn server_app_attacks_fail_their_run_with_the_cause_and_the_superlink_keeps_serv
     let started = Instant::now();
     let superlink = ["--wasm-time-limit", "5", "--wasm-memory-mb", "64", "--wasm-output-kib", "64"];
     let mut fed = SepalFederation::start(1, &superlink, SUPERNODE_LIMITS).unwrap();
-    let (listener, target) = listener();
+    let tripwire = Tripwire::new();
+    let target = tripwire.addr().to_string();
     let baseline = warm_up(&fed);
 
     // Every attack at once: they run side by side in the one SuperLink.
@@ -257,7 +244,7 @@ fn server_app_attacks_fail_their_run_with_the_cause_and_the_superlink_keeps_serv
     assert!(!env.contains(HOST_SECRET.0), "{env}");
     let socket = line("socket");
     assert!(socket.starts_with("denied: PermissionDenied"), "{socket}");
-    assert_no_connection(&listener);
+    tripwire.assert_untouched();
     // Garbage pushed through the grid is refused with the reason, and the app carries on.
     let pushed = line("garbage-push");
     assert!(pushed.contains("raw bytes -> Err") && pushed.contains("not a flwr.proto.Message"), "{pushed}");

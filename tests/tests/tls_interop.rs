@@ -20,19 +20,7 @@ use sepal_tests::{scenarios, sepal_bin, Federation};
 
 /// Writes `ca.pem`, `server.pem` and `server.key` into `dir`.
 fn make_certs(dir: &Path) -> TlsFiles {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Sepal interop test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "superlink");
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
-    std::fs::write(&files.ca, ca.pem()).unwrap();
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
+    sepal_tests::kit::make_certs(dir).files
 }
 
 #[test]

@@ -133,8 +133,9 @@ impl Apps {
         if !python.join("pyproject.toml").is_file() {
             bail!("{} is missing", python.display());
         }
-        // Builds once per process (panics with the build output if it fails).
-        let wasm = wasm_apps::wasm_app_at(&crate::bench_app("dispatch-wasm"));
+        // Built with the other Wasm guests by sepal-guests (bench/apps/dispatch-wasm's
+        // pyproject.toml, bench/guests' dispatch components).
+        let wasm = wasm_apps::wasm_app("dispatch");
         Ok(Apps { python, wasm })
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The code is bench/guests/sandbox-client/src/app.rs (a ClientApp built with the guest SDK plus
 //! [`app::handle_timed`], the SDK export's steps, timed). The guest component
-//! (`sandbox_client.wasm`, built once per process by [`guest`]) runs it in a [`wasm`]
+//! (`sandbox_client.wasm`, built once per test run by `sepal-guests`) runs it in a [`wasm`]
 //! sandbox configured as a SuperNode's; this crate compiles the same file natively.
 //!
 //! 1. FedAvg aggregation: one `train` message holding 10 float32 ArrayRecords and their
@@ -16,7 +16,6 @@
 #[allow(dead_code)]
 #[path = "../../guests/sandbox-client/src/app.rs"]
 mod app;
-mod guest;
 mod wasm;
 mod workload;
 
@@ -34,7 +33,7 @@ use workload::Sizes;
 /// Runs the scenario.
 pub fn run(opts: &Opts) -> Result<Report> {
     let sizes = Sizes::new(opts.smoke);
-    let component = guest::component()?;
+    let component = sepal_guests::component("sandbox-client");
     let (wasm, loads) = WasmSide::start(&component)?;
     eprintln!("aggregating {} × {} float32, {} times", sizes.records, sizes.elements, sizes.repeats);
     let aggregation = measure_aggregation(&wasm, &sizes)?;

@@ -4,6 +4,9 @@
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use sepal_fab::testing::PyProject;
 
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
@@ -23,20 +26,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// A minimal valid manifest with Python components.
-pub const PYPROJECT: &str = r#"[project]
-name = "demo"
-version = "0.1.0"
-
-[tool.flwr.app]
-publisher = "acme"
-
-[tool.flwr.app.components]
-serverapp = "demo.server:app"
-clientapp = "demo.client:app"
-
-[tool.flwr.app.config]
-rounds = 3
-"#;
+pub static PYPROJECT: LazyLock<String> =
+    LazyLock::new(|| PyProject::new("demo").version("0.1.0").publisher("acme").config("rounds", "3").to_toml());
 
 /// The CONTENT text for `files`.
 pub fn content(files: &[(&str, &[u8])]) -> String {

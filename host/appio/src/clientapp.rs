@@ -14,11 +14,11 @@
 //! PushClientAppOutputs{token, context}
 //! ```
 //!
-//! Whatever goes wrong with the app becomes a Flower error reply, as in the SuperNode's
-//! in-process executor: code 1 when the app cannot be loaded (a Python FAB among them:
-//! `flwr-clientapp` runs those), code 2 when it fails on the message. The reply's routing
-//! is set by [`route_reply`], the SuperNode's own rule; of the context the app returns,
-//! only the state is kept.
+//! The app runs through `sepal-executor`, exactly as in a SuperNode's in-process
+//! isolation: whatever goes wrong becomes a Flower error reply (code 1 when the app cannot
+//! be loaded, a Python FAB among them: `flwr-clientapp` runs those; code 2 when it fails on
+//! the message), the reply's routing is the host's, and of the context the app returns only
+//! the state is kept.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,16 +26,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message as _;
-use sepal_core::records::{Error as MsgError, Message, Metadata};
-use sepal_core::routing::{now_secs, route_reply};
+use sepal_core::records::Message;
+use sepal_core::routing::error_reply;
 use sepal_core::{message_from_objects, message_to_objects};
-use sepal_fab::Component;
+use sepal_executor::log::ClientLog;
+use sepal_executor::{time_to_reply, AppFailure, Executor, RunApp, Settings, Side};
 use sepal_proto::pb;
 use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
-use sepal_proto::{MAX_GRPC_MESSAGE, WAIT_HEADER};
-use sepal_sandbox::SandboxError;
-use sepal_sandbox::{decode_reply, ClientComponent, Grants, Limits, LogSink, LogSource, Sandbox, SandboxConfig};
+use sepal_sandbox::{ClientComponent, Grants, Limits, SandboxConfig};
+use sepal_wire::MAX_GRPC_MESSAGE;
 use tonic::transport::Channel;
 
 use crate::error::Error;
@@ -94,11 +93,12 @@ impl Default for Options {
 /// returned for an unusable address or sandbox, and, when serving one instruction only,
 /// for why it could not be served (an invalid token, an unreachable SuperNode).
 pub async fn run(address: &str, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let sandbox = Sandbox::new(options.sandbox.clone())?;
+    let settings = Settings { limits: options.limits.clone(), grants: options.grants.clone() };
+    let executor = Executor::new(options.sandbox.clone(), settings)?;
     let node = ClientAppIoClient::new(channel(address)?)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let app = ClientApp { node, sandbox, options, last: Mutex::new(None) };
+    let app = ClientApp { node, executor, options, last: Mutex::new(None) };
     tokio::pin!(shutdown);
     if let Some(token) = app.options.token.clone() {
         return tokio::select! {
@@ -125,32 +125,6 @@ pub async fn run(address: &str, options: Options, shutdown: impl Future<Output =
     }
 }
 
-/// Why the app produced no reply; each becomes a Flower error reply.
-#[derive(Debug)]
-enum AppFailure {
-    /// The app could not be loaded (Flower code 1).
-    Load(String),
-    /// The app failed on the message (Flower code 2).
-    Raised(String),
-}
-
-impl AppFailure {
-    fn error(&self) -> MsgError {
-        match self {
-            AppFailure::Load(reason) => MsgError::new(MsgError::LOAD_CLIENT_APP_EXCEPTION, reason.clone()),
-            AppFailure::Raised(reason) => MsgError::new(MsgError::CLIENT_APP_RAISED_EXCEPTION, reason.clone()),
-        }
-    }
-}
-
-fn sandbox_failure(e: SandboxError) -> AppFailure {
-    match e {
-        SandboxError::BadComponent(_) => AppFailure::Load(e.to_string()),
-        SandboxError::AppError { message, .. } => AppFailure::Raised(message),
-        other => AppFailure::Raised(other.to_string()),
-    }
-}
-
 fn protocol(what: &str) -> Error {
     Error::Protocol(what.to_owned())
 }
@@ -159,15 +133,6 @@ fn objects_error(e: TransferError) -> Error {
     match e {
         TransferError::Rpc(e) => Error::Rpc(e),
         other => Error::Objects(other.to_string()),
-    }
-}
-
-/// The app's output goes to this process's log, tagged with the run.
-struct AppLog(u64);
-
-impl LogSink for AppLog {
-    fn line(&self, source: LogSource, text: &str) {
-        tracing::info!(target: "clientapp", run_id = self.0, %source, "{text}");
     }
 }
 
@@ -192,7 +157,7 @@ impl Inputs {
 
 struct ClientApp {
     node: Node,
-    sandbox: Sandbox,
+    executor: Executor,
     options: Options,
     /// The last FAB's component, by FAB hash (a run's messages share it).
     last: Mutex<Option<(String, ClientComponent)>>,
@@ -231,7 +196,7 @@ impl ClientApp {
     async fn try_token(&self) -> Result<Option<String>, Error> {
         let held = || {
             let mut req = tonic::Request::new(pb::GetRunIdsWithPendingMessagesRequest {});
-            req.metadata_mut().insert(WAIT_HEADER, tonic::metadata::MetadataValue::from(HELD_POLL.as_millis() as u64));
+            sepal_wire::ask_to_wait(&mut req, HELD_POLL);
             req
         };
         let pending = crate::rpc::retry("get_run_ids_with_pending_messages", || {
@@ -257,11 +222,8 @@ impl ClientApp {
         let (reply, context) = match self.handle(&inputs, instruction).await {
             Ok(done) => done,
             Err(failure) => {
-                let error = failure.error();
-                tracing::warn!(run_id, code = error.code, "ClientApp failed: {}", error.reason);
-                let mut reply = Message::with_error(Metadata::default(), error);
-                route_reply(&mut reply, &ins, inputs.context.node_id);
-                (reply, inputs.context.clone())
+                tracing::warn!(run_id, code = failure.code(), "ClientApp failed: {failure}");
+                (error_reply(&ins, inputs.context.node_id, failure.to_error()), inputs.context.clone())
             }
         };
         self.push_reply(token, &inputs, &reply).await?;
@@ -323,31 +285,10 @@ impl ClientApp {
         let instruction = instruction?;
         let component = self.component(&inputs.fab, &inputs.run).await?;
         let ins = inputs.metadata();
-        let left = (ins.created_at + ins.ttl - now_secs()).clamp(0.0, 1e9);
-        let limits = self.options.limits.clone().with_deadline_at_most(Duration::from_secs_f64(left));
-        let (reply, context) = self
-            .sandbox
-            .client_runner()
-            .handle(
-                &component,
-                &pb::Message::from(&instruction).encode_to_vec(),
-                &inputs.context.encode_to_vec(),
-                &limits,
-                &self.options.grants,
-                Arc::new(AppLog(ins.run_id)),
-            )
-            .await
-            .map_err(sandbox_failure)?;
-        let reply: pb::Message = decode_reply(&reply).map_err(sandbox_failure)?;
-        let mut reply =
-            Message::try_from(reply).map_err(|e| AppFailure::Raised(format!("the app's reply is invalid: {e}")))?;
-        if reply.content.is_some() == reply.error.is_some() {
-            return Err(AppFailure::Raised("the app's reply must carry either content or an error".into()));
-        }
-        route_reply(&mut reply, &ins, inputs.context.node_id);
-        let returned: pb::Context = decode_reply(&context).map_err(sandbox_failure)?;
-        // Only the state is the app's to change; identity and configs stay the node's.
-        Ok((reply, pb::Context { state: returned.state, ..inputs.context.clone() }))
+        let (context, node_id) = (&inputs.context, inputs.context.node_id);
+        let time_left = time_to_reply(&ins, None);
+        let log = Arc::new(ClientLog::new(ins.run_id));
+        self.executor.handle_message(&component, &instruction, context, node_id, time_left, log).await
     }
 
     /// The FAB's ClientApp component (hash verified, compiled off the async threads).
@@ -358,12 +299,8 @@ impl ClientApp {
                 return Ok(component.clone());
             }
         }
-        let wasm = clientapp_wasm(fab, &expected)?;
-        let sandbox = self.sandbox.clone();
-        let component = match tokio::task::spawn_blocking(move || sandbox.load_client(&wasm)).await {
-            Ok(loaded) => loaded.map_err(sandbox_failure)?,
-            Err(e) => return Err(AppFailure::Load(format!("loading the ClientApp panicked: {e}"))),
-        };
+        let wasm = RunApp::read(&fab.content, &expected)?.wasm(Side::Client)?;
+        let component = self.executor.load_client(wasm).await?;
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((expected, component.clone()));
         Ok(component)
     }
@@ -391,57 +328,5 @@ impl ClientApp {
         })
         .await
         .map_err(objects_error)
-    }
-}
-
-/// The Wasm ClientApp of a FAB whose bytes must hash to `expected`.
-fn clientapp_wasm(fab: &pb::Fab, expected: &str) -> Result<Vec<u8>, AppFailure> {
-    let parsed = sepal_fab::Fab::read_verified(&fab.content, expected, &sepal_fab::Limits::default())
-        .map_err(|e| AppFailure::Load(format!("invalid FAB: {e}")))?;
-    match parsed.manifest().clientapp() {
-        Component::Python(attr) => Err(AppFailure::Load(format!(
-            "Python ClientApp: use flwr-clientapp (this FAB's ClientApp is `{attr}`; sepal clientapp runs Wasm ClientApps)"
-        ))),
-        component @ Component::Wasm(path) => parsed
-            .wasm_component(component)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| AppFailure::Load(format!("the FAB has no ClientApp component {path}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fab(components: &str) -> pb::Fab {
-        let dir = std::env::temp_dir().join(format!("sepal-appio-fab-{}-{}", std::process::id(), components.len()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let manifest = format!(
-            "[project]\nname = \"probe\"\nversion = \"1.0.0\"\n\n[tool.flwr.app]\npublisher = \"sepal\"\n\n\
-             [tool.flwr.app.components]\n{components}\n"
-        );
-        std::fs::write(dir.join("pyproject.toml"), manifest).unwrap();
-        let (content, hash_str, _) = sepal_fab::build_fab(&dir).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        pb::Fab { hash_str, content }
-    }
-
-    #[test]
-    fn python_clientapps_are_refused_clearly() {
-        let fab = fab("serverapp = \"a.server:app\"\nclientapp = \"a.client:app\"");
-        let err = clientapp_wasm(&fab, &fab.hash_str).unwrap_err();
-        let error = err.error();
-        assert_eq!(error.code, MsgError::LOAD_CLIENT_APP_EXCEPTION);
-        assert!(error.reason.starts_with("Python ClientApp: use flwr-clientapp"), "{}", error.reason);
-        let err = clientapp_wasm(&fab, &"0".repeat(64)).unwrap_err();
-        assert!(matches!(err, AppFailure::Load(m) if m.contains("invalid FAB")));
-    }
-
-    #[test]
-    fn app_errors_keep_flower_codes() {
-        let e = sandbox_failure(SandboxError::AppError { code: 2, message: "boom".into() }).error();
-        assert_eq!((e.code, e.reason.as_str()), (MsgError::CLIENT_APP_RAISED_EXCEPTION, "boom"));
-        let e = sandbox_failure(SandboxError::BadComponent("no".into())).error();
-        assert_eq!(e.code, MsgError::LOAD_CLIENT_APP_EXCEPTION);
     }
 }

@@ -5,9 +5,9 @@
 //! Under `--isolation process` a SuperLink and a SuperNode run no app code: a separately
 //! managed process connects to them. This crate is that process for Wasm FABs (and for
 //! Sepal's as well as Flower's SuperLink and SuperNode). It is the gRPC side of the app
-//! I/O interface; the in-process side lives in the SuperLink (`sepal_superlink::wasm`) and
-//! the SuperNode (`sepal_supernode::executor::wasm`). Both apply the same routing rules
-//! ([`sepal_core::routing`]) to what an app hands them.
+//! I/O interface; the in-process side lives in the SuperLink (`sepal_superlink::serverapp`)
+//! and the SuperNode (`sepal_supernode::clientapps::wasm`). Both run the apps through
+//! `sepal-executor`, so an app behaves and logs the same in either mode.
 //!
 //! - [`serverapp::run`]: polls `PullAppInputs` for a pending run, runs its Wasm ServerApp
 //!   in the sandbox with a grid over ServerAppIo (nodes, push, pull, send-and-receive,

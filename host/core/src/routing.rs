@@ -93,6 +93,14 @@ pub fn route_reply(reply: &mut Message, ins: &pb::Metadata, node_id: u64) {
     m.ttl = if m.ttl > 0.0 { m.ttl.min(left) } else { left };
 }
 
+/// Node `node_id`'s error reply to the instruction `ins` (a ClientApp that could not be
+/// loaded, failed or timed out), routed as [`route_reply`] routes any reply.
+pub fn error_reply(ins: &pb::Metadata, node_id: u64, error: crate::records::Error) -> Message {
+    let mut reply = Message::with_error(crate::records::Metadata::default(), error);
+    route_reply(&mut reply, ins, node_id);
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

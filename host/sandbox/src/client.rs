@@ -5,8 +5,8 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use crate::bindings::client::sepal::app::log as wit_log;
+use crate::engine::{ClientComponent, Inner};
 use crate::log::LogSink;
-use crate::sandbox::{ClientComponent, Inner};
 use crate::store::{wasi_view, Common, Invocation};
 use crate::{Grants, Limits, SandboxError};
 

@@ -61,7 +61,7 @@
 //! # Layout
 //!
 //! - [`config`]: [`SandboxConfig`], [`Limits`], [`Grants`].
-//! - `sandbox`: [`Sandbox`] (engine, epoch ticker, linkers, component cache),
+//! - `engine`: [`Sandbox`] (engine, epoch ticker, linkers, component cache),
 //!   [`ClientComponent`], [`ServerComponent`].
 //! - `artifacts`: the persisted precompiled-component cache (the crate's one `unsafe`).
 //! - `bindings`: `wasmtime::component::bindgen!` for the `client` and `server` worlds.
@@ -74,23 +74,23 @@
 //!
 //! Tests: `tests/hostile.rs` (one hostile guest per attack, each asserting the exact
 //! cause) and `tests/server.rs`, with guests under `tests/guests/` built once per test run
-//! by `tests/support` (`cargo build --release --target wasm32-wasip2`).
+//! by the `sepal-guests` crate.
 
 mod artifacts;
 mod bindings;
 mod client;
 pub mod config;
+mod engine;
 pub mod error;
 pub mod log;
-mod sandbox;
 mod server;
 mod store;
 
 pub use client::ClientRunner;
 pub use config::{DirGrant, Grants, Limits, SandboxConfig};
+pub use engine::{ClientComponent, Sandbox, ServerComponent};
 pub use error::{SandboxError, TrapKind};
 pub use log::{LogBuffer, LogLevel, LogSink, LogSource};
-pub use sandbox::{ClientComponent, Sandbox, ServerComponent};
 pub use server::{GridError, GridFuture, GridHost, ServerRunner};
 
 /// Decodes bytes an app returned (a reply message or a context) as the protobuf type `M`.

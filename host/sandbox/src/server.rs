@@ -10,9 +10,9 @@ use wasmtime::Store;
 use crate::bindings::server::sepal::app::grid as wit_grid;
 use crate::bindings::server::sepal::app::log as wit_log;
 use crate::bindings::server::sepal::app::types::AppError as WitAppError;
+use crate::engine::{Inner, ServerComponent};
 use crate::error::HostAbort;
 use crate::log::LogSink;
-use crate::sandbox::{Inner, ServerComponent};
 use crate::store::{wasi_view, Common, Invocation};
 use crate::{Grants, Limits, SandboxError};
 

@@ -4,11 +4,11 @@
 mod support;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use sepal_guests::Tripwire;
 use sepal_proto::pb;
 use sepal_sandbox::{
     decode_reply, ClientComponent, Grants, Limits, LogBuffer, LogLevel, LogSource, SandboxError, TrapKind,
@@ -159,40 +159,27 @@ async fn the_host_environment_is_invisible() {
     assert_healthy().await;
 }
 
-fn loopback_listener() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    (listener, addr)
-}
-
-fn assert_no_connection(listener: &TcpListener) {
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the listener saw a connection: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn tcp_is_denied_unless_granted_for_that_address() {
-    let (listener, addr) = loopback_listener();
+    let tripwire = Tripwire::new();
+    let addr = tripwire.addr().to_string();
     let (_, message) = app_error(call(&format!("tcp:{addr}")).await);
     assert!(message.starts_with("PermissionDenied"), "{message}");
-    assert_no_connection(&listener);
+    tripwire.assert_untouched();
 
     // A grant for another address does not open this one.
-    let (_other, other_addr) = loopback_listener();
-    let grants = Grants::none().allow_tcp(&other_addr).unwrap();
+    let other = Tripwire::new();
+    let grants = Grants::none().allow_tcp(other.addr()).unwrap();
     let (result, _) = call_with(&hostile(), &format!("tcp:{addr}"), &Limits::default(), &grants).await;
     let (_, message) = app_error(result);
     assert!(message.starts_with("PermissionDenied"), "{message}");
-    assert_no_connection(&listener);
+    tripwire.assert_untouched();
 
     // The grant for this address works: the grant is explicit and opt-in.
     let grants = Grants::none().allow_tcp(&addr).unwrap();
     let (result, _) = call_with(&hostile(), &format!("tcp:{addr}"), &Limits::default(), &grants).await;
     assert_eq!(result.unwrap().0, b"connected");
-    let (mut stream, _) = listener.accept().expect("the granted connection");
+    let mut stream = tripwire.accept().expect("the granted connection");
     stream.set_nonblocking(false).unwrap();
     let mut got = String::new();
     stream.read_to_string(&mut got).unwrap();

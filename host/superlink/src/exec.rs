@@ -66,7 +66,7 @@ impl ExecService {
                 fab.hash_str
             )));
         }
-        let info = sepal_fab::Fab::read(&fab.content, &sepal_fab::Limits::default())
+        let info = sepal_fab::Fab::read(&fab.content, &sepal_fab::ReadLimits::default())
             .map_err(|e| Error::InvalidArgument(format!("invalid FAB: {e}")))?;
         let manifest = info.manifest();
         let unknown: Vec<&String> =

@@ -1,15 +1,16 @@
 //! The Fleet API (port 9092): what SuperNodes call.
 //!
-//! Every request has passed [`crate::auth::interceptor`]; handlers check that the
-//! caller's key belongs to the node the request names, then act on the [`Link`].
+//! Every request has passed [`sepal_wire::auth::FleetAuth`], which verified its signature
+//! and left the caller's key in the request; handlers check that the key is bound to the
+//! node the request names, then act on the [`Link`].
 
 use std::sync::Arc;
 
 use sepal_proto::pb;
 use sepal_proto::pb::fleet_server::Fleet;
+use sepal_wire::auth::NodeKey;
 use tonic::Request;
 
-use crate::auth::{require_node, NodeKey};
 use crate::error::{reply, Error, Reply, Result};
 use crate::link::{require_valid, Link};
 use crate::state::{ReplyRejected, StoredMessage};
@@ -17,13 +18,11 @@ use crate::state::{ReplyRejected, StoredMessage};
 /// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
 const RECONNECT_AFTER: u64 = 5;
 
-pub use sepal_proto::WAIT_HEADER;
-
 /// The longest a pull is held, whatever the client asks.
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn requested_wait<T>(req: &Request<T>) -> std::time::Duration {
-    sepal_proto::requested_wait(req.metadata(), MAX_WAIT)
+    sepal_wire::requested_wait(req.metadata(), MAX_WAIT)
 }
 
 /// The Fleet service.
@@ -37,10 +36,16 @@ impl FleetService {
         Self { link }
     }
 
+    /// The node the request names, once its caller's key is found bound to that node
+    /// (every Fleet call but CreateNode).
     fn node_of<T>(&self, req: &Request<T>, node: &Option<pb::Node>) -> Result<u64> {
         let node_id = node.as_ref().map_or(0, |n| n.node_id);
-        require_node(&self.link.state, req, node_id)?;
-        Ok(node_id)
+        let invalid = || Error::Unauthenticated("Invalid node ID".into());
+        let key = req.extensions().get::<NodeKey>().ok_or_else(invalid)?;
+        match self.link.state.node_for_key(&key.0)? {
+            Some(bound) if bound == node_id => Ok(node_id),
+            _ => Err(invalid()),
+        }
     }
 
     fn create_node(&self, req: Request<pb::CreateNodeRequest>) -> Result<pb::CreateNodeResponse> {
@@ -75,7 +80,7 @@ impl FleetService {
     }
 
     /// Hands out the node's next instruction. A Sepal SuperNode may ask (with the
-    /// [`WAIT_HEADER`] metadata) to be held until one arrives; Flower's never do.
+    /// [`sepal_wire::WAIT_HEADER`] metadata) to be held until one arrives; Flower's never do.
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let wait = requested_wait(&req);

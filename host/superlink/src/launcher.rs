@@ -1,6 +1,6 @@
 //! Subprocess isolation: the SuperLink runs each submitted run's ServerApp.
 //!
-//! A Wasm ServerApp runs in-process in the sandbox ([`crate::wasm`]). For a Python FAB
+//! A Wasm ServerApp runs in-process in the sandbox ([`crate::serverapp`]). For a Python FAB
 //! the launcher starts `flwr-serverapp --run-once` pointed at this
 //! SuperLink's ServerAppIo address, as Flower does. The process asks for a pending run
 //! itself; runs are launched one at a time, oldest first, so the run a process takes is
@@ -15,15 +15,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use sepal_fab::Component;
-use sepal_sandbox::Sandbox;
+use sepal_executor::{AppCode, AppFailure, Executor, RunApp, Side};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::link::{finished, Link};
 use crate::state::{status, RunState};
-use crate::wasm::{self, WasmSettings};
 
 /// How many trailing output lines of a failed ServerApp go into the run's log.
 const TAIL_LINES: usize = 40;
@@ -38,29 +35,19 @@ pub struct LauncherConfig {
     pub serverapp_bin: PathBuf,
     /// The ServerAppIo address the process connects to.
     pub serverappio: SocketAddr,
-    /// The sandbox Wasm ServerApps run in.
-    pub sandbox: Sandbox,
-    /// The operator's limits and grants for Wasm ServerApps.
-    pub wasm: Arc<WasmSettings>,
+    /// Runs Wasm ServerApps, with the operator's limits and grants.
+    pub executor: Executor,
 }
 
-/// The ServerApp a run's FAB carries.
-enum ServerApp {
-    Python,
-    Wasm(Bytes),
-}
-
-fn serverapp_of(link: &Link, run_id: u64) -> Result<ServerApp, String> {
-    let run = link.state.run(run_id).map_err(|e| e.to_string())?.ok_or("the run vanished")?;
-    let fab = link.state.fab(&run.fab_hash).map_err(|e| e.to_string())?.ok_or("the run's FAB is missing")?;
-    let fab = sepal_fab::Fab::read(&fab, &sepal_fab::Limits::default()).map_err(|e| format!("invalid FAB: {e}"))?;
-    match fab.manifest().serverapp() {
-        Component::Python(_) => Ok(ServerApp::Python),
-        wasm @ Component::Wasm(path) => fab
-            .wasm_component(wasm)
-            .map(|bytes| ServerApp::Wasm(Bytes::copy_from_slice(bytes)))
-            .ok_or_else(|| format!("the FAB has no ServerApp component {path}")),
-    }
+/// The run's FAB, read, and the kind of its ServerApp.
+fn serverapp_of(link: &Link, run_id: u64) -> Result<(RunApp, AppCode), AppFailure> {
+    let run = link.state.run(run_id).map_err(|e| AppFailure::Load(e.to_string()))?;
+    let run = run.ok_or_else(|| AppFailure::Load("the run vanished".into()))?;
+    let fab = link.state.fab(&run.fab_hash).map_err(|e| AppFailure::Load(e.to_string()))?;
+    let fab = fab.ok_or_else(|| AppFailure::Load("the run's FAB is missing".into()))?;
+    let app = RunApp::read(&fab, &run.fab_hash)?;
+    let code = app.code(Side::Server)?;
+    Ok((app, code))
 }
 
 /// Launches ServerApps for pending runs until the task is dropped.
@@ -79,12 +66,11 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
             continue;
         };
         match serverapp_of(&link, run_id) {
-            Ok(ServerApp::Wasm(wasm)) => {
-                let (sandbox, settings) = (config.sandbox.clone(), config.wasm.clone());
-                tokio::spawn(wasm::run_serverapp(link.clone(), sandbox, settings, run_id, wasm));
+            Ok((app, AppCode::Wasm(_))) => {
+                tokio::spawn(crate::serverapp::run(link.clone(), config.executor.clone(), run_id, app));
                 wait_until_claimed(&link, run_id, &mut changed).await;
             }
-            Ok(ServerApp::Python) => match start(&config, run_id) {
+            Ok((_, AppCode::Python(_))) => match start(&config, run_id) {
                 Ok(child) => {
                     let tail = Arc::new(Mutex::new(VecDeque::new()));
                     let child = capture(child, &tail);
@@ -93,7 +79,7 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
                 }
                 Err(details) => fail(&link, run_id, &details),
             },
-            Err(details) => fail(&link, run_id, &details),
+            Err(failure) => fail(&link, run_id, &failure.to_string()),
         }
     }
 }

@@ -2,17 +2,21 @@
 //!
 //! # Layout
 //!
-//! - [`state`]: the [`state::LinkState`] trait (runs, nodes, messages, logs, FABs) and its
-//!   in-memory backend.
+//! - [`state`]: the [`state::LinkState`] trait (runs, nodes, messages, logs, FABs, run
+//!   status transitions) and its two backends: in memory, and SQLite (`--database`), which
+//!   survives restarts; both pass one shared conformance suite.
+//! - [`link`]: [`link::Link`], what the services share: the state, the object store that
+//!   holds message payloads, the events that wake held calls, the input limits.
 //! - [`fleet`], [`serverappio`], [`exec`]: the three gRPC services; thin handlers over
-//!   [`link::Link`].
-//! - [`auth`]: verification of SuperNodes' signed Fleet requests.
+//!   [`link::Link`]. Fleet requests arrive verified by `sepal_wire::auth::FleetAuth`.
+//! - [`limits`]: [`InputLimits`], how much input is accepted where it enters.
+//! - [`clock`]: Flower's times (Unix seconds, ISO-8601 strings).
 //! - [`error`]: the one place where errors become gRPC statuses.
 //! - [`launcher`]: starts a ServerApp process for each pending run (subprocess isolation).
-//! - [`wasm`]: Wasm ServerApps run in-process, with a grid wired to the link state.
+//! - [`serverapp`]: Wasm ServerApps run in-process (through `sepal-executor`), with a grid
+//!   wired to the link state.
 //! - [`server`]: binds the listeners and serves until shutdown.
 
-pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod exec;
@@ -21,9 +25,9 @@ pub mod launcher;
 pub mod limits;
 pub mod link;
 pub mod server;
+pub mod serverapp;
 pub mod serverappio;
 pub mod state;
-pub mod wasm;
 
-pub use limits::Limits;
-pub use server::{serve, Config, Isolation, Listeners, ServeError, TlsError, TlsFiles};
+pub use limits::InputLimits;
+pub use server::{serve, Config, Isolation, Listeners, ServeError};

@@ -3,7 +3,7 @@
 
 /// Size limits on requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct InputLimits {
     /// Largest FAB accepted by StartRun (Flower: 10 MiB).
     pub max_fab_bytes: usize,
     /// Largest single object (an array chunk is at most 20 MiB in Flower 1.20; other
@@ -19,7 +19,7 @@ pub struct Limits {
     pub max_run_config_bytes: usize,
 }
 
-impl Default for Limits {
+impl Default for InputLimits {
     fn default() -> Self {
         Self {
             max_fab_bytes: 10 * 1024 * 1024,

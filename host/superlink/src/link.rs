@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
-use crate::limits::{too_large, Limits};
+use crate::limits::{too_large, InputLimits};
 use crate::state::status::{self, RunState};
 use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 
@@ -25,7 +25,7 @@ pub struct Link {
     /// Wake-ups for whoever waits on the state.
     pub events: Events,
     /// How much input is accepted.
-    pub limits: Limits,
+    pub limits: InputLimits,
 }
 
 /// Wake-ups, so that waiters react to changes instead of polling on a timer.
@@ -59,7 +59,7 @@ impl Events {
 
 impl Link {
     /// A link over the given state with an empty object store.
-    pub fn new(state: Arc<dyn LinkState>, limits: Limits) -> Arc<Self> {
+    pub fn new(state: Arc<dyn LinkState>, limits: InputLimits) -> Arc<Self> {
         Arc::new(Self { state, objects: ObjectStore::new(), events: Events::default(), limits })
     }
 

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use sepal_proto::pb::exec_server::ExecServer;
 use sepal_proto::pb::fleet_server::FleetServer;
 use sepal_proto::pb::server_app_io_server::ServerAppIoServer;
-use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_wire::auth::{Allowlist, FleetAuth};
+use sepal_wire::{dial_address, ServerTls, TlsFileError, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::exec::ExecService;
 use crate::fleet::FleetService;
@@ -20,16 +21,8 @@ use crate::launcher::{self, LauncherConfig};
 use crate::link::Link;
 use crate::serverappio::ServerAppIoService;
 use crate::state::LinkState;
-use crate::wasm::WasmSettings;
 
-/// Who runs ServerApps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// The SuperLink starts a ServerApp process for each run.
-    Subprocess,
-    /// An external, separately managed ServerApp process connects over ServerAppIo.
-    Process,
-}
+pub use sepal_executor::Isolation;
 
 /// How the SuperLink runs.
 #[derive(Debug, Clone)]
@@ -39,86 +32,15 @@ pub struct Config {
     /// The `flwr-serverapp` executable for subprocess isolation.
     pub serverapp_bin: PathBuf,
     /// Limits and grants for Wasm ServerApps run in-process.
-    pub wasm: WasmSettings,
+    pub wasm: sepal_executor::Settings,
     /// TLS for Fleet and Exec (`None`: plaintext, `--insecure`). ServerAppIo is always plaintext.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<ServerTls>,
     /// How much input is accepted where it enters.
-    pub limits: crate::limits::Limits,
+    pub limits: crate::limits::InputLimits,
     /// `--auth-list-public-keys`: only these SuperNode keys may call Fleet (`None`: any
     /// key with a valid signature). Not stored in the link state: it is read afresh from
     /// the CSV at every start, which is also what Flower does in effect.
-    pub node_allowlist: Option<crate::auth::Allowlist>,
-}
-
-/// Flower's `--ssl-ca-certfile`, `--ssl-certfile` and `--ssl-keyfile` (all PEM).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The CA certificate. As in Flower, client certificates are not requested, so it is
-    /// only checked to be a certificate.
-    pub ca: PathBuf,
-    /// The server certificate (chain); it must name the address clients dial (a DNS name,
-    /// or an IP address in an `IP:` SAN).
-    pub cert: PathBuf,
-    /// The server's private key.
-    pub key: PathBuf,
-}
-
-/// A TLS file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The file cannot be read.
-    #[error("cannot read {flag} {path}: {error}")]
-    Read {
-        /// The flag that named the file.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why (in the message, not a `source`: it is said once).
-        error: std::io::Error,
-    },
-    /// The file is not what it should be.
-    #[error("{flag} {path}: {problem}")]
-    Invalid {
-        /// The flag that named the file.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl TlsFiles {
-    /// Reads and checks the three files; the server identity for Fleet and Exec.
-    pub fn load(&self) -> Result<ServerTlsConfig, TlsError> {
-        use rustls_pki_types::pem::PemObject as _;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let read = |flag: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|error| TlsError::Read { flag, path: path.clone(), error })
-        };
-        let invalid = |flag: &'static str, path: &PathBuf, problem: String| TlsError::Invalid {
-            flag,
-            path: path.clone(),
-            problem,
-        };
-        let certificates = |flag: &'static str, path: &PathBuf| -> Result<Vec<u8>, TlsError> {
-            let pem = read(flag, path)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(flag, path, format!("not a PEM certificate file ({e})")))?;
-            if certs.is_empty() {
-                return Err(invalid(flag, path, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
-            }
-            Ok(pem)
-        };
-        certificates("--ssl-ca-certfile", &self.ca)?;
-        let cert = certificates("--ssl-certfile", &self.cert)?;
-        let key = read("--ssl-keyfile", &self.key)?;
-        PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
-            invalid("--ssl-keyfile", &self.key, format!("no PEM private key (PKCS#8, PKCS#1 or SEC1) found ({e})"))
-        })?;
-        Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-    }
+    pub node_allowlist: Option<Allowlist>,
 }
 
 impl Config {
@@ -127,7 +49,7 @@ impl Config {
         Self {
             isolation,
             serverapp_bin: "flwr-serverapp".into(),
-            wasm: WasmSettings::default(),
+            wasm: sepal_executor::Settings::default(),
             tls: None,
             node_allowlist: None,
             limits: Default::default(),
@@ -143,7 +65,7 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     /// A TLS file cannot be used.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Tls(#[from] TlsFileError),
     /// The Wasm sandbox could not be set up.
     #[error("cannot set up the Wasm sandbox: {0}")]
     Sandbox(#[from] sepal_sandbox::SandboxError),
@@ -170,16 +92,6 @@ impl Listeners {
     }
 }
 
-/// The address a local ServerApp process should dial for a listener bound to `addr`
-/// (a wildcard bind is reached over loopback).
-fn dial_address(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
-    }
-}
-
 fn base_server() -> Server {
     Server::builder()
 }
@@ -200,7 +112,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // Bad TLS files stop the start before anything runs.
-    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
     let (mut fleet_server, mut exec_server) = (public_server(tls.as_ref())?, public_server(tls.as_ref())?);
     let link = Link::new(state, config.limits.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -224,8 +136,7 @@ pub async fn serve(
             let config = LauncherConfig {
                 serverapp_bin: config.serverapp_bin.clone(),
                 serverappio,
-                sandbox: sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?,
-                wasm: Arc::new(config.wasm.clone()),
+                executor: sepal_executor::Executor::new(sepal_sandbox::SandboxConfig::default(), config.wasm.clone())?,
             };
             Some(tokio::spawn(launcher::run(link.clone(), config)))
         }
@@ -235,7 +146,7 @@ pub async fn serve(
     let fleet = FleetServer::new(FleetService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let fleet = InterceptedService::new(fleet, crate::auth::FleetAuth::new(config.node_allowlist.clone()));
+    let fleet = InterceptedService::new(fleet, FleetAuth::new(config.node_allowlist.clone()));
     let serverappio = ServerAppIoServer::new(ServerAppIoService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sepal_core::error::ObjectError;
 use sepal_core::store::ObjectStore;
 use sepal_proto::pb;
 use sepal_proto::pb::client_app_io_server::ClientAppIo;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::node::{JobError, NodeState};
 
@@ -31,27 +32,61 @@ impl ClientAppIoService {
     }
 }
 
-fn job_status(e: JobError) -> Status {
-    let status = match e {
-        JobError::InvalidToken => Status::permission_denied(e.to_string()),
-        JobError::NoMessage | JobError::NoReply => Status::failed_precondition(e.to_string()),
-        JobError::BadReply(_) => Status::invalid_argument(e.to_string()),
-    };
-    tracing::warn!(code = ?status.code(), "ClientAppIo request refused: {}", status.message());
-    status
+/// Why a ClientAppIo request was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// About the instruction being served (token, reply).
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A pushed object is unusable (Flower: FAILED_PRECONDITION).
+    #[error(transparent)]
+    BadObject(ObjectError),
+    /// A reply's object tree is unusable.
+    #[error(transparent)]
+    BadTree(ObjectError),
+    /// The request is incomplete.
+    #[error("{0}")]
+    Incomplete(&'static str),
+    /// The run is not known here.
+    #[error("run {0} not found")]
+    UnknownRun(u64),
+    /// The reply's objects have not all been pushed.
+    #[error("reply objects not pushed yet: {0:?}")]
+    ObjectsMissing(Vec<String>),
+}
+
+/// The one place where ClientAppIo refusals become statuses (and are logged).
+impl From<Refusal> for Status {
+    fn from(e: Refusal) -> Self {
+        let code = match &e {
+            Refusal::Job(JobError::InvalidToken) => Code::PermissionDenied,
+            Refusal::Job(JobError::NoMessage | JobError::NoReply) | Refusal::ObjectsMissing(_) => {
+                Code::FailedPrecondition
+            }
+            Refusal::Job(JobError::BadReply(_)) | Refusal::Incomplete(_) | Refusal::BadTree(_) => Code::InvalidArgument,
+            Refusal::BadObject(_) => Code::FailedPrecondition,
+            Refusal::UnknownRun(_) => Code::NotFound,
+        };
+        tracing::warn!(?code, "ClientAppIo request refused: {e}");
+        Status::new(code, e.to_string())
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn reply<T>(result: Result<T, Refusal>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl ClientAppIo for ClientAppIoService {
-    /// Held for up to the [`sepal_proto::WAIT_HEADER`] milliseconds the caller asks (Sepal's `sepal clientapp`; at most
+    /// Held for up to the [`sepal_wire::WAIT_HEADER`] milliseconds the caller asks (Sepal's `sepal clientapp`; at most
     /// [`MAX_WAIT`]) while nothing is pending; Flower's `flwr-clientapp` asks for no wait.
     async fn get_run_ids_with_pending_messages(
         &self,
         req: Request<pb::GetRunIdsWithPendingMessagesRequest>,
     ) -> Reply<pb::GetRunIdsWithPendingMessagesResponse> {
-        let wait = sepal_proto::requested_wait(req.metadata(), MAX_WAIT);
+        let wait = sepal_wire::requested_wait(req.metadata(), MAX_WAIT);
         let run_ids = self.state.runs_with_pending_messages_within(wait).await;
         Ok(Response::new(pb::GetRunIdsWithPendingMessagesResponse { run_ids }))
     }
@@ -63,12 +98,16 @@ impl ClientAppIo for ClientAppIoService {
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
         let run_id = req.get_ref().run_id;
-        let entry = self.state.run(run_id).ok_or_else(|| Status::not_found(format!("run {run_id} not found")))?;
-        Ok(Response::new(pb::GetRunResponse { run: Some(entry.run) }))
+        reply(
+            self.state
+                .run(run_id)
+                .map(|entry| pb::GetRunResponse { run: Some(entry.run) })
+                .ok_or(Refusal::UnknownRun(run_id)),
+        )
     }
 
     async fn pull_client_app_inputs(&self, req: Request<pb::PullAppInputsRequest>) -> Reply<pb::PullAppInputsResponse> {
-        let entry = self.state.inputs(&req.get_ref().token).map_err(job_status)?;
+        let entry = self.state.inputs(&req.get_ref().token).map_err(Refusal::from)?;
         let fab = pb::Fab { hash_str: entry.run.fab_hash.clone(), content: entry.fab.to_vec() };
         Ok(Response::new(pb::PullAppInputsResponse {
             context: Some(entry.context),
@@ -82,45 +121,43 @@ impl ClientAppIo for ClientAppIoService {
         req: Request<pb::PushAppOutputsRequest>,
     ) -> Reply<pb::PushAppOutputsResponse> {
         let req = req.into_inner();
-        let context = req.context.ok_or_else(|| Status::invalid_argument("PushClientAppOutputs without a context"))?;
-        if let Some(tree) = self.state.reply_tree(&req.token).map_err(job_status)? {
-            let missing = self.objects.missing(&tree);
-            if !missing.is_empty() {
-                return Err(Status::failed_precondition(format!("reply objects not pushed yet: {missing:?}")));
+        reply((|| {
+            let context = req.context.ok_or(Refusal::Incomplete("PushClientAppOutputs without a context"))?;
+            if let Some(tree) = self.state.reply_tree(&req.token)? {
+                let missing = self.objects.missing(&tree);
+                if !missing.is_empty() {
+                    return Err(Refusal::ObjectsMissing(missing));
+                }
             }
-        }
-        self.state.complete(&req.token, context).map_err(job_status)?;
-        Ok(Response::new(pb::PushAppOutputsResponse {}))
+            self.state.complete(&req.token, context)?;
+            Ok(pb::PushAppOutputsResponse {})
+        })())
     }
 
     async fn push_message(&self, req: Request<pb::PushAppMessagesRequest>) -> Reply<pb::PushAppMessagesResponse> {
         let req = req.into_inner();
-        let (Some(reply), Some(tree)) =
-            (req.messages_list.into_iter().next(), req.message_object_trees.into_iter().next())
-        else {
-            return Err(Status::invalid_argument("PushMessage needs one message and its object tree"));
-        };
-        let run_id = self.state.put_reply(&req.token, reply, tree.clone()).map_err(job_status)?;
-        let objects_to_push =
-            self.objects.preregister(run_id, &tree).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(pb::PushAppMessagesResponse { message_ids: vec![tree.object_id], objects_to_push }))
+        reply((|| {
+            let (Some(message), Some(tree)) =
+                (req.messages_list.into_iter().next(), req.message_object_trees.into_iter().next())
+            else {
+                return Err(Refusal::Incomplete("PushMessage needs one message and its object tree"));
+            };
+            let run_id = self.state.put_reply(&req.token, message, tree.clone())?;
+            let objects_to_push = self.objects.preregister(run_id, &tree).map_err(Refusal::BadTree)?;
+            Ok(pb::PushAppMessagesResponse { message_ids: vec![tree.object_id], objects_to_push })
+        })())
     }
 
     async fn pull_message(&self, req: Request<pb::PullAppMessagesRequest>) -> Reply<pb::PullAppMessagesResponse> {
-        let (message, tree) = self.state.instruction(&req.get_ref().token).map_err(job_status)?;
-        Ok(Response::new(pb::PullAppMessagesResponse {
-            messages_list: vec![message],
-            message_object_trees: vec![tree],
+        reply(self.state.instruction(&req.get_ref().token).map_err(Refusal::from).map(|(message, tree)| {
+            pb::PullAppMessagesResponse { messages_list: vec![message], message_object_trees: vec![tree] }
         }))
     }
 
     async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Reply<pb::PushObjectResponse> {
         let req = req.into_inner();
-        let stored = match self.objects.put(&req.object_id, req.object_content.into()) {
-            Ok(stored) => stored,
-            Err(e) => return Err(Status::failed_precondition(e.to_string())),
-        };
-        Ok(Response::new(pb::PushObjectResponse { stored }))
+        let stored = self.objects.put(&req.object_id, req.object_content.into()).map_err(Refusal::BadObject);
+        reply(stored.map(|stored| pb::PushObjectResponse { stored }))
     }
 
     async fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Reply<pb::PullObjectResponse> {

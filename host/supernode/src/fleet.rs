@@ -8,20 +8,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use sepal_proto::pb;
 use sepal_proto::pb::fleet_client::FleetClient;
-use sepal_proto::MAX_GRPC_MESSAGE;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::config::ClientTls;
+use sepal_wire::auth::Signer;
+use sepal_wire::{ClientTls, MAX_GRPC_MESSAGE};
+
 use crate::retry::RetryPolicy;
-use crate::signer::Signer;
 
 /// Flower's node heartbeat interval (seconds).
 pub const HEARTBEAT_INTERVAL: f64 = 30.0;
-
-pub use sepal_proto::WAIT_HEADER;
 
 type Client = FleetClient<InterceptedService<Channel, Signer>>;
 
@@ -81,8 +78,7 @@ impl Fleet {
             .run("PullMessages", || {
                 let mut c = self.client.clone();
                 let mut req = Request::new(pb::PullMessagesRequest { node: node(node_id), message_ids: vec![] });
-                let ms = MetadataValue::from(wait.as_millis() as u64);
-                req.metadata_mut().insert(WAIT_HEADER, ms);
+                sepal_wire::ask_to_wait(&mut req, wait);
                 // The wait is a hint; never let a held call outlive it by much.
                 req.set_timeout(wait + Duration::from_secs(10));
                 async move { c.pull_messages(req).await }

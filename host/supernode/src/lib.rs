@@ -3,32 +3,36 @@
 //!
 //! # Layout
 //!
-//! - [`supernode`]: the main loop (register, heartbeat, pull, run, push, reconnect).
-//! - [`fleet`]: the signed, retrying Fleet client; [`signer`] signs; [`retry`] backs off.
+//! - [`main_loop`]: register, heartbeat, pull, run, push; reconnect when the SuperLink
+//!   goes away.
+//! - [`fleet`]: the signed, retrying Fleet client; [`retry`] backs off.
 //! - [`node`]: the node's runs, contexts and the instruction waiting for a ClientApp.
 //! - [`clientappio`]: the ClientAppIo service Python ClientApps talk to.
-//! - [`executor`]: the one interface that runs ClientApps, and its Python implementation.
+//! - [`clientapps`]: the one interface that runs ClientApps: Python ones over ClientAppIo,
+//!   Wasm ones in-process through `sepal-executor`.
 //! - [`config`]: settings and config values.
 
 pub mod clientappio;
+pub mod clientapps;
 pub mod config;
-pub mod executor;
 pub mod fleet;
+pub mod main_loop;
 pub mod node;
 pub mod retry;
-pub mod signer;
-pub mod supernode;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use sepal_core::store::ObjectStore;
+use sepal_executor::Executor;
 use sepal_proto::pb::client_app_io_server::ClientAppIoServer;
-use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_sandbox::SandboxConfig;
+use sepal_wire::auth::Signer;
+use sepal_wire::{dial_address, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::{ClientTls, Config, Isolation};
+pub use config::{Config, Isolation};
 
 /// Why a SuperNode stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +58,14 @@ pub enum Error {
 
 /// Binds the ClientAppIo address and runs a SuperNode (with a fresh key) until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    run_signed(config, signer::Signer::fresh(), shutdown).await
+    run_signed(config, Signer::fresh(), shutdown).await
 }
 
 /// As [`run`], signing Fleet requests with `signer` (the node's own key pair, e.g.
 /// from `--auth-supernode-private-key/-public-key`).
 pub async fn run_signed(
     config: Config,
-    signer: signer::Signer,
+    signer: Signer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let listener = TcpListener::bind(config.clientappio)
@@ -77,13 +81,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    serve_signed(config, signer::Signer::fresh(), listener, shutdown).await
+    serve_signed(config, Signer::fresh(), listener, shutdown).await
 }
 
 /// As [`serve`], signing Fleet requests with `signer`.
 pub async fn serve_signed(
     config: Config,
-    signer: signer::Signer,
+    signer: Signer,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -91,28 +95,23 @@ pub async fn serve_signed(
     let state = Arc::new(node::NodeState::default());
     let objects = Arc::new(ObjectStore::new());
     let mode = match config.isolation {
-        Isolation::Subprocess => executor::python::PythonMode::Subprocess {
+        Isolation::Subprocess => clientapps::python::PythonMode::Subprocess {
             program: config.clientapp_bin.clone(),
             clientappio: dial_address(local).to_string(),
             flwr_dir: config.flwr_dir.clone(),
         },
-        Isolation::Process => executor::python::PythonMode::Process,
+        Isolation::Process => clientapps::python::PythonMode::Process,
     };
-    let python = Arc::new(executor::python::PythonExecutor::new(state.clone(), mode));
+    let python = Arc::new(clientapps::python::PythonRunner::new(state.clone(), mode));
     // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
     // clientapp`), is an external process served over ClientAppIo.
-    let executor: Arc<dyn executor::Executor> = match config.isolation {
+    let runner: Arc<dyn clientapps::Runner> = match config.isolation {
         Isolation::Process => python,
-        Isolation::Subprocess => Arc::new(executor::ByApp {
-            python,
-            wasm: Arc::new(executor::wasm::WasmExecutor::new(
-                sepal_sandbox::Sandbox::new(sepal_sandbox::SandboxConfig::default())?,
-                state.clone(),
-                objects.clone(),
-                config.wasm_limits.clone(),
-                config.wasm_grants.clone(),
-            )),
-        }),
+        Isolation::Subprocess => {
+            let executor = Executor::new(SandboxConfig::default(), config.wasm.clone())?;
+            let wasm = clientapps::wasm::WasmRunner::new(executor, state.clone(), objects.clone());
+            Arc::new(clientapps::ByKind { python, wasm: Arc::new(wasm) })
+        }
     };
     let fleet = fleet::Fleet::new(&config.superlink, &config.tls, signer, config.retry)?;
 
@@ -127,18 +126,9 @@ pub async fn serve_signed(
         },
     ));
     tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
-    let node = supernode::SuperNode::new(&config, fleet, state, objects, executor);
+    let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner);
     let result = node.run(shutdown).await;
     let _ = stop_tx.send(());
     let _ = server.await;
     result.map_err(Error::from)
-}
-
-/// The address a local process should dial for a listener bound to `addr`.
-fn dial_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    if addr.ip().is_unspecified() {
-        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
-    }
 }

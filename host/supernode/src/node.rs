@@ -10,15 +10,6 @@ use rand::RngCore;
 use sepal_proto::pb;
 use tokio::sync::{oneshot, watch};
 
-/// What kind of ClientApp a run's FAB carries.
-#[derive(Debug, Clone)]
-pub enum AppKind {
-    /// A Python `module:attr` reference, run by `flwr-clientapp`.
-    Python,
-    /// A WebAssembly component (its bytes, taken from the FAB).
-    Wasm(Bytes),
-}
-
 /// A run as the node knows it.
 #[derive(Debug, Clone)]
 pub struct RunEntry {
@@ -27,7 +18,7 @@ pub struct RunEntry {
     /// The run's FAB (hash verified).
     pub fab: Bytes,
     /// The ClientApp the FAB carries.
-    pub app: AppKind,
+    pub app: sepal_executor::AppCode,
     /// The ClientApp context: node config, fused run config and the persistent state.
     pub context: pb::Context,
 }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use sepal_proto::pb;
 use sepal_proto::pb::fleet_client::FleetClient;
 use sepal_proto::pb::fleet_server::{Fleet, FleetServer};
-use sepal_proto::MAX_GRPC_MESSAGE;
+use sepal_wire::MAX_GRPC_MESSAGE;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;

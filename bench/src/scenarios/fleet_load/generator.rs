@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sepal_proto::pb;
 use sepal_proto::pb::fleet_client::FleetClient;
-use sepal_supernode::signer::Signer;
+use sepal_wire::auth::Signer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

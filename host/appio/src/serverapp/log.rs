@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sepal_executor::log::ServerLog;
 use sepal_proto::pb;
 use sepal_sandbox::{LogSink, LogSource};
 use tokio::sync::mpsc;
@@ -37,17 +38,6 @@ pub(crate) fn start(link: Link, run_id: u64) -> (Arc<RunLog>, JoinHandle<()>) {
     (Arc::new(RunLog { run_id, tx, dropped: AtomicUsize::new(0) }), uploader)
 }
 
-/// A line as the run's log shows it: the level for the app's `log` calls, nothing for
-/// plain output.
-fn format_line(source: LogSource, line: &str) -> String {
-    let prefix = match source {
-        LogSource::App(level) => format!("{:<8}: ", format!("{level:?}").to_uppercase()),
-        LogSource::Sandbox => "SANDBOX : ".into(),
-        LogSource::Stdout | LogSource::Stderr => String::new(),
-    };
-    format!("{prefix}{line}\n")
-}
-
 impl RunLog {
     fn push(&self, line: String) {
         if self.tx.try_send(line).is_err() {
@@ -75,8 +65,7 @@ impl RunLog {
 
 impl LogSink for RunLog {
     fn line(&self, source: LogSource, text: &str) {
-        tracing::info!(target: "serverapp", run_id = self.run_id, "{text}");
-        self.push(format_line(source, text));
+        ServerLog::new(self.run_id, |line| self.push(line)).line(source, text);
     }
 }
 
@@ -96,18 +85,5 @@ async fn upload(link: Link, run_id: u64, mut rx: mpsc::Receiver<String>) {
         if let Err(e) = unary!(link, push_logs, req) {
             tracing::warn!(run_id, "cannot upload the run's log: {e}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sepal_sandbox::LogLevel;
-
-    #[test]
-    fn lines_carry_their_level() {
-        assert_eq!(format_line(LogSource::App(LogLevel::Info), "round 1"), "INFO    : round 1\n");
-        assert_eq!(format_line(LogSource::Stdout, "hello"), "hello\n");
-        assert_eq!(format_line(LogSource::Sandbox, "cut"), "SANDBOX : cut\n");
     }
 }

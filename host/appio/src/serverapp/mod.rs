@@ -21,17 +21,15 @@ mod grid;
 mod log;
 mod stop;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
-use sepal_fab::Component;
+use sepal_executor::{AppFailure, Executor, RunApp, Settings, Side};
 use sepal_proto::pb;
 use sepal_proto::pb::server_app_io_client::ServerAppIoClient;
-use sepal_proto::MAX_GRPC_MESSAGE;
-use sepal_sandbox::{decode_reply, Grants, Limits, LogSink, Sandbox, SandboxConfig, ServerComponent};
+use sepal_sandbox::{Grants, Limits, LogSink, SandboxConfig, ServerComponent};
+use sepal_wire::MAX_GRPC_MESSAGE;
 use tonic::transport::Channel;
 
 use crate::error::{Error, RpcError};
@@ -82,12 +80,13 @@ impl Default for Options {
 /// A run in progress at shutdown is stopped and marked finished:failed. Errors are only
 /// returned for an unusable address or sandbox; a failed run is recorded in the run.
 pub async fn run(address: &str, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let sandbox = Sandbox::new(options.sandbox.clone())?;
+    let settings = Settings { limits: options.limits.clone(), grants: options.grants.clone() };
+    let executor = Executor::new(options.sandbox.clone(), settings)?;
     let link = ServerAppIoClient::new(channel(address)?)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     tracing::info!(address, "ServerApp process started; waiting for runs");
-    let server = ServerApp { link, sandbox, options };
+    let server = ServerApp { link, executor, options };
     tokio::pin!(shutdown);
     loop {
         let inputs = tokio::select! {
@@ -135,6 +134,12 @@ impl From<RpcError> for Failure {
     }
 }
 
+impl From<AppFailure> for Failure {
+    fn from(e: AppFailure) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+
 fn failed(details: impl Into<String>) -> Failure {
     Failure::Failed(details.into())
 }
@@ -145,7 +150,7 @@ fn status(status: &str, sub_status: &str, details: &str) -> pb::RunStatus {
 
 struct ServerApp {
     link: Link,
-    sandbox: Sandbox,
+    executor: Executor,
     options: Options,
 }
 
@@ -223,8 +228,10 @@ impl ServerApp {
         let fab = inputs.fab.ok_or_else(|| failed("PullAppInputs returned no FAB"))?;
         let got = unary!(self.link, get_run, pb::GetRunRequest { run_id, ..Default::default() })?;
         let run = got.run.or(inputs.run).unwrap_or_default();
-        let (wasm, run_config) = read_fab(&fab, &run)?;
-        let component = self.load(wasm).await?;
+        let expected = if run.fab_hash.is_empty() { &fab.hash_str } else { &run.fab_hash };
+        let app = RunApp::read(&fab.content, expected)?;
+        let run_config = app.run_config(&run.override_config)?;
+        let component = self.executor.load_server(app.wasm(Side::Server)?).await?;
         let context = pb::Context { run_config, ..context };
         let req = pb::UpdateRunStatusRequest { run_id, run_status: Some(status("running", "", "")) };
         unary!(self.link, update_run_status, req)?;
@@ -240,16 +247,6 @@ impl ServerApp {
         Ok(())
     }
 
-    /// Compiles the component (CPU work, off the async threads).
-    async fn load(&self, wasm: Vec<u8>) -> Result<ServerComponent, Failure> {
-        let sandbox = self.sandbox.clone();
-        match tokio::task::spawn_blocking(move || sandbox.load_server(&wasm)).await {
-            Ok(Ok(component)) => Ok(component),
-            Ok(Err(e)) => Err(failed(format!("cannot load the ServerApp: {e}"))),
-            Err(e) => Err(failed(format!("loading the ServerApp panicked: {e}"))),
-        }
-    }
-
     /// Runs the app to its end; returns the final context (the app's state, the rest kept).
     async fn run_app(
         &self,
@@ -261,40 +258,13 @@ impl ServerApp {
     ) -> Result<pb::Context, Failure> {
         let grid = grid::GrpcGrid::new(self.link.clone(), run_id, stop.clone());
         let sink: Arc<dyn LogSink> = log.clone();
-        let (limits, grants) = (&self.options.limits, &self.options.grants);
-        let runner = self.sandbox.server_runner();
-        let input = context.encode_to_vec();
         let out = tokio::select! {
-            out = runner.run(component, &input, grid, limits, grants, sink) => out,
+            out = self.executor.run_server(component, context, grid, sink) => out,
             reason = stop.stopped() => return Err(Failure::Stopped(reason)),
         };
-        let bytes = out.map_err(|e| match stop.reason() {
+        out.map_err(|e| match stop.reason() {
             Some(reason) => Failure::Stopped(reason),
-            None => failed(e.to_string()),
-        })?;
-        let returned: pb::Context = decode_reply(&bytes).map_err(|e| failed(e.to_string()))?;
-        Ok(pb::Context { state: returned.state, ..context.clone() })
+            None => e.into(),
+        })
     }
-}
-
-/// The Wasm ServerApp of a run's FAB (hash verified) and the run's config (the FAB's
-/// defaults with the run's overrides).
-fn read_fab(fab: &pb::Fab, run: &pb::Run) -> Result<(Vec<u8>, HashMap<String, pb::Scalar>), Failure> {
-    let expected = if run.fab_hash.is_empty() { &fab.hash_str } else { &run.fab_hash };
-    let parsed = sepal_fab::Fab::read_verified(&fab.content, expected, &sepal_fab::Limits::default())
-        .map_err(|e| failed(format!("invalid FAB: {e}")))?;
-    let wasm = match parsed.manifest().serverapp() {
-        Component::Python(attr) => {
-            return Err(failed(format!(
-                "this FAB's ServerApp is Python (`{attr}`); run flwr-serverapp for it (sepal serverapp runs Wasm ServerApps)"
-            )))
-        }
-        component @ Component::Wasm(path) => parsed
-            .wasm_component(component)
-            .ok_or_else(|| failed(format!("the FAB has no ServerApp component {path}")))?
-            .to_vec(),
-    };
-    let run_config = sepal_fab::fuse_wire_run_config(parsed.manifest().run_config(), &run.override_config)
-        .map_err(|e| failed(format!("run config: {e}")))?;
-    Ok((wasm, run_config))
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
-use sepal_fab::{Fab, Limits, Manifest, FAB_MAX_SIZE};
+use sepal_fab::{Fab, Manifest, ReadLimits, FAB_MAX_SIZE};
 use serde::Serialize;
 
 use crate::exec_client::{out, out_json, report, OutputFormat};
@@ -98,7 +98,7 @@ pub fn read_fab_file(path: &Path) -> anyhow::Result<LoadedFab> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fab =
-        Fab::read(&bytes, &Limits::default()).map_err(|e| anyhow!("{} is not a valid FAB: {e}", path.display()))?;
+        Fab::read(&bytes, &ReadLimits::default()).map_err(|e| anyhow!("{} is not a valid FAB: {e}", path.display()))?;
     let hash = fab.hash().to_string();
     let manifest = fab.manifest().clone();
     let file_name = manifest.fab_file_name(&hash);

@@ -14,7 +14,7 @@ use sepal_proto::pb;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::{Config as LinkConfig, Isolation as LinkIsolation, Listeners};
 use sepal_supernode::retry::RetryPolicy;
-use sepal_supernode::{Config as NodeConfig, Isolation as NodeIsolation};
+use sepal_supernode::Config as NodeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -96,17 +96,10 @@ async fn start_federation(
         let node_config =
             sepal_fab::parse_config_overrides(&format!("partition-id={partition} num-partitions={nodes}"))?;
         let config = NodeConfig {
-            superlink: fleet.to_string(),
-            tls: sepal_supernode::ClientTls::Insecure,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio: listener.local_addr()?,
-            isolation: NodeIsolation::Subprocess,
-            clientapp_bin: "flwr-clientapp".into(),
-            flwr_dir: None,
             retry: RetryPolicy { max_retries: Some(5), max_wait: Some(Duration::from_secs(30)) },
-            clientapp_timeout: None,
-            wasm_limits: sepal_sandbox::Limits::default(),
-            wasm_grants: sepal_sandbox::Grants::none(),
+            ..NodeConfig::new(fleet.to_string(), sepal_wire::ClientTls::Insecure)
         };
         let node = sepal_supernode::serve(config, listener, shutdown_signal(nodes_stopped));
         tokio::spawn(async move {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
-use sepal_superlink::auth::Allowlist;
+use sepal_executor::Settings as WasmSettings;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
-use sepal_superlink::wasm::WasmSettings;
-use sepal_superlink::{Config, Isolation, Listeners, TlsFiles};
+use sepal_superlink::{Config, Isolation, Listeners};
+use sepal_wire::auth::Allowlist;
+use sepal_wire::ServerTls;
 
 use super::resolve;
 
@@ -87,7 +88,7 @@ enum IsolationArg {
 impl SuperlinkArgs {
     /// Flower's rules: `--insecure` wins (with a warning if TLS files are given too); else
     /// all three TLS files are needed.
-    fn tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+    fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
         if self.insecure {
             if self.ssl_ca_certfile.is_some() || self.ssl_certfile.is_some() || self.ssl_keyfile.is_some() {
                 tracing::warn!("--insecure is set: the --ssl-* files are ignored and Fleet and Exec are plaintext");
@@ -96,7 +97,7 @@ impl SuperlinkArgs {
         }
         match (&self.ssl_ca_certfile, &self.ssl_certfile, &self.ssl_keyfile) {
             (Some(ca), Some(cert), Some(key)) => {
-                Ok(Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
+                Ok(Some(ServerTls { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
             }
             (None, None, None) => bail!(
                 "refusing to start without TLS: pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile, or --insecure"
@@ -127,7 +128,7 @@ impl SuperlinkArgs {
         let tls = self.tls()?;
         let node_allowlist = match &self.auth_list_public_keys {
             Some(path) => {
-                let list = Allowlist::from_csv_file(path).context("--auth-list-public-keys")?;
+                let list = Allowlist::from_csv_file(path)?;
                 tracing::info!(keys = list.len(), file = %path.display(), "only listed SuperNode keys may call Fleet");
                 Some(list)
             }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use sepal_supernode::retry::RetryPolicy;
-use sepal_supernode::signer::Signer;
-use sepal_supernode::{ClientTls, Config, Isolation};
+use sepal_supernode::{Config, Isolation};
+use sepal_wire::auth::Signer;
+use sepal_wire::ClientTls;
 
 use super::resolve;
 
@@ -128,8 +129,10 @@ impl SupernodeArgs {
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
-            wasm_limits: self.wasm.limits(Duration::from_secs(600))?,
-            wasm_grants: self.wasm.grants()?,
+            wasm: sepal_executor::Settings {
+                limits: self.wasm.limits(Duration::from_secs(600))?,
+                grants: self.wasm.grants()?,
+            },
         };
         sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;
         Ok(())

@@ -4,8 +4,8 @@
 //! [`sepal_core::store::ObjectStore`]. This state keeps each message's metadata and the
 //! shape of its object tree, which is what the Fleet and ServerAppIo services route on.
 //!
-//! The in-memory backend is [`memory::MemoryState`]; every backend passes the shared
-//! behaviour suite in [`conformance`].
+//! The backends are [`memory::MemoryState`] and [`sqlite::SqliteState`] (`--database`);
+//! every backend passes the shared behaviour suite in `conformance`.
 
 pub mod memory;
 pub mod sqlite;
@@ -21,8 +21,7 @@ use sepal_proto::pb;
 
 pub use status::RunState;
 
-/// The node id that stands for the SuperLink (and its ServerApp) in message routing.
-pub const SUPERLINK_NODE_ID: u64 = 1;
+pub use sepal_core::routing::SUPERLINK_NODE_ID;
 
 /// A heartbeat interval so large that a run is never considered inactive.
 pub const HEARTBEAT_NEVER: f64 = 1e300;

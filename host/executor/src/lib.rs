@@ -1,0 +1,108 @@
+//! Running a Flower app's Wasm components, one way for every isolation mode.
+//!
+//! The SuperLink (a ServerApp, in-process), the SuperNode (a ClientApp, in-process) and
+//! `sepal serverapp` / `sepal clientapp` (the same, as separate processes over ServerAppIo
+//! and ClientAppIo) are thin adapters around this crate: they fetch what a run needs over
+//! their own transport and hand it here; the rules for what an app is given, how long it
+//! may take, what of its output is kept and how a failure reads are the same everywhere.
+//!
+//! ```ignore
+//! let executor = Executor::new(SandboxConfig::default(), Settings::default())?; // once per process
+//! let app = RunApp::read(&fab.content, &run.fab_hash)?;                        // once per run
+//! let component = executor.load_client(app.wasm(Side::Client)?).await?;          // compiled once per FAB
+//! let (reply, context) = executor
+//!     .handle_message(&component, &instruction, &context, node_id, time_to_reply(&meta, None), log)
+//!     .await?;                                                                  // per message
+//! ```
+//!
+//! # Layout
+//!
+//! - [`app`]: [`RunApp`], a run's FAB read and checked: each side's code, the run config.
+//! - `clientapp`: [`Executor::handle_message`] and [`time_to_reply`].
+//! - `serverapp`: [`Executor::run_server`].
+//! - [`log`]: the one format of app output in a run's log, and the sinks both sides use.
+//! - [`failure`]: [`AppFailure`], why an app produced no result, in Flower's terms.
+//!
+//! This crate names no transport (no tonic): the grid a ServerApp drives is the caller's
+//! [`GridHost`](sepal_sandbox::GridHost).
+
+pub mod app;
+mod clientapp;
+pub mod failure;
+pub mod log;
+mod serverapp;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sepal_sandbox::{ClientComponent, Grants, Limits, Sandbox, SandboxConfig, SandboxError, ServerComponent};
+
+pub use app::{AppCode, RunApp, Side};
+pub use clientapp::time_to_reply;
+pub use failure::AppFailure;
+
+/// Where app code runs (`--isolation`), on a SuperLink (ServerApps) and on SuperNodes
+/// (ClientApps) alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// The SuperLink or SuperNode runs the apps itself: a Wasm app in-process, in the
+    /// sandbox; a Python app in a `flwr-serverapp` / `flwr-clientapp` process it starts.
+    Subprocess,
+    /// It runs no app code: an external, separately managed process (`flwr-serverapp`,
+    /// `sepal serverapp`, ...) connects over ServerAppIo / ClientAppIo.
+    Process,
+}
+
+/// What the operator allows the Wasm apps this process runs.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Memory, time and output limits per invocation (one ClientApp message, or one whole
+    /// ServerApp run).
+    pub limits: Limits,
+    /// Capabilities beyond nothing (a data directory, connections).
+    pub grants: Grants,
+}
+
+/// Runs Wasm apps in the sandbox: one per process. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Executor {
+    sandbox: Sandbox,
+    settings: Arc<Settings>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Sets up the sandbox (engine, epoch ticker, component cache) with `config`.
+    pub fn new(config: SandboxConfig, settings: Settings) -> Result<Self, SandboxError> {
+        Ok(Executor { sandbox: Sandbox::new(config)?, settings: Arc::new(settings) })
+    }
+
+    /// The operator's limits and grants.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A ClientApp component, compiled (or found in the cache) on a blocking thread: a
+    /// compile is CPU work that must not stall the async threads.
+    pub async fn load_client(&self, wasm: Bytes) -> Result<ClientComponent, AppFailure> {
+        let sandbox = self.sandbox.clone();
+        match tokio::task::spawn_blocking(move || sandbox.load_client(&wasm)).await {
+            Ok(loaded) => loaded.map_err(AppFailure::from),
+            Err(e) => Err(AppFailure::Load(format!("loading the ClientApp panicked: {e}"))),
+        }
+    }
+
+    /// A ServerApp component, as [`Executor::load_client`].
+    pub async fn load_server(&self, wasm: Bytes) -> Result<ServerComponent, AppFailure> {
+        let sandbox = self.sandbox.clone();
+        match tokio::task::spawn_blocking(move || sandbox.load_server(&wasm)).await {
+            Ok(loaded) => loaded.map_err(serverapp::server_failure),
+            Err(e) => Err(AppFailure::Load(format!("loading the ServerApp panicked: {e}"))),
+        }
+    }
+}

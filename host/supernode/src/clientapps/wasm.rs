@@ -1,0 +1,54 @@
+//! Wasm ClientApps, run in-process: the SuperNode's adapter around [`sepal_executor`]. The
+//! instruction's objects are in the node's store; the reply's objects go there too.
+
+use std::sync::Arc;
+
+use sepal_core::store::ObjectStore;
+use sepal_executor::log::ClientLog;
+use sepal_executor::{AppCode, AppFailure, Executor};
+use tokio::time::Instant;
+
+use super::{Job, Runner};
+use crate::node::{Completion, NodeState};
+
+/// Runs Wasm ClientApps in the sandbox.
+pub struct WasmRunner {
+    executor: Executor,
+    state: Arc<NodeState>,
+    objects: Arc<ObjectStore>,
+}
+
+impl WasmRunner {
+    /// A runner over the node's state and object store.
+    pub fn new(executor: Executor, state: Arc<NodeState>, objects: Arc<ObjectStore>) -> Self {
+        Self { executor, state, objects }
+    }
+}
+
+#[tonic::async_trait]
+impl Runner for WasmRunner {
+    async fn run(&self, job: Job) -> Result<Completion, AppFailure> {
+        let AppCode::Wasm(wasm) = &job.app else {
+            return Err(AppFailure::Load("not a Wasm ClientApp".into()));
+        };
+        let run_id = job.run.run_id;
+        let entry = self.state.run(run_id).ok_or_else(|| AppFailure::Load(format!("run {run_id} is not known")))?;
+        let component = self.executor.load_client(wasm.clone()).await?;
+        let instruction = self
+            .objects
+            .message(&job.instruction, &job.tree)
+            .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?;
+        let time_left = job.deadline.saturating_duration_since(Instant::now());
+        let log = Arc::new(ClientLog::new(run_id));
+        let (reply, context) = self
+            .executor
+            .handle_message(&component, &instruction, &entry.context, self.state.node_id(), time_left, log)
+            .await?;
+        let (tree, id) = self.objects.insert_message(run_id, &reply);
+        let mut wire = reply.to_wire_pb();
+        if let Some(m) = wire.metadata.as_mut() {
+            m.message_id = id;
+        }
+        Ok(Completion { reply: wire, tree, context })
+    }
+}

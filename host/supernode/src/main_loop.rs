@@ -1,0 +1,286 @@
+//! The SuperNode's main loop: register, heartbeat, pull an instruction, fetch what it
+//! needs, run the ClientApp, push the reply; reconnect whenever the SuperLink goes away.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sepal_core::routing::error_reply;
+use sepal_core::store::{ObjectLookup, ObjectStore};
+use sepal_executor::{time_to_reply, AppFailure, RunApp, Side};
+use sepal_proto::pb;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::clientapps::{Job, Runner};
+use crate::config::Config;
+use crate::fleet::{Fleet, HEARTBEAT_INTERVAL};
+use crate::node::{NodeState, RunEntry};
+
+/// How long a pull may be held by a Sepal SuperLink waiting for an instruction.
+const PULL_WAIT: Duration = Duration::from_secs(20);
+
+/// Pause between pulls when the SuperLink answers at once (a Flower SuperLink).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A running SuperNode.
+pub struct SuperNode {
+    fleet: Fleet,
+    state: Arc<NodeState>,
+    objects: Arc<ObjectStore>,
+    runner: Arc<dyn Runner>,
+    node_config: HashMap<String, pb::Scalar>,
+    clientapp_timeout: Option<Duration>,
+}
+
+/// What went wrong with one instruction before the ClientApp could run.
+enum Prepare {
+    /// The run is not running any more (the SuperLink said PERMISSION_DENIED).
+    RunNotRunning(String),
+    /// The run's FAB or config is unusable: reply with this error.
+    Unusable(AppFailure),
+    /// The SuperLink could not be reached or refused for another reason.
+    Link(Status),
+}
+
+impl From<Status> for Prepare {
+    fn from(s: Status) -> Self {
+        if s.code() == Code::PermissionDenied {
+            Prepare::RunNotRunning(s.message().to_string())
+        } else {
+            Prepare::Link(s)
+        }
+    }
+}
+
+fn is_unknown_node(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated && status.message().contains("Invalid node ID")
+}
+
+impl SuperNode {
+    /// A SuperNode over the given parts.
+    pub fn new(
+        config: &Config,
+        fleet: Fleet,
+        state: Arc<NodeState>,
+        objects: Arc<ObjectStore>,
+        runner: Arc<dyn Runner>,
+    ) -> Self {
+        Self {
+            fleet,
+            state,
+            objects,
+            runner,
+            node_config: config.node_config.clone(),
+            clientapp_timeout: config.clientapp_timeout,
+        }
+    }
+
+    /// Registers and serves instructions until `shutdown`, then unregisters.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Status> {
+        self.register().await?;
+        let heartbeat = tokio::spawn(heartbeat(self.fleet.clone(), self.state.clone()));
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                step = self.step() => if let Err(e) = step { break Err(e) },
+            }
+        };
+        heartbeat.abort();
+        let node_id = self.state.node_id();
+        match self.fleet.delete_node(node_id).await {
+            Ok(()) => tracing::info!(node_id, "node unregistered"),
+            Err(e) => tracing::warn!(node_id, "could not unregister the node: {}", e.message()),
+        }
+        result
+    }
+
+    async fn register(&self) -> Result<(), Status> {
+        let node_id = self.fleet.create_node().await?;
+        self.state.set_node_id(node_id);
+        tracing::info!(node_id, "registered with the SuperLink");
+        Ok(())
+    }
+
+    /// One pull and, if it brought an instruction, its handling.
+    async fn step(&self) -> Result<(), Status> {
+        let started = Instant::now();
+        let pulled = match self.fleet.pull(self.state.node_id(), PULL_WAIT).await {
+            Ok(p) => p,
+            Err(s) if is_unknown_node(&s) => {
+                tracing::warn!("the SuperLink no longer knows this node (it restarted?); registering again");
+                return self.register().await;
+            }
+            Err(s) if s.code() == Code::DeadlineExceeded => None,
+            Err(s) => return Err(s),
+        };
+        match pulled {
+            Some((message, tree)) => self.handle(message, tree).await,
+            None => {
+                if started.elapsed() < PULL_WAIT / 2 {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, message: pb::Message, tree: pb::ObjectTree) {
+        let Some(meta) = message.metadata.clone() else {
+            tracing::error!("the SuperLink sent a message without metadata; ignored");
+            return;
+        };
+        let group = if meta.group_id.is_empty() { String::new() } else { format!(", round {}", meta.group_id) };
+        tracing::info!(run_id = meta.run_id, "received {} message {}{group}", meta.message_type, meta.message_id);
+        let result = match self.prepare(&meta, &tree).await {
+            Ok(entry) => {
+                let deadline = Instant::now() + time_to_reply(&meta, self.clientapp_timeout);
+                let job = Job { run: entry.run, app: entry.app, instruction: message, tree, deadline };
+                self.runner.run(job).await
+            }
+            Err(Prepare::RunNotRunning(why)) => {
+                tracing::info!(run_id = meta.run_id, "run is not running ({why}); message ignored");
+                return;
+            }
+            Err(Prepare::Link(s)) => {
+                tracing::error!(run_id = meta.run_id, "could not fetch what the message needs: {}", s.message());
+                Err(AppFailure::Load(format!("the SuperNode could not fetch the run's inputs: {}", s.message())))
+            }
+            Err(Prepare::Unusable(e)) => Err(e),
+        };
+        let (reply, reply_tree) = match result {
+            Ok(done) => {
+                self.state.set_context(meta.run_id, done.context);
+                (done.reply, done.tree)
+            }
+            Err(e) => {
+                tracing::warn!(run_id = meta.run_id, "ClientApp failed: {e}");
+                self.error_reply(&meta, &e)
+            }
+        };
+        self.push(meta.run_id, reply, reply_tree).await;
+        self.objects.delete(&meta.message_id);
+    }
+
+    /// Makes sure the run, its FAB and the instruction's objects are here.
+    async fn prepare(&self, meta: &pb::Metadata, tree: &pb::ObjectTree) -> Result<RunEntry, Prepare> {
+        let node_id = self.state.node_id();
+        let entry = match self.state.run(meta.run_id) {
+            Some(entry) => entry,
+            None => {
+                let entry = self.fetch_run(node_id, meta.run_id).await?;
+                self.state.add_run(entry.clone());
+                entry
+            }
+        };
+        let to_pull = self
+            .objects
+            .preregister(meta.run_id, tree)
+            .map_err(|e| Prepare::Unusable(AppFailure::Load(e.to_string())))?;
+        for id in to_pull {
+            let content = self.pull_object(node_id, meta.run_id, &id).await?;
+            self.objects.put(&id, content).map_err(|e| Prepare::Unusable(AppFailure::Load(e.to_string())))?;
+        }
+        self.fleet.confirm(node_id, meta.run_id, &meta.message_id).await?;
+        Ok(entry)
+    }
+
+    async fn fetch_run(&self, node_id: u64, run_id: u64) -> Result<RunEntry, Prepare> {
+        let run = self.fleet.get_run(node_id, run_id).await?;
+        let fab = match self.state.fab(&run.fab_hash) {
+            Some(fab) => fab,
+            None => self.fleet.get_fab(node_id, &run.fab_hash, run_id).await?,
+        };
+        let unusable = Prepare::Unusable;
+        let parsed = RunApp::read(&fab, &run.fab_hash).map_err(unusable)?;
+        // Kept only once its hash is verified, for the runs that share it.
+        self.state.add_fab(&run.fab_hash, fab.clone());
+        let run_config = parsed.run_config(&run.override_config).map_err(unusable)?;
+        let app = parsed.code(Side::Client).map_err(unusable)?;
+        let context = pb::Context {
+            run_id,
+            node_id,
+            node_config: self.node_config.clone(),
+            state: Some(pb::RecordDict::default()),
+            run_config,
+        };
+        tracing::info!(run_id, fab_id = %run.fab_id, "new run");
+        Ok(RunEntry { run, fab, app, context })
+    }
+
+    /// Pulls one object, waiting while the sender is still uploading it.
+    async fn pull_object(&self, node_id: u64, run_id: u64, id: &str) -> Result<Bytes, Prepare> {
+        let mut delay = Duration::from_millis(50);
+        let give_up = Instant::now() + Duration::from_secs(600);
+        loop {
+            let res = self.fleet.pull_object(node_id, run_id, id).await?;
+            if res.object_available {
+                return Ok(res.object_content.into());
+            }
+            if !res.object_found || Instant::now() > give_up {
+                let why = format!("object {id} is not available on the SuperLink");
+                return Err(Prepare::Link(Status::not_found(why)));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// A Flower error reply to `ins`, stored with its objects.
+    fn error_reply(&self, ins: &pb::Metadata, failure: &AppFailure) -> (pb::Message, pb::ObjectTree) {
+        let message = error_reply(ins, self.state.node_id(), failure.to_error());
+        let (tree, id) = self.objects.insert_message(ins.run_id, &message);
+        let mut wire = message.to_wire_pb();
+        if let Some(m) = wire.metadata.as_mut() {
+            m.message_id = id;
+        }
+        (wire, tree)
+    }
+
+    async fn push(&self, run_id: u64, reply: pb::Message, tree: pb::ObjectTree) {
+        let node_id = self.state.node_id();
+        let reply_id = tree.object_id.clone();
+        let result = async {
+            let wanted = self.fleet.push_reply(node_id, reply, tree).await?;
+            for id in wanted {
+                let ObjectLookup::Available(content) = self.objects.get(&id) else {
+                    return Err(Status::internal(format!("reply object {id} is missing on this node")));
+                };
+                self.fleet.push_object(node_id, run_id, &id, content).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(run_id, "reply {reply_id} sent"),
+            Err(s) if s.code() == Code::PermissionDenied => {
+                tracing::info!(run_id, "run is not running ({}); reply dropped", s.message())
+            }
+            Err(s) => tracing::error!(run_id, "could not send reply {reply_id}: {}", s.message()),
+        }
+        self.objects.delete(&reply_id);
+    }
+}
+
+/// Sends a heartbeat every ~18-22 s (Flower's schedule), so the SuperLink sees the node
+/// as online; retries quickly after a failure.
+async fn heartbeat(fleet: Fleet, state: Arc<NodeState>) {
+    loop {
+        let jitter: f64 = rand::Rng::gen_range(&mut rand::thread_rng(), -0.1..0.1);
+        let every = Duration::from_secs_f64((HEARTBEAT_INTERVAL - 5.0) * (0.8 + jitter));
+        match fleet.heartbeat(state.node_id()).await {
+            Ok(true) => tokio::time::sleep(every).await,
+            Ok(false) => {
+                tracing::warn!("heartbeat not accepted; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => {
+                tracing::debug!("heartbeat failed: {}", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

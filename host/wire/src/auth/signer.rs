@@ -1,0 +1,139 @@
+//! The SuperNode's end: signing every Fleet request as Flower 1.20 SuperNodes do.
+//!
+//! A fresh P-384 key is made per start, as Flower does by default, unless the node's key
+//! pair is given (`--auth-supernode-private-key/-public-key`), which a SuperLink with an
+//! allow-list needs.
+
+use std::path::Path;
+
+use ecdsa::signature::hazmat::PrehashSigner;
+use sha2::{Digest, Sha256};
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+use super::{PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::keys::{parse_openssh_private_key, parse_openssh_public_key, public_key_pem, read_text, KeyFileError};
+
+const PRIVATE_FLAG: &str = "--auth-supernode-private-key";
+const PUBLIC_FLAG: &str = "--auth-supernode-public-key";
+
+/// The node's key pair, and a tonic interceptor that signs each request with it.
+#[derive(Clone)]
+pub struct Signer {
+    key: p384::ecdsa::SigningKey,
+    public_pem: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("public_pem", &self.public_pem).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer with a fresh random P-384 key.
+    pub fn fresh() -> Self {
+        Self::from_key(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
+    }
+
+    /// A signer with the given key.
+    pub fn from_key(key: p384::ecdsa::SigningKey) -> Self {
+        let public_pem = public_key_pem(key.verifying_key());
+        Self { key, public_pem }
+    }
+
+    /// A signer with the node's key pair from OpenSSH files (unencrypted private key,
+    /// `ecdsa-sha2-nistp384` public key); the two must belong together.
+    pub fn from_openssh(private_path: &Path, public_path: &Path) -> Result<Self, KeyFileError> {
+        let invalid =
+            |flag, path: &Path, problem| KeyFileError::Invalid { flag, path: path.to_path_buf(), line: None, problem };
+        let key = parse_openssh_private_key(&read_text(PRIVATE_FLAG, private_path)?)
+            .map_err(|problem| invalid(PRIVATE_FLAG, private_path, problem))?;
+        let public = parse_openssh_public_key(&read_text(PUBLIC_FLAG, public_path)?)
+            .map_err(|problem| invalid(PUBLIC_FLAG, public_path, problem))?;
+        if key.verifying_key() != &public {
+            return Err(KeyFileError::Mismatch {
+                private: private_path.to_path_buf(),
+                public: public_path.to_path_buf(),
+            });
+        }
+        Ok(Self::from_key(key))
+    }
+
+    /// The public key as sent in `flwr-public-key-bin`.
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// Adds the three signature headers for `timestamp` (ISO-8601) to `md`.
+    pub fn sign(&self, timestamp: &str, md: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let signature: p384::ecdsa::Signature = self
+            .key
+            .sign_prehash(&Sha256::digest(timestamp.as_bytes()))
+            .map_err(|e| Status::internal(format!("cannot sign the request: {e}")))?;
+        let ts = MetadataValue::try_from(timestamp).map_err(|e| Status::internal(e.to_string()))?;
+        md.insert_bin(PUBLIC_KEY_HEADER, BinaryMetadataValue::from_bytes(self.public_pem.as_bytes()));
+        md.insert(TIMESTAMP_HEADER, ts);
+        md.insert_bin(SIGNATURE_HEADER, BinaryMetadataValue::from_bytes(signature.to_der().as_bytes()));
+        Ok(())
+    }
+}
+
+impl Interceptor for Signer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        self.sign(&crate::time::now_iso(), req.metadata_mut())?;
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::encode_openssh;
+
+    fn key() -> p384::ecdsa::SigningKey {
+        p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)
+    }
+
+    #[test]
+    fn from_openssh_checks_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_private, a_public) = encode_openssh(&key(), "a");
+        let (_, b_public) = encode_openssh(&key(), "b");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (a_priv, a_pub, b_pub) = (write("a", &a_private), write("a.pub", &a_public), write("b.pub", &b_public));
+        let signer = Signer::from_openssh(&a_priv, &a_pub).unwrap();
+        assert_eq!(signer.public_pem(), public_key_pem(&parse_openssh_public_key(&a_public).unwrap()));
+
+        let err = Signer::from_openssh(&a_priv, &b_pub).unwrap_err().to_string();
+        assert!(err.contains("is not the public key of"), "{err}");
+        let err = Signer::from_openssh(&a_pub, &a_pub).unwrap_err().to_string();
+        assert!(err.contains(PRIVATE_FLAG) && err.contains("not an OpenSSH private key"), "{err}");
+        let err = Signer::from_openssh(&a_priv, &a_priv).unwrap_err().to_string();
+        assert!(err.contains(PUBLIC_FLAG) && err.contains("not an OpenSSH public key"), "{err}");
+        let err = Signer::from_openssh(&dir.path().join("missing"), &a_pub).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read --auth-supernode-private-key"), "{err}");
+    }
+
+    /// Keys made by the real `ssh-keygen`, when it is installed (skipped otherwise).
+    #[test]
+    fn reads_ssh_keygen_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", "node@test", "-f"])
+            .arg(&path)
+            .status();
+        if !made.is_ok_and(|status| status.success()) {
+            eprintln!("ssh-keygen not available: skipped");
+            return;
+        }
+        let signer = Signer::from_openssh(&path, &path.with_extension("pub")).unwrap();
+        assert!(signer.public_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
+    }
+}

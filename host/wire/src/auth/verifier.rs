@@ -1,0 +1,145 @@
+//! The SuperLink's end: checking a Fleet request's signature, its timestamp window and,
+//! with an allow-list, its key.
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+use super::{Allowlist, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::time::parse_iso;
+
+/// A timestamp may be this far in the future (clock skew), in seconds.
+const MAX_FUTURE_SKEW: f64 = 5.0;
+/// A timestamp may be this old, in seconds (Flower: 300 s plus 5 s skew).
+const MAX_AGE: f64 = 305.0;
+
+/// Why a request was not authenticated; the texts are Flower's, which its SuperNodes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// A signature header is missing or unreadable.
+    #[error("Missing authentication metadata")]
+    Missing,
+    /// The key is not on the allow-list.
+    #[error("Public key not recognized")]
+    NotRecognized,
+    /// The signature does not verify with the key.
+    #[error("Invalid signature")]
+    InvalidSignature,
+    /// The timestamp does not parse or is outside the window.
+    #[error("Invalid timestamp")]
+    InvalidTimestamp,
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        Status::unauthenticated(e.to_string())
+    }
+}
+
+/// The verified public key (PEM) of the calling node, left in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct NodeKey(pub Vec<u8>);
+
+/// Checks a request's signature metadata (and, with an allow-list, that the key is
+/// listed); returns the caller's public key (PEM).
+pub fn verify(metadata: &MetadataMap, allowlist: Option<&Allowlist>) -> Result<Vec<u8>, AuthError> {
+    let key = metadata.get_bin(PUBLIC_KEY_HEADER).and_then(|v| v.to_bytes().ok()).ok_or(AuthError::Missing)?;
+    let timestamp = metadata.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()).ok_or(AuthError::Missing)?;
+    let signature = metadata.get_bin(SIGNATURE_HEADER).and_then(|v| v.to_bytes().ok()).ok_or(AuthError::Missing)?;
+    let public = parse_pem(&key);
+    if let Some(allowlist) = allowlist {
+        if !public.as_ref().is_some_and(|public| allowlist.contains(public)) {
+            return Err(AuthError::NotRecognized);
+        }
+    }
+    if !public.is_some_and(|public| signature_is_valid(&public, timestamp.as_bytes(), &signature)) {
+        return Err(AuthError::InvalidSignature);
+    }
+    let signed_at = parse_iso(timestamp).ok_or(AuthError::InvalidTimestamp)?;
+    let age = (chrono::Utc::now() - signed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    if !(-MAX_FUTURE_SKEW < age && age < MAX_AGE) {
+        return Err(AuthError::InvalidTimestamp);
+    }
+    Ok(key.to_vec())
+}
+
+fn parse_pem(key: &[u8]) -> Option<p384::ecdsa::VerifyingKey> {
+    use p384::pkcs8::DecodePublicKey;
+    std::str::from_utf8(key).ok().and_then(|pem| p384::ecdsa::VerifyingKey::from_public_key_pem(pem).ok())
+}
+
+/// ECDSA P-384 over SHA-256 of `message`, DER signature (how Flower signs the timestamp).
+/// Checked with ring: this runs on every Fleet request.
+fn signature_is_valid(key: &p384::ecdsa::VerifyingKey, message: &[u8], der: &[u8]) -> bool {
+    use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA256_ASN1};
+    let point = key.to_encoded_point(false);
+    UnparsedPublicKey::new(&ECDSA_P384_SHA256_ASN1, point.as_bytes()).verify(message, der).is_ok()
+}
+
+/// The tonic interceptor for the Fleet service: verifies the signature (and the
+/// allow-list, if any) and stores the caller's [`NodeKey`] in the request extensions.
+#[derive(Debug, Clone, Default)]
+pub struct FleetAuth {
+    allowlist: Option<Arc<Allowlist>>,
+}
+
+impl FleetAuth {
+    /// Checks signatures; with `Some` allow-list, only its keys may call Fleet.
+    pub fn new(allowlist: Option<Allowlist>) -> Self {
+        Self { allowlist: allowlist.map(Arc::new) }
+    }
+}
+
+impl Interceptor for FleetAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let key = verify(req.metadata(), self.allowlist.as_deref())?;
+        req.extensions_mut().insert(NodeKey(key));
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Signer;
+    use crate::time::{iso, now_iso};
+    use tonic::metadata::MetadataValue;
+
+    fn signed(signer: &Signer, timestamp: &str) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        signer.sign(timestamp, &mut md).unwrap();
+        md
+    }
+
+    #[test]
+    fn a_fresh_signature_is_accepted() {
+        let signer = Signer::fresh();
+        let key = verify(&signed(&signer, &now_iso()), None).unwrap();
+        assert_eq!(key, signer.public_pem().as_bytes());
+    }
+
+    #[test]
+    fn missing_tampered_and_stale_requests_are_refused() {
+        assert_eq!(verify(&MetadataMap::new(), None), Err(AuthError::Missing));
+        let signer = Signer::fresh();
+
+        let mut md = signed(&signer, &now_iso());
+        md.insert(TIMESTAMP_HEADER, MetadataValue::try_from(now_iso() + " ").unwrap());
+        assert_eq!(verify(&md, None), Err(AuthError::InvalidSignature));
+
+        let old = iso(chrono::Utc::now() - chrono::Duration::seconds(400));
+        assert_eq!(verify(&signed(&signer, &old), None), Err(AuthError::InvalidTimestamp));
+        let future = iso(chrono::Utc::now() + chrono::Duration::seconds(10));
+        assert_eq!(verify(&signed(&signer, &future), None), Err(AuthError::InvalidTimestamp));
+    }
+
+    #[test]
+    fn an_allowlist_admits_only_its_keys() {
+        let (listed, other) = (Signer::fresh(), Signer::fresh());
+        let list: Allowlist = [parse_pem(listed.public_pem().as_bytes()).unwrap()].into_iter().collect();
+        assert!(verify(&signed(&listed, &now_iso()), Some(&list)).is_ok());
+        assert_eq!(verify(&signed(&other, &now_iso()), Some(&list)), Err(AuthError::NotRecognized));
+    }
+}

@@ -1,0 +1,77 @@
+//! Both ends of the wire: what Sepal's servers (SuperLink, SuperNode) and clients
+//! (SuperNode, CLI, app processes) share about talking gRPC, so that neither side imports
+//! the other.
+//!
+//! # Layout
+//!
+//! - [`codec`]: the gRPC codec of every service and client (prost, with malformed requests
+//!   answered INVALID_ARGUMENT); the generated code in `sepal-proto` names it.
+//! - [`tls`]: TLS files for servers ([`ServerTls`], Flower's `--ssl-*` flags) and clients
+//!   ([`ClientTls`], `--insecure` / `--root-certificates`), with one error type.
+//! - [`keys`]: OpenSSH EC key files (`ssh-keygen -t ecdsa`), as SuperNodes and allow-lists
+//!   name them.
+//! - [`auth`]: Flower's signed Fleet requests: [`auth::Signer`] on the SuperNode,
+//!   [`auth::verify`] / [`auth::FleetAuth`] and the node [`auth::Allowlist`] on the SuperLink.
+//! - [`time`]: Flower's ISO-8601 timestamps.
+//! - This page: limits and metadata both ends agree on, and [`dial_address`].
+
+pub mod auth;
+pub mod codec;
+pub mod keys;
+pub mod time;
+pub mod tls;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+pub use tls::{ClientTls, ServerTls, TlsFileError};
+
+/// The largest gRPC message Flower accepts in either direction (2 GiB - 1).
+pub const MAX_GRPC_MESSAGE: usize = 2_147_483_647;
+
+/// Request metadata by which Sepal's own clients ask a Sepal server to hold an empty poll
+/// (Fleet PullMessages, ClientAppIo GetRunIdsWithPendingMessages) until there is work or
+/// this many milliseconds pass. Flower's clients never send it; Flower's servers ignore it.
+pub const WAIT_HEADER: &str = "sepal-wait-ms";
+
+/// The wait a request asks for with [`WAIT_HEADER`], at most `max`; zero without one.
+pub fn requested_wait(metadata: &tonic::metadata::MetadataMap, max: Duration) -> Duration {
+    let ms = metadata.get(WAIT_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    ms.map_or(Duration::ZERO, Duration::from_millis).min(max)
+}
+
+/// Asks a Sepal server to hold this request for up to `wait` (see [`WAIT_HEADER`]).
+pub fn ask_to_wait<T>(req: &mut tonic::Request<T>, wait: Duration) {
+    req.metadata_mut().insert(WAIT_HEADER, tonic::metadata::MetadataValue::from(wait.as_millis() as u64));
+}
+
+/// The address a local process should dial for a listener bound to `addr`: a wildcard
+/// bind (`0.0.0.0`, `[::]`) is reached over loopback.
+pub fn dial_address(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_what_was_asked_capped() {
+        let mut req = tonic::Request::new(());
+        assert_eq!(requested_wait(req.metadata(), Duration::from_secs(5)), Duration::ZERO);
+        ask_to_wait(&mut req, Duration::from_millis(1500));
+        assert_eq!(requested_wait(req.metadata(), Duration::from_secs(5)), Duration::from_millis(1500));
+        assert_eq!(requested_wait(req.metadata(), Duration::from_secs(1)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn wildcard_binds_are_dialled_on_loopback() {
+        assert_eq!(dial_address("0.0.0.0:9091".parse().unwrap()), "127.0.0.1:9091".parse().unwrap());
+        assert_eq!(dial_address("[::]:9094".parse().unwrap()), "127.0.0.1:9094".parse().unwrap());
+        assert_eq!(dial_address("10.0.0.2:9092".parse().unwrap()), "10.0.0.2:9092".parse().unwrap());
+    }
+}
