@@ -4,13 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use rand::Rng;
 use sepal_proto::pb;
 
 use super::status::{self, RunState};
 use super::{
-    check_reply, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
-    StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE, NO_HEARTBEAT_DETAILS, SUPERLINK_NODE_ID,
+    check_reply, expired, random_id, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError,
+    StateResult, StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE,
 };
 use crate::clock::{now_iso, now_secs};
 
@@ -71,21 +70,6 @@ impl MemoryState {
     }
 }
 
-fn expired(meta: &pb::Metadata, now: f64) -> bool {
-    meta.created_at + meta.ttl < now
-}
-
-impl RunEntry {
-    /// Fails a starting/running run whose ServerApp stopped sending heartbeats.
-    fn refresh(&mut self, now: f64) {
-        let state = RunState::of(&self.run);
-        if matches!(state, Some(RunState::Starting | RunState::Running)) && self.active_until < now {
-            self.run.status = Some(status::status(status::FINISHED, status::FAILED, NO_HEARTBEAT_DETAILS));
-            self.run.finished_at = now_iso();
-        }
-    }
-}
-
 impl Inner {
     /// Pending runs, oldest submission first (the launcher and a ServerApp's claim agree).
     fn pending(&self) -> Vec<u64> {
@@ -101,18 +85,8 @@ impl Inner {
 
     fn run_mut(&mut self, run_id: u64) -> StateResult<&mut RunEntry> {
         let entry = self.runs.get_mut(&run_id).ok_or(StateError::RunNotFound(run_id))?;
-        entry.refresh(now_secs());
+        status::fail_if_silent(&mut entry.run, entry.active_until, now_secs());
         Ok(entry)
-    }
-
-    fn random_id(&self, taken: impl Fn(u64) -> bool) -> u64 {
-        let mut rng = rand::thread_rng();
-        loop {
-            let id: u64 = rng.gen();
-            if id > SUPERLINK_NODE_ID && !taken(id) {
-                return id;
-            }
-        }
     }
 
     fn remove_instruction(&mut self, id: &str) {
@@ -152,7 +126,7 @@ impl Inner {
 impl LinkState for MemoryState {
     fn create_run(&self, new: NewRun) -> StateResult<u64> {
         let mut inner = self.lock();
-        let run_id = inner.random_id(|id| inner.runs.contains_key(&id));
+        let run_id = random_id(|id| Ok(inner.runs.contains_key(&id)))?;
         let run = pb::Run {
             run_id,
             fab_id: new.fab_id,
@@ -270,7 +244,7 @@ impl LinkState for MemoryState {
 
     fn create_node(&self, heartbeat_interval: f64) -> StateResult<u64> {
         let mut inner = self.lock();
-        let node_id = inner.random_id(|id| inner.nodes.contains_key(&id));
+        let node_id = random_id(|id| Ok(inner.nodes.contains_key(&id)))?;
         let entry = NodeEntry { online_until: now_secs() + heartbeat_interval, public_key: None };
         inner.nodes.insert(node_id, entry);
         Ok(node_id)

@@ -17,6 +17,7 @@ pub(crate) mod conformance;
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use rand::Rng;
 use sepal_proto::pb;
 
 pub use status::RunState;
@@ -168,6 +169,23 @@ pub(crate) fn check_reply(ins: &pb::Metadata, reply: &pb::Metadata, now: f64) ->
         return Err(ReplyRejected::TtlTooLong { instruction: instruction(), ttl: reply.ttl, max });
     }
     Ok(())
+}
+
+/// Whether a message's TTL has run out by `now` (a NaN TTL or stamp never expires, as in
+/// Flower's float comparison).
+pub(crate) fn expired(meta: &pb::Metadata, now: f64) -> bool {
+    meta.created_at + meta.ttl < now
+}
+
+/// A random id above the SuperLink's that `taken` does not know (runs and nodes alike).
+pub(crate) fn random_id(taken: impl Fn(u64) -> StateResult<bool>) -> StateResult<u64> {
+    let mut rng = rand::thread_rng();
+    loop {
+        let id: u64 = rng.gen();
+        if id > SUPERLINK_NODE_ID && !taken(id)? {
+            return Ok(id);
+        }
+    }
 }
 
 /// The answer to one requested instruction id when the ServerApp pulls replies.

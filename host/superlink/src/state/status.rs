@@ -107,6 +107,22 @@ pub(crate) fn apply_transition(run: &mut pb::Run, active_until: &mut f64, new: p
     true
 }
 
+/// Whether a starting or running run's ServerApp has missed its heartbeat deadline.
+pub(crate) fn heartbeat_missed(run: &pb::Run, active_until: f64, now: f64) -> bool {
+    matches!(RunState::of(run), Some(RunState::Starting | RunState::Running)) && active_until < now
+}
+
+/// Turns a run whose ServerApp missed its heartbeats finished:failed; returns whether it
+/// did. Shared by every backend.
+pub(crate) fn fail_if_silent(run: &mut pb::Run, active_until: f64, now: f64) -> bool {
+    if !heartbeat_missed(run, active_until, now) {
+        return false;
+    }
+    run.status = Some(status(FINISHED, FAILED, super::NO_HEARTBEAT_DETAILS));
+    run.finished_at = crate::clock::now_iso();
+    true
+}
+
 /// A `RunStatus` value.
 pub fn status(status: &str, sub_status: &str, details: &str) -> pb::RunStatus {
     pb::RunStatus { status: status.to_string(), sub_status: sub_status.to_string(), details: details.to_string() }
