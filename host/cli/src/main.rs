@@ -5,6 +5,7 @@
 
 mod commands;
 mod exec_client;
+mod output;
 mod shutdown;
 
 use std::ffi::OsString;

@@ -15,7 +15,8 @@ use sepal_proto::pb;
 use tokio::time::{timeout_at, Instant};
 use tonic::{Code, Status};
 
-use crate::exec_client::{out, Exec, FederationArgs};
+use crate::exec_client::{Exec, FederationArgs};
+use crate::output::out;
 
 /// How long one StreamLogs call may last before it is replaced (Flower's `CONN_REFRESH_PERIOD`).
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(60);

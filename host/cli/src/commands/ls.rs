@@ -7,7 +7,8 @@ use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use sepal_proto::pb;
 use serde::Serialize;
 
-use crate::exec_client::{out, out_json, report, Exec, FederationArgs, OutputFormat};
+use crate::exec_client::{Exec, FederationArgs};
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr ls` arguments.
 #[derive(Debug, clap::Args)]

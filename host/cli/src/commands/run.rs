@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::build::{build_dir, read_fab_file, LoadedFab};
 use super::log::follow_until_interrupted;
-use crate::exec_client::{config_record, out, out_json, project_dir_of, report, Exec, FederationArgs, OutputFormat};
+use crate::exec_client::{config_record, project_dir_of, Exec, FederationArgs};
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr run` arguments (plus `--superlink`).
 #[derive(Debug, clap::Args)]

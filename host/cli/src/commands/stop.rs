@@ -6,7 +6,8 @@ use anyhow::bail;
 use sepal_proto::pb;
 use tonic::Code;
 
-use crate::exec_client::{out, out_json, report, Exec, FederationArgs, OutputFormat};
+use crate::exec_client::{Exec, FederationArgs};
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr stop` arguments.
 #[derive(Debug, clap::Args)]
