@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use sepal_fab::{ConfigMap, ConfigValue};
-use sepal_proto::pb;
 use sepal_proto::pb::exec_client::ExecClient;
 use sepal_proto::MAX_GRPC_MESSAGE;
 use sepal_supernode::ClientTls;
@@ -273,26 +272,6 @@ fn check_federation(name: &str, config: toml::Table, app_dir: &Path) -> anyhow::
         Some(_) => bail!("federation `{name}`: `options` must be a table"),
     };
     Ok(Federation { name: Some(name.to_string()), address: ExecTarget { address, tls }, options })
-}
-
-// === Config values on the wire ===
-
-/// A flat config as a ConfigRecord, in order.
-pub fn config_record(config: &ConfigMap) -> pb::ConfigRecord {
-    use pb::config_record_value::Value;
-    let items = config
-        .iter()
-        .map(|(key, value)| {
-            let value = match value {
-                ConfigValue::Bool(b) => Value::Bool(*b),
-                ConfigValue::Int(i) => Value::Sint64(*i),
-                ConfigValue::Float(x) => Value::Double(*x),
-                ConfigValue::Str(s) => Value::String(s.clone()),
-            };
-            pb::config_record::Item { key: key.clone(), value: Some(pb::ConfigRecordValue { value: Some(value) }) }
-        })
-        .collect();
-    pb::ConfigRecord { items }
 }
 
 // === The connection ===
@@ -570,17 +549,6 @@ insecure = "yes"
         std::fs::write(dir.path().join("certs/ca.crt"), pem).unwrap();
         let fed = args.resolve(dir.path()).unwrap();
         assert_eq!(fed.address.tls, ClientTls::Ca(pem.as_bytes().to_vec()));
-    }
-
-    #[test]
-    fn run_config_becomes_scalars() {
-        use pb::scalar::Scalar;
-        let config = sepal_fab::parse_config_args(&[r#"lr=0.5 rounds=3 flag=true name="x y""#]).unwrap();
-        let scalars: Vec<Scalar> = config.values().map(|v| sepal_fab::to_scalar(v).scalar.unwrap()).collect();
-        assert_eq!(scalars, [Scalar::Double(0.5), Scalar::Sint64(3), Scalar::Bool(true), Scalar::String("x y".into())]);
-        let record = config_record(&config);
-        assert_eq!(record.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["lr", "rounds", "flag", "name"]);
-        assert_eq!(record.items[1].value.as_ref().unwrap().value, Some(pb::config_record_value::Value::Sint64(3)));
     }
 
     #[test]
