@@ -4,7 +4,7 @@
 //! Flower's own deployment scripts run against it unchanged.
 
 mod commands;
-mod exec_client;
+mod exec;
 mod output;
 mod shutdown;
 

@@ -15,7 +15,7 @@ use sepal_proto::pb;
 use tokio::time::{timeout_at, Instant};
 use tonic::{Code, Status};
 
-use crate::exec_client::{Exec, FederationArgs};
+use crate::exec::{Exec, FederationArgs};
 use crate::output::out;
 
 /// How long one StreamLogs call may last before it is replaced (Flower's `CONN_REFRESH_PERIOD`).

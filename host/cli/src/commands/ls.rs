@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use sepal_proto::pb;
 use serde::Serialize;
 
-use crate::exec_client::{Exec, FederationArgs};
+use crate::exec::{Exec, FederationArgs};
 use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr ls` arguments.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::build::{build_dir, read_fab_file, LoadedFab};
 use super::log::follow_until_interrupted;
-use crate::exec_client::{project_dir_of, Exec, FederationArgs};
+use crate::exec::{project_dir_of, Exec, FederationArgs};
 use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr run` arguments (plus `--superlink`).

@@ -6,7 +6,7 @@ use anyhow::bail;
 use sepal_proto::pb;
 use tonic::Code;
 
-use crate::exec_client::{Exec, FederationArgs};
+use crate::exec::{Exec, FederationArgs};
 use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr stop` arguments.
