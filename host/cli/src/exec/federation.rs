@@ -1,4 +1,4 @@
-//! Which SuperLink a command talks to, from its arguments: `[FEDERATION]` and
+//! Which SuperLink a command talks to, from its arguments: `[APP] [FEDERATION]` and
 //! `--federation-config` (a federation of the app's `pyproject.toml`, as the `flwr` CLI
 //! finds it), or Sepal's `--superlink HOST:PORT`, which needs no `pyproject.toml` at all.
 //!
@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use sepal_fab::ConfigMap;
 use sepal_supernode::ClientTls;
 
-use super::connection::ExecTarget;
+use super::connection::{Exec, ExecTarget};
 use super::pyproject::resolve_federation;
 
 /// The file holding the federations.
@@ -42,6 +42,25 @@ pub struct FederationArgs {
     /// Connect to --superlink with TLS, verifying it against this CA certificate (PEM).
     #[arg(long, value_name = "PATH", requires = "superlink", conflicts_with = "insecure")]
     pub root_certificates: Option<PathBuf>,
+}
+
+/// `[APP] [FEDERATION]` and the federation flags: how `ls`, `log` and `stop` find the
+/// SuperLink, from the app directory whose pyproject.toml declares the federation.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppFederationArgs {
+    /// Path of the Flower app whose pyproject.toml declares the federation.
+    #[arg(value_name = "APP", default_value = ".")]
+    pub app: PathBuf,
+    #[command(flatten)]
+    pub federation: FederationArgs,
+}
+
+impl AppFederationArgs {
+    /// Resolves the federation and connects to its SuperLink's Exec API.
+    pub async fn connect(&self) -> anyhow::Result<Exec> {
+        let federation = self.federation.resolve(&self.app)?;
+        Exec::connect(&federation.address).await
+    }
 }
 
 /// A resolved federation: where its SuperLink is and what `options.*` it sets.
