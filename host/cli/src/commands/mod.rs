@@ -1,5 +1,7 @@
-//! One module per subcommand: an `Args` struct and its `run`.
+//! One module per subcommand (an `Args` struct and its `run`), and the flag groups several
+//! of them share: `app_process` and `wasm_args`.
 
+pub mod app_process;
 pub mod build;
 pub mod clientapp;
 pub mod demo;
