@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::ValueEnum;
 use sepal_supernode::retry::RetryPolicy;
 use sepal_supernode::signer::Signer;
 use sepal_supernode::{ClientTls, Config, Isolation};
 
+use super::isolation::IsolationArg;
 use super::resolve;
 
 /// Flower 1.20's `flower-supernode` flags (and Sepal's additions).
@@ -69,12 +69,6 @@ pub struct SupernodeArgs {
     wasm: super::wasm_args::WasmArgs,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum IsolationArg {
-    Subprocess,
-    Process,
-}
-
 impl SupernodeArgs {
     fn check(&self) -> anyhow::Result<()> {
         if self.grpc_adapter || self.rest {
@@ -120,10 +114,7 @@ impl SupernodeArgs {
             tls,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio,
-            isolation: match self.isolation {
-                IsolationArg::Subprocess => Isolation::Subprocess,
-                IsolationArg::Process => Isolation::Process,
-            },
+            isolation: self.isolation.select(Isolation::Subprocess, Isolation::Process),
             clientapp_bin: self.clientapp_bin,
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
