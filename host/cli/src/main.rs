@@ -4,7 +4,8 @@
 //! Flower's own deployment scripts run against it unchanged.
 
 mod commands;
-mod exec_client;
+mod exec;
+mod output;
 mod shutdown;
 
 use std::ffi::OsString;
@@ -20,7 +21,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run a whole local federation in this process on a Wasm app (default: the quickstart).
     Demo(commands::demo::DemoArgs),
@@ -51,17 +52,20 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// The command chosen by the program name (`flower-superlink`) or by the first argument.
-fn parse(args: Vec<OsString>) -> Command {
+/// The command chosen by the program name (`flower-superlink`, `flower-supernode`, with
+/// Flower's flags) or else by the first argument.
+fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
     let program = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("sepal");
     match program {
-        "flower-superlink" => Command::Superlink(commands::superlink::SuperlinkArgs::parse_from(args)),
-        _ => Cli::parse_from(args).command,
+        "flower-superlink" => commands::superlink::SuperlinkArgs::try_parse_from(args).map(Command::Superlink),
+        "flower-supernode" => commands::supernode::SupernodeArgs::try_parse_from(args).map(Command::Supernode),
+        _ => Cli::try_parse_from(args).map(|cli| cli.command),
     }
 }
 
 fn main() -> std::process::ExitCode {
-    let command = parse(std::env::args_os().collect());
+    // A clap error prints the help, version or usage error and exits as clap always does.
+    let command = parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     // The demo prints the run's own log; the servers' logs would drown it.
     init_tracing(if matches!(command, Command::Demo(_)) { "warn" } else { "info" });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -91,5 +95,40 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Command, clap::Error> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn flower_names_parse_flowers_flags() {
+        let link = ["--insecure", "--fleet-api-address", "127.0.0.1:9092", "--exec-api-address", "127.0.0.1:9093"];
+        let node = ["--insecure", "--superlink", "127.0.0.1:9092", "--node-config", "partition-id=0"];
+        for program in ["flower-superlink", "/usr/local/bin/flower-superlink"] {
+            let command = parse_args(&[&[program][..], &link].concat()).unwrap();
+            assert!(matches!(command, Command::Superlink(_)), "{program}: {command:?}");
+        }
+        for program in ["flower-supernode", "/usr/local/bin/flower-supernode"] {
+            let command = parse_args(&[&[program][..], &node].concat()).unwrap();
+            assert!(matches!(command, Command::Supernode(_)), "{program}: {command:?}");
+        }
+        // Each name takes its own component's flags only.
+        assert!(parse_args(&["flower-supernode", "--fleet-api-address", "127.0.0.1:9092"]).is_err());
+        assert!(parse_args(&["flower-superlink", "--superlink", "127.0.0.1:9092"]).is_err());
+    }
+
+    #[test]
+    fn other_names_take_a_subcommand() {
+        let command = parse_args(&["sepal", "supernode", "--insecure", "--superlink", "127.0.0.1:9092"]).unwrap();
+        assert!(matches!(command, Command::Supernode(_)), "{command:?}");
+        let command = parse_args(&["/opt/bin/sepal", "superlink", "--insecure"]).unwrap();
+        assert!(matches!(command, Command::Superlink(_)), "{command:?}");
+        assert!(parse_args(&["sepal", "--insecure", "--superlink", "127.0.0.1:9092"]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use sepal_fab::{Fab, Manifest, ReadLimits, FAB_MAX_SIZE};
 use serde::Serialize;
 
-use crate::exec_client::{out, out_json, report, OutputFormat};
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `sepal build` arguments.
 #[derive(Debug, clap::Args)]

@@ -18,7 +18,7 @@ use sepal_supernode::Config as NodeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::exec_client::Exec;
+use crate::exec::Exec;
 
 /// Run a local federation (SuperLink and SuperNodes in this process) on a Wasm app.
 #[derive(Debug, clap::Parser)]

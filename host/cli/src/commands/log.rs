@@ -8,14 +8,14 @@
 //! stream that ends while ListRuns says the run is not finished (a SuperLink shutting down
 //! ends its streams) is called again rather than taken as the end of the log.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sepal_proto::pb;
 use tokio::time::{timeout_at, Instant};
 use tonic::{Code, Status};
 
-use crate::exec_client::{out, Exec, FederationArgs};
+use crate::exec::{AppFederationArgs, Exec};
+use crate::output::out;
 
 /// How long one StreamLogs call may last before it is replaced (Flower's `CONN_REFRESH_PERIOD`).
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(60);
@@ -35,11 +35,8 @@ pub struct LogArgs {
     /// The run whose log to show.
     #[arg(value_name = "RUN_ID")]
     run_id: u64,
-    /// Path of the Flower app whose pyproject.toml declares the federation.
-    #[arg(value_name = "APP", default_value = ".")]
-    app: PathBuf,
     #[command(flatten)]
-    federation: FederationArgs,
+    federation: AppFederationArgs,
     /// Follow the log until the run finishes (the default).
     #[arg(long, overrides_with = "show")]
     stream: bool,
@@ -51,8 +48,7 @@ pub struct LogArgs {
 impl LogArgs {
     /// Streams or prints the log.
     pub async fn run(self) -> anyhow::Result<()> {
-        let federation = self.federation.resolve(&self.app)?;
-        let mut exec = Exec::connect(&federation.address).await?;
+        let mut exec = self.federation.connect().await?;
         if self.show {
             show(&mut exec, self.run_id).await
         } else {

@@ -1,22 +1,18 @@
 //! `sepal ls`: the runs of a federation, as `flwr ls` lists them.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use sepal_proto::pb;
 use serde::Serialize;
 
-use crate::exec_client::{out, out_json, report, Exec, FederationArgs, OutputFormat};
+use crate::exec::AppFederationArgs;
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr ls` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
-    /// Path of the Flower app whose pyproject.toml declares the federation.
-    #[arg(value_name = "APP", default_value = ".")]
-    app: PathBuf,
     #[command(flatten)]
-    federation: FederationArgs,
+    federation: AppFederationArgs,
     /// List all runs (the default).
     #[arg(long, conflicts_with = "run_id")]
     runs: bool,
@@ -69,9 +65,8 @@ impl LsArgs {
 
     async fn list(self) -> anyhow::Result<()> {
         // `--runs` asks for what is listed anyway.
-        let LsArgs { app, federation, runs: _, run_id, format } = self;
-        let federation = federation.resolve(&app)?;
-        let mut exec = Exec::connect(&federation.address).await?;
+        let LsArgs { federation, runs: _, run_id, format } = self;
+        let mut exec = federation.connect().await?;
         let request = pb::ListRunsRequest { run_id };
         let response = match exec.client.list_runs(request).await {
             Ok(response) => response.into_inner(),

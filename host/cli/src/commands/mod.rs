@@ -1,8 +1,11 @@
-//! One module per subcommand: an `Args` struct and its `run`.
+//! One module per subcommand (an `Args` struct and its `run`), and the flag groups several
+//! of them share: `app_process`, `isolation` and `wasm_args`.
 
+pub mod app_process;
 pub mod build;
 pub mod clientapp;
 pub mod demo;
+pub mod isolation;
 pub mod log;
 pub mod ls;
 pub mod run;

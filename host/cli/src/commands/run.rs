@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context as _};
+use sepal_fab::{ConfigMap, ConfigValue};
 use sepal_proto::pb;
 use serde::Serialize;
 
 use super::build::{build_dir, read_fab_file, LoadedFab};
 use super::log::follow_until_interrupted;
-use crate::exec_client::{config_record, out, out_json, project_dir_of, report, Exec, FederationArgs, OutputFormat};
+use crate::exec::{project_dir_of, Exec, FederationArgs};
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr run` arguments (plus `--superlink`).
 #[derive(Debug, clap::Args)]
@@ -97,5 +99,40 @@ fn load(app: &std::path::Path) -> anyhow::Result<LoadedFab> {
         Ok(meta) if meta.is_dir() => build_dir(app),
         Ok(_) => read_fab_file(app),
         Err(e) => Err(e).with_context(|| format!("{}: no such app directory or .fab file", app.display())),
+    }
+}
+
+/// The federation's `options.*` as the ConfigRecord `StartRunRequest.federation_options`
+/// carries, in order.
+fn config_record(config: &ConfigMap) -> pb::ConfigRecord {
+    use pb::config_record_value::Value;
+    let items = config
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                ConfigValue::Bool(b) => Value::Bool(*b),
+                ConfigValue::Int(i) => Value::Sint64(*i),
+                ConfigValue::Float(x) => Value::Double(*x),
+                ConfigValue::Str(s) => Value::String(s.clone()),
+            };
+            pb::config_record::Item { key: key.clone(), value: Some(pb::ConfigRecordValue { value: Some(value) }) }
+        })
+        .collect();
+    pb::ConfigRecord { items }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_config_becomes_scalars() {
+        use pb::scalar::Scalar;
+        let config = sepal_fab::parse_config_args(&[r#"lr=0.5 rounds=3 flag=true name="x y""#]).unwrap();
+        let scalars: Vec<Scalar> = config.values().map(|v| sepal_fab::to_scalar(v).scalar.unwrap()).collect();
+        assert_eq!(scalars, [Scalar::Double(0.5), Scalar::Sint64(3), Scalar::Bool(true), Scalar::String("x y".into())]);
+        let record = config_record(&config);
+        assert_eq!(record.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["lr", "rounds", "flag", "name"]);
+        assert_eq!(record.items[1].value.as_ref().unwrap().value, Some(pb::config_record_value::Value::Sint64(3)));
     }
 }

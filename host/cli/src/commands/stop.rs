@@ -1,12 +1,11 @@
 //! `sepal stop`: stop a run (`flwr stop`).
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use sepal_proto::pb;
 use tonic::Code;
 
-use crate::exec_client::{out, out_json, report, Exec, FederationArgs, OutputFormat};
+use crate::exec::AppFederationArgs;
+use crate::output::{out, out_json, report, OutputFormat};
 
 /// `flwr stop` arguments.
 #[derive(Debug, clap::Args)]
@@ -14,11 +13,8 @@ pub struct StopArgs {
     /// The run to stop.
     #[arg(value_name = "RUN_ID")]
     run_id: u64,
-    /// Path of the Flower app whose pyproject.toml declares the federation.
-    #[arg(value_name = "APP", default_value = ".")]
-    app: PathBuf,
     #[command(flatten)]
-    federation: FederationArgs,
+    federation: AppFederationArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t, ignore_case = true)]
     format: OutputFormat,
@@ -41,8 +37,7 @@ impl StopArgs {
 
     async fn stop(self) -> anyhow::Result<()> {
         let run_id = self.run_id;
-        let federation = self.federation.resolve(&self.app)?;
-        let mut exec = Exec::connect(&federation.address).await?;
+        let mut exec = self.federation.connect().await?;
         let success = match exec.client.stop_run(pb::StopRunRequest { run_id }).await {
             Ok(response) => response.into_inner().success,
             // The SuperLink's message says why (e.g. "Run ID 5 is already finished").

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use clap::ValueEnum;
 use sepal_executor::Settings as WasmSettings;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
@@ -13,6 +12,7 @@ use sepal_superlink::{Config, Isolation, Listeners};
 use sepal_wire::auth::Allowlist;
 use sepal_wire::ServerTls;
 
+use super::isolation::IsolationArg;
 use super::resolve;
 
 /// Flower's value for "keep the state in memory".
@@ -79,12 +79,6 @@ pub struct SuperlinkArgs {
     wasm: super::wasm_args::WasmArgs,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum IsolationArg {
-    Subprocess,
-    Process,
-}
-
 impl SuperlinkArgs {
     /// Flower's rules: `--insecure` wins (with a warning if TLS files are given too); else
     /// all three TLS files are needed.
@@ -143,10 +137,7 @@ impl SuperlinkArgs {
         let exec = resolve("--exec-api-address", &self.exec_api_address).await?;
         let listeners =
             Listeners::bind(serverappio, fleet, exec).await.context("cannot bind the SuperLink's addresses")?;
-        let isolation = match self.isolation {
-            IsolationArg::Subprocess => Isolation::Subprocess,
-            IsolationArg::Process => Isolation::Process,
-        };
+        let isolation = Isolation::from(self.isolation);
         let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");
         let wasm = WasmSettings {

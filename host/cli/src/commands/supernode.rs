@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::ValueEnum;
 use sepal_supernode::retry::RetryPolicy;
-use sepal_supernode::{Config, Isolation};
+use sepal_supernode::Config;
 use sepal_wire::auth::Signer;
 use sepal_wire::ClientTls;
 
+use super::isolation::IsolationArg;
 use super::resolve;
 
 /// Flower 1.20's `flower-supernode` flags (and Sepal's additions).
@@ -70,12 +70,6 @@ pub struct SupernodeArgs {
     wasm: super::wasm_args::WasmArgs,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum IsolationArg {
-    Subprocess,
-    Process,
-}
-
 impl SupernodeArgs {
     fn check(&self) -> anyhow::Result<()> {
         if self.grpc_adapter || self.rest {
@@ -121,10 +115,7 @@ impl SupernodeArgs {
             tls,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio,
-            isolation: match self.isolation {
-                IsolationArg::Subprocess => Isolation::Subprocess,
-                IsolationArg::Process => Isolation::Process,
-            },
+            isolation: self.isolation.into(),
             clientapp_bin: self.clientapp_bin,
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
