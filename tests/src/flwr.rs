@@ -29,17 +29,25 @@ pub const LOG_TIMEOUT: Duration = Duration::from_secs(30);
 /// One run as `flwr ls --format json` shows it.
 #[derive(Clone, Debug)]
 pub struct RunInfo {
+    /// `run-id`.
     pub run_id: u64,
     /// `pending`, `starting`, `running`, or `finished:<completed|failed|stopped>`.
     pub status: String,
+    /// `fab-id` (`<publisher>/<name>`).
     pub fab_id: String,
+    /// `fab-name`.
     pub fab_name: String,
+    /// `fab-version`.
     pub fab_version: String,
     /// The first 8 hex digits of the FAB hash.
     pub fab_hash: String,
+    /// `elapsed`, as the CLI formats it.
     pub elapsed: String,
+    /// `created-at`.
     pub created_at: String,
+    /// `running-at`.
     pub running_at: String,
+    /// `finished-at`.
     pub finished_at: String,
     /// The whole JSON object.
     pub raw: Value,
@@ -67,8 +75,11 @@ impl RunInfo {
 /// What a CLI command printed.
 #[derive(Debug)]
 pub struct CliOutput {
+    /// How the command exited.
     pub status: ExitStatus,
+    /// Its standard output.
     pub stdout: String,
+    /// Its standard error.
     pub stderr: String,
 }
 

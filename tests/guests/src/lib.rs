@@ -34,24 +34,6 @@ pub fn app_dir(name: &str) -> PathBuf {
     dir
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_app_is_assembled() {
-        for name in ["quickstart", "hostile", "dispatch"] {
-            let dir = app_dir(name);
-            for file in ["client.wasm", "server.wasm"] {
-                let bytes = std::fs::read(dir.join(file)).unwrap();
-                // A component: `\0asm`, version 0x0d, layer 1.
-                assert_eq!(&bytes[..4], b"\0asm", "{name}/{file}");
-                assert_eq!(&bytes[6..8], &[1, 0], "{name}/{file} is a component");
-            }
-        }
-    }
-}
-
 /// A loopback listener that hostile guests aim their connections at: nothing may ever
 /// connect to it.
 pub struct Tripwire {
@@ -91,5 +73,23 @@ impl Tripwire {
 impl Default for Tripwire {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_app_is_assembled() {
+        for name in ["quickstart", "hostile", "dispatch"] {
+            let dir = app_dir(name);
+            for file in ["client.wasm", "server.wasm"] {
+                let bytes = std::fs::read(dir.join(file)).unwrap();
+                // A component: `\0asm`, version 0x0d, layer 1.
+                assert_eq!(&bytes[..4], b"\0asm", "{name}/{file}");
+                assert_eq!(&bytes[6..8], &[1, 0], "{name}/{file} is a component");
+            }
+        }
     }
 }
