@@ -33,7 +33,7 @@ use sepal_executor::log::ClientLog;
 use sepal_executor::{time_to_reply, AppFailure, Executor, RunApp, Settings, Side};
 use sepal_proto::pb;
 use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
-use sepal_sandbox::{ClientComponent, Grants, Limits, SandboxConfig};
+use sepal_sandbox::ClientComponent;
 use sepal_wire::MAX_GRPC_MESSAGE;
 use tonic::transport::Channel;
 
@@ -53,11 +53,9 @@ const HELD_POLL: Duration = Duration::from_secs(1);
 /// How `sepal clientapp` runs ClientApps.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Limits per message (memory, wall time, captured output); the wall time is also cut
-    /// to what the instruction has left to live. Default: the sandbox's (600 s).
-    pub limits: Limits,
-    /// What the app may use beyond nothing (a data directory, connections). Default: nothing.
-    pub grants: Grants,
+    /// Limits (the wall time is also cut to what the instruction has left to live; default
+    /// 600 s), grants (default: nothing) and the engine, as a SuperNode's.
+    pub wasm: Settings,
     /// Handle one instruction, then return (`--run-once`).
     pub run_once: bool,
     /// Handle the instruction of this token only, then return (`--token`; skips asking
@@ -68,20 +66,11 @@ pub struct Options {
     /// after an instruction and doubles while there is none. Default 250 ms (Python polls
     /// every 1 s).
     pub poll_interval: Duration,
-    /// The sandbox's engine settings.
-    pub sandbox: SandboxConfig,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            limits: Limits::default(),
-            grants: Grants::none(),
-            run_once: false,
-            token: None,
-            poll_interval: Duration::from_millis(250),
-            sandbox: SandboxConfig::default(),
-        }
+        Options { wasm: Settings::default(), run_once: false, token: None, poll_interval: Duration::from_millis(250) }
     }
 }
 
@@ -93,8 +82,7 @@ impl Default for Options {
 /// returned for an unusable address or sandbox, and, when serving one instruction only,
 /// for why it could not be served (an invalid token, an unreachable SuperNode).
 pub async fn run(address: &str, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let settings = Settings { limits: options.limits.clone(), grants: options.grants.clone() };
-    let executor = Executor::new(options.sandbox.clone(), settings)?;
+    let executor = Executor::new(options.wasm.clone())?;
     let node = ClientAppIoClient::new(channel(address)?)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);

@@ -66,6 +66,12 @@ pub struct ObjectStore {
 }
 
 /// Post-order traversal of a tree (children before parents).
+/// Whether the objects with `ids` are every object of `tree`.
+pub fn covers<'a>(tree: &pb::ObjectTree, ids: impl IntoIterator<Item = &'a str>) -> bool {
+    let ids: HashSet<&str> = ids.into_iter().collect();
+    post_order(tree).iter().all(|t| ids.contains(t.object_id.as_str()))
+}
+
 fn post_order(tree: &pb::ObjectTree) -> Vec<&pb::ObjectTree> {
     fn walk<'a>(tree: &'a pb::ObjectTree, out: &mut Vec<&'a pb::ObjectTree>) {
         tree.children.iter().for_each(|c| walk(c, out));
@@ -162,6 +168,28 @@ impl ObjectStore {
             Some(Entry { content: None, .. }) => ObjectLookup::Pending,
             Some(Entry { content: Some(bytes), .. }) => ObjectLookup::Available(bytes.clone()),
         }
+    }
+
+    /// The available objects of `tree`, each once, while they fit in `max_bytes` (to carry
+    /// them with their message), and whether that is every object of the tree.
+    pub fn collect(&self, tree: &pb::ObjectTree, max_bytes: usize) -> (Vec<(String, Bytes)>, bool) {
+        let inner = self.lock();
+        let (mut objects, mut bytes, mut seen) = (Vec::new(), 0, HashSet::new());
+        let mut stack = vec![tree];
+        while let Some(node) = stack.pop() {
+            stack.extend(node.children.iter());
+            if !seen.insert(node.object_id.as_str()) {
+                continue;
+            }
+            match inner.entries.get(&node.object_id).and_then(|e| e.content.as_ref()) {
+                Some(content) if bytes + content.len() <= max_bytes => {
+                    bytes += content.len();
+                    objects.push((node.object_id.clone(), content.clone()));
+                }
+                _ => return (objects, false),
+            }
+        }
+        (objects, true)
     }
 
     /// Whether the object is registered (pending or available).

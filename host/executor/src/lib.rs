@@ -7,7 +7,7 @@
 //! may take, what of its output is kept and how a failure reads are the same everywhere.
 //!
 //! ```ignore
-//! let executor = Executor::new(SandboxConfig::default(), Settings::default())?; // once per process
+//! let executor = Executor::new(Settings::default())?;                         // once per process
 //! let app = RunApp::read(&fab.content, &run.fab_hash)?;                        // once per run
 //! let component = executor.load_client(app.wasm(Side::Client)?).await?;          // compiled once per FAB
 //! let (reply, context) = executor
@@ -53,7 +53,7 @@ pub enum Isolation {
     Process,
 }
 
-/// What the operator allows the Wasm apps this process runs.
+/// What the operator sets for the Wasm apps this process runs.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Memory, time and output limits per invocation (one ClientApp message, or one whole
@@ -61,6 +61,19 @@ pub struct Settings {
     pub limits: Limits,
     /// Capabilities beyond nothing (a data directory, connections).
     pub grants: Grants,
+    /// The engine: concurrency, pool sizing, and where compiled components are kept
+    /// ([`SandboxConfig::artifact_dir`]; see [`default_cache_dir`]).
+    pub engine: SandboxConfig,
+}
+
+/// Where compiled components are kept by default: `$XDG_CACHE_HOME/sepal/wasm`, else
+/// `$HOME/.cache/sepal/wasm` (`None` without either). Compiling a component takes 0.1-1 s;
+/// loading it from here takes milliseconds, and every process of the same user shares it.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from).or_else(
+        || std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| std::path::PathBuf::from(h).join(".cache")),
+    )?;
+    Some(base.join("sepal").join("wasm"))
 }
 
 /// Runs Wasm apps in the sandbox: one per process. Cheap to clone (shared).
@@ -77,9 +90,9 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Sets up the sandbox (engine, epoch ticker, component cache) with `config`.
-    pub fn new(config: SandboxConfig, settings: Settings) -> Result<Self, SandboxError> {
-        Ok(Executor { sandbox: Sandbox::new(config)?, settings: Arc::new(settings) })
+    /// Sets up the sandbox (engine, epoch ticker, component cache) as `settings` say.
+    pub fn new(settings: Settings) -> Result<Self, SandboxError> {
+        Ok(Executor { sandbox: Sandbox::new(settings.engine.clone())?, settings: Arc::new(settings) })
     }
 
     /// The operator's limits and grants.

@@ -47,11 +47,12 @@ impl Hasher for ShaHasher {
 pub(crate) struct ArtifactDir {
     dir: PathBuf,
     engine_key: String,
+    max_bytes: u64,
 }
 
 impl ArtifactDir {
     /// Creates (or adopts) the directory and restricts it to the host user.
-    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, SandboxError> {
+    pub(crate) fn open(dir: &Path, max_bytes: u64, engine: &Engine) -> Result<Self, SandboxError> {
         let config_err = |what: &str, e: std::io::Error| {
             SandboxError::Config(format!("artifact dir {}: {what}: {e}", dir.display()))
         };
@@ -73,7 +74,7 @@ impl ArtifactDir {
         let mut hasher = ShaHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_key = hex::encode(&hasher.0.finalize()[..8]);
-        Ok(ArtifactDir { dir: dir.to_path_buf(), engine_key })
+        Ok(ArtifactDir { dir: dir.to_path_buf(), engine_key, max_bytes })
     }
 
     fn path(&self, digest: &[u8; 32]) -> PathBuf {
@@ -154,6 +155,32 @@ impl ArtifactDir {
         if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), "cannot persist a precompiled component: {e}");
+        }
+        self.prune();
+    }
+
+    /// Keeps the directory under its byte budget: the artifacts written longest ago go
+    /// first (every new component adds one, and FABs come from strangers).
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), "removed a precompiled component to stay within the cache's size");
+                total = total.saturating_sub(len);
+            }
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct SandboxConfig {
     /// writable by anyone but the host user; every artifact carries its sha256, which is
     /// checked before the artifact is loaded.
     pub artifact_dir: Option<PathBuf>,
+    /// The most bytes of precompiled components kept in [`SandboxConfig::artifact_dir`];
+    /// past it, the ones written longest ago are removed. Default 1 GiB.
+    pub artifact_dir_max_bytes: u64,
 }
 
 impl Default for SandboxConfig {
@@ -70,6 +73,7 @@ impl Default for SandboxConfig {
             table_keep_resident: 64 * KIB,
             cache_capacity: 64,
             artifact_dir: None,
+            artifact_dir_max_bytes: GIB as u64,
         }
     }
 }

@@ -218,7 +218,7 @@ impl Sandbox {
             .map_err(link_err)?;
 
         let artifacts = match &config.artifact_dir {
-            Some(dir) => Some(ArtifactDir::open(dir, &engine)?),
+            Some(dir) => Some(ArtifactDir::open(dir, config.artifact_dir_max_bytes, &engine)?),
             None => None,
         };
         let ticker_stop = Arc::new(AtomicBool::new(false));

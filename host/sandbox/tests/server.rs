@@ -215,6 +215,30 @@ async fn precompiled_artifacts_are_persisted_verified_and_replaced_when_corrupt(
     assert_eq!(std::fs::read(file).unwrap(), original, "rewritten from a fresh compile");
 }
 
+#[tokio::test]
+async fn the_artifact_cache_stays_within_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("cwasm");
+    let budget = sepal_sandbox::SandboxConfig {
+        artifact_dir: Some(artifacts.clone()),
+        // Room for one compiled component, not two.
+        artifact_dir_max_bytes: 1,
+        ..Default::default()
+    };
+    let sandbox = sepal_sandbox::Sandbox::new(budget).unwrap();
+    sandbox.load_server(&support::guest("server")).unwrap();
+    sandbox.load_client(&support::guest("echo")).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&artifacts).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() <= 1, "older artifacts are removed past the budget: {files:?}");
+    // What is cached in memory still runs.
+    let app = sandbox.load_server(&support::guest("server")).unwrap();
+    let result = sandbox
+        .server_runner()
+        .run(&app, b"round", FakeGrid::default(), &Limits::default(), &Grants::none(), support::log())
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
 fn hex_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

@@ -25,6 +25,21 @@ fn requested_wait<T>(req: &Request<T>) -> std::time::Duration {
     sepal_wire::requested_wait(req.metadata(), MAX_WAIT)
 }
 
+/// Whether a (Sepal) SuperNode asked for objects inline ([`sepal_wire::INLINE_OBJECTS_HEADER`]).
+fn asks_inline<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(sepal_wire::INLINE_OBJECTS_HEADER)
+}
+
+/// Tells a SuperNode that asked that this SuperLink takes reply objects inline.
+fn offer_inline<T>(asked: bool, mut reply: Reply<T>) -> Reply<T> {
+    if let (true, Ok(response)) = (asked, reply.as_mut()) {
+        response
+            .metadata_mut()
+            .insert(sepal_wire::INLINE_OBJECTS_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    }
+    reply
+}
+
 /// The Fleet service.
 pub struct FleetService {
     link: Arc<Link>,
@@ -101,6 +116,15 @@ impl FleetService {
         let mut res = pb::PullMessagesResponse::default();
         if let Some(msg) = msg {
             tracing::debug!(node_id, message_id = msg.id(), "instruction delivered");
+            if asks_inline(&req) {
+                let (objects, complete) = self.link.inline_objects(&msg.tree);
+                if complete {
+                    // The node has every object: the delivery is its confirmation (it
+                    // skips ConfirmMessageReceived), as Flower's confirm would drop them.
+                    self.link.objects.delete(&msg.tree.object_id);
+                }
+                res.sepal_objects = objects;
+            }
             res.messages_list.push(msg.message);
             res.message_object_trees.push(msg.tree);
         }
@@ -125,7 +149,12 @@ impl FleetService {
             let id = self.store_reply(msg.clone())?;
             results.insert(id, 0);
         }
-        let objects_to_push = self.link.register_objects(run_id, &msgs)?;
+        let mut objects_to_push = self.link.register_objects(run_id, &msgs)?;
+        for object in body.sepal_objects {
+            if self.link.push_object(&object.object_id, object.object_content.into())? {
+                objects_to_push.retain(|id| *id != object.object_id);
+            }
+        }
         self.link.message_stored();
         Ok(pb::PushMessagesResponse {
             reconnect: Some(pb::Reconnect { reconnect: RECONNECT_AFTER }),
@@ -216,7 +245,8 @@ impl Fleet for FleetService {
         reply(self.heartbeat(req))
     }
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Reply<pb::PullMessagesResponse> {
-        reply(FleetService::pull_messages(self, req).await)
+        let asked = asks_inline(&req);
+        offer_inline(asked, reply(FleetService::pull_messages(self, req).await))
     }
     async fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Reply<pb::PushMessagesResponse> {
         reply(FleetService::push_messages(self, req))

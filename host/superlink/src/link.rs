@@ -194,6 +194,17 @@ impl Link {
         }
     }
 
+    /// The objects of `tree` that are here, to carry inline with their message (at most
+    /// [`sepal_wire::INLINE_OBJECTS_MAX_BYTES`]), and whether that is all of them.
+    pub fn inline_objects(&self, tree: &pb::ObjectTree) -> (Vec<pb::InlineObject>, bool) {
+        let (objects, complete) = self.objects.collect(tree, sepal_wire::INLINE_OBJECTS_MAX_BYTES);
+        let objects = objects
+            .into_iter()
+            .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content.to_vec() })
+            .collect();
+        (objects, complete)
+    }
+
     /// Looks up an object for a pull.
     pub fn pull_object(&self, object_id: &str) -> pb::PullObjectResponse {
         self.objects.get(object_id).into_pull_response()

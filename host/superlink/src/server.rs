@@ -11,7 +11,6 @@ use sepal_proto::pb::server_app_io_server::ServerAppIoServer;
 use sepal_wire::auth::{Allowlist, FleetAuth};
 use sepal_wire::{dial_address, ServerTls, TlsFileError, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
@@ -136,7 +135,7 @@ pub async fn serve(
             let config = LauncherConfig {
                 serverapp_bin: config.serverapp_bin.clone(),
                 serverappio,
-                executor: sepal_executor::Executor::new(sepal_sandbox::SandboxConfig::default(), config.wasm.clone())?,
+                executor: sepal_executor::Executor::new(config.wasm.clone())?,
             };
             Some(tokio::spawn(launcher::run(link.clone(), config)))
         }
@@ -159,15 +158,15 @@ pub async fn serve(
         fleet_server
             .add_service(health_fleet)
             .add_service(fleet)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.fleet), stopped()),
+            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.fleet), stopped()),
         base_server()
             .add_service(health_sio)
             .add_service(serverappio)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.serverappio), stopped()),
+            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.serverappio), stopped()),
         exec_server
             .add_service(health_exec)
             .add_service(exec)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.exec), stopped()),
+            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.exec), stopped()),
     );
     if let Some(task) = launcher {
         task.abort();

@@ -3,6 +3,8 @@
 //! Every call is signed ([`Signer`]) and retried while the SuperLink is unreachable
 //! ([`RetryPolicy`]). The channel connects lazily and reconnects by itself.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +15,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use sepal_wire::auth::Signer;
-use sepal_wire::{ClientTls, MAX_GRPC_MESSAGE};
+use sepal_wire::{ClientTls, INLINE_OBJECTS_HEADER, MAX_GRPC_MESSAGE};
+use tonic::metadata::MetadataValue;
 
 use crate::retry::RetryPolicy;
 
@@ -27,6 +30,20 @@ type Client = FleetClient<InterceptedService<Channel, Signer>>;
 pub struct Fleet {
     client: Client,
     retry: RetryPolicy,
+    /// Whether the SuperLink takes reply objects inline (a Sepal SuperLink).
+    inline_push: Arc<AtomicBool>,
+}
+
+/// An instruction as pulled: the message, its object tree, and those of its objects the
+/// SuperLink carried inline.
+#[derive(Debug)]
+pub struct Pulled {
+    /// The instruction (content-less wire form).
+    pub message: pb::Message,
+    /// Its object tree.
+    pub tree: pb::ObjectTree,
+    /// Objects carried inline, by id (a Sepal SuperLink; empty from Flower's).
+    pub objects: Vec<(String, Bytes)>,
 }
 
 fn node(node_id: u64) -> Option<pb::Node> {
@@ -45,7 +62,7 @@ impl Fleet {
         let client = FleetClient::with_interceptor(channel, signer)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
-        Ok(Self { client, retry })
+        Ok(Self { client, retry, inline_push: Arc::default() })
     }
 
     /// Registers this node; returns its id.
@@ -71,34 +88,48 @@ impl Fleet {
         Ok(self.client.clone().send_node_heartbeat(req).await?.into_inner().success)
     }
 
-    /// Pulls at most one instruction, asking the SuperLink to wait up to `wait` for one.
-    pub async fn pull(&self, node_id: u64, wait: Duration) -> Result<Option<(pb::Message, pb::ObjectTree)>, Status> {
+    /// Pulls at most one instruction, asking the SuperLink to wait up to `wait` for one,
+    /// and (a Sepal SuperLink) to carry its objects inline.
+    pub async fn pull(&self, node_id: u64, wait: Duration) -> Result<Option<Pulled>, Status> {
         let res = self
             .retry
             .run("PullMessages", || {
                 let mut c = self.client.clone();
                 let mut req = Request::new(pb::PullMessagesRequest { node: node(node_id), message_ids: vec![] });
                 sepal_wire::ask_to_wait(&mut req, wait);
+                req.metadata_mut().insert(INLINE_OBJECTS_HEADER, MetadataValue::from_static("1"));
                 // The wait is a hint; never let a held call outlive it by much.
                 req.set_timeout(wait + Duration::from_secs(10));
                 async move { c.pull_messages(req).await }
             })
-            .await?
-            .into_inner();
-        Ok(res.messages_list.into_iter().zip(res.message_object_trees).next())
+            .await?;
+        let offers_inline = res.metadata().contains_key(INLINE_OBJECTS_HEADER);
+        self.inline_push.store(offers_inline, Ordering::Relaxed);
+        let res = res.into_inner();
+        let objects = res.sepal_objects.into_iter().map(|o| (o.object_id, Bytes::from(o.object_content))).collect();
+        let first = res.messages_list.into_iter().zip(res.message_object_trees).next();
+        Ok(first.map(|(message, tree)| Pulled { message, tree, objects }))
     }
 
-    /// Sends a reply; returns the ids of the objects the SuperLink still needs.
+    /// Whether the SuperLink takes a reply's objects inline (it said so on the last pull).
+    pub fn takes_inline_objects(&self) -> bool {
+        self.inline_push.load(Ordering::Relaxed)
+    }
+
+    /// Sends a reply, with `objects` inline (only when [`Fleet::takes_inline_objects`]);
+    /// returns the ids of the objects the SuperLink still needs.
     pub async fn push_reply(
         &self,
         node_id: u64,
         reply: pb::Message,
         tree: pb::ObjectTree,
+        objects: Vec<pb::InlineObject>,
     ) -> Result<Vec<String>, Status> {
         let req = pb::PushMessagesRequest {
             node: node(node_id),
             messages_list: vec![reply],
             message_object_trees: vec![tree],
+            sepal_objects: objects,
         };
         let res = self
             .retry

@@ -26,11 +26,9 @@ use std::sync::Arc;
 use sepal_core::store::ObjectStore;
 use sepal_executor::Executor;
 use sepal_proto::pb::client_app_io_server::ClientAppIoServer;
-use sepal_sandbox::SandboxConfig;
 use sepal_wire::auth::Signer;
 use sepal_wire::{dial_address, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{Config, Isolation};
 
@@ -108,7 +106,7 @@ pub async fn serve_signed(
     let runner: Arc<dyn clientapps::Runner> = match config.isolation {
         Isolation::Process => python,
         Isolation::Subprocess => {
-            let executor = Executor::new(SandboxConfig::default(), config.wasm.clone())?;
+            let executor = Executor::new(config.wasm.clone())?;
             let wasm = clientapps::wasm::WasmRunner::new(executor, state.clone(), objects.clone());
             Arc::new(clientapps::ByKind { python, wasm: Arc::new(wasm) })
         }
@@ -120,7 +118,7 @@ pub async fn serve_signed(
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        sepal_wire::net::incoming(listener),
         async {
             let _ = stop_rx.await;
         },

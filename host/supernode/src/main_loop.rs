@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 
 use crate::clientapps::{Job, Runner};
 use crate::config::Config;
-use crate::fleet::{Fleet, HEARTBEAT_INTERVAL};
+use crate::fleet::{Fleet, Pulled, HEARTBEAT_INTERVAL};
 use crate::node::{NodeState, RunEntry};
 
 /// How long a pull may be held by a Sepal SuperLink waiting for an instruction.
@@ -118,7 +118,7 @@ impl SuperNode {
             Err(s) => return Err(s),
         };
         match pulled {
-            Some((message, tree)) => self.handle(message, tree).await,
+            Some(pulled) => self.handle(pulled).await,
             None => {
                 if started.elapsed() < PULL_WAIT / 2 {
                     tokio::time::sleep(POLL_INTERVAL).await;
@@ -128,14 +128,15 @@ impl SuperNode {
         Ok(())
     }
 
-    async fn handle(&self, message: pb::Message, tree: pb::ObjectTree) {
+    async fn handle(&self, pulled: Pulled) {
+        let Pulled { message, tree, objects } = pulled;
         let Some(meta) = message.metadata.clone() else {
             tracing::error!("the SuperLink sent a message without metadata; ignored");
             return;
         };
         let group = if meta.group_id.is_empty() { String::new() } else { format!(", round {}", meta.group_id) };
         tracing::info!(run_id = meta.run_id, "received {} message {}{group}", meta.message_type, meta.message_id);
-        let result = match self.prepare(&meta, &tree).await {
+        let result = match self.prepare(&meta, &tree, objects).await {
             Ok(entry) => {
                 let deadline = Instant::now() + time_to_reply(&meta, self.clientapp_timeout);
                 let job = Job { run: entry.run, app: entry.app, instruction: message, tree, deadline };
@@ -165,8 +166,15 @@ impl SuperNode {
         self.objects.delete(&meta.message_id);
     }
 
-    /// Makes sure the run, its FAB and the instruction's objects are here.
-    async fn prepare(&self, meta: &pb::Metadata, tree: &pb::ObjectTree) -> Result<RunEntry, Prepare> {
+    /// Makes sure the run, its FAB and the instruction's objects are here: those that came
+    /// inline, then the rest by PullObject, then the confirmation. When every object came
+    /// inline, the SuperLink counted the delivery as confirmed.
+    async fn prepare(
+        &self,
+        meta: &pb::Metadata,
+        tree: &pb::ObjectTree,
+        inline: Vec<(String, Bytes)>,
+    ) -> Result<RunEntry, Prepare> {
         let node_id = self.state.node_id();
         let entry = match self.state.run(meta.run_id) {
             Some(entry) => entry,
@@ -176,15 +184,21 @@ impl SuperNode {
                 entry
             }
         };
-        let to_pull = self
-            .objects
-            .preregister(meta.run_id, tree)
-            .map_err(|e| Prepare::Unusable(AppFailure::Load(e.to_string())))?;
-        for id in to_pull {
-            let content = self.pull_object(node_id, meta.run_id, &id).await?;
-            self.objects.put(&id, content).map_err(|e| Prepare::Unusable(AppFailure::Load(e.to_string())))?;
+        let unusable = |e: sepal_core::ObjectError| Prepare::Unusable(AppFailure::Load(e.to_string()));
+        let mut to_pull = self.objects.preregister(meta.run_id, tree).map_err(unusable)?;
+        let all_inline = sepal_core::store::covers(tree, inline.iter().map(|(id, _)| id.as_str()));
+        for (id, content) in inline {
+            if self.objects.put(&id, content).map_err(unusable)? {
+                to_pull.retain(|wanted| *wanted != id);
+            }
         }
-        self.fleet.confirm(node_id, meta.run_id, &meta.message_id).await?;
+        for id in &to_pull {
+            let content = self.pull_object(node_id, meta.run_id, id).await?;
+            self.objects.put(id, content).map_err(unusable)?;
+        }
+        if !all_inline {
+            self.fleet.confirm(node_id, meta.run_id, &meta.message_id).await?;
+        }
         Ok(entry)
     }
 
@@ -244,7 +258,15 @@ impl SuperNode {
         let node_id = self.state.node_id();
         let reply_id = tree.object_id.clone();
         let result = async {
-            let wanted = self.fleet.push_reply(node_id, reply, tree).await?;
+            let inline = match self.fleet.takes_inline_objects() {
+                true => self.objects.collect(&tree, sepal_wire::INLINE_OBJECTS_MAX_BYTES).0,
+                false => Vec::new(),
+            };
+            let inline = inline
+                .into_iter()
+                .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content.to_vec() })
+                .collect();
+            let wanted = self.fleet.push_reply(node_id, reply, tree, inline).await?;
             for id in wanted {
                 let ObjectLookup::Available(content) = self.objects.get(&id) else {
                     return Err(Status::internal(format!("reply object {id} is missing on this node")));

@@ -12,12 +12,14 @@
 //!   name them.
 //! - [`auth`]: Flower's signed Fleet requests: [`auth::Signer`] on the SuperNode,
 //!   [`auth::verify`] / [`auth::FleetAuth`] and the node [`auth::Allowlist`] on the SuperLink.
+//! - [`net`]: the connections a server accepts ([`net::incoming`]: TCP_NODELAY on each).
 //! - [`time`]: Flower's ISO-8601 timestamps.
 //! - This page: limits and metadata both ends agree on, and [`dial_address`].
 
 pub mod auth;
 pub mod codec;
 pub mod keys;
+pub mod net;
 pub mod time;
 pub mod tls;
 
@@ -33,6 +35,16 @@ pub const MAX_GRPC_MESSAGE: usize = 2_147_483_647;
 /// (Fleet PullMessages, ClientAppIo GetRunIdsWithPendingMessages) until there is work or
 /// this many milliseconds pass. Flower's clients never send it; Flower's servers ignore it.
 pub const WAIT_HEADER: &str = "sepal-wait-ms";
+
+/// Metadata by which a Sepal SuperNode asks a Sepal SuperLink to carry an instruction's
+/// objects in the PullMessages response (`sepal_objects`), and by which the SuperLink's
+/// response says it takes a reply's objects in PushMessages the same way. Flower's
+/// components never send it, so they never see the extension.
+pub const INLINE_OBJECTS_HEADER: &str = "sepal-inline-objects";
+
+/// The most object bytes carried inline in one PullMessages or PushMessages; the rest go
+/// by PullObject / PushObject as in Flower.
+pub const INLINE_OBJECTS_MAX_BYTES: usize = 8 << 20;
 
 /// The wait a request asks for with [`WAIT_HEADER`], at most `max`; zero without one.
 pub fn requested_wait(metadata: &tonic::metadata::MetadataMap, max: Duration) -> Duration {

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 
 pub use certs::{make_certs, stranger_ca_pem, TestCerts};
 pub use fab::{fab, fab_from_dir};
-pub use link::TestLink;
+pub use link::{SignedFleet, TestLink};
 pub use node::TestNode;
 pub use sepal_fab::testing::PyProject;
 pub use serverapp::PlayedServerApp;

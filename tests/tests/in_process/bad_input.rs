@@ -232,6 +232,7 @@ async fn fleet_replies_must_answer_a_real_instruction_from_its_node() {
         node: node(node_id),
         messages_list: vec![msg],
         message_object_trees: vec![tree],
+        ..Default::default()
     };
 
     let res = alice.push_messages(push(a, reply(a, &"f".repeat(64), &"b".repeat(64)))).await;

@@ -17,9 +17,10 @@ use sepal_tests::wasm_apps::NO_PYTHON;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The operator's limits in both modes: output cut at 2 KiB, so the sandbox's notice shows.
-fn limits() -> Limits {
-    Limits { stdout_bytes: 2048, stderr_bytes: 2048, ..Limits::default() }
+/// The operator's settings in both modes: output cut at 2 KiB, so the sandbox's notice shows.
+fn settings() -> Settings {
+    let limits = Limits { stdout_bytes: 2048, stderr_bytes: 2048, ..Limits::default() };
+    Settings { limits, ..Settings::default() }
 }
 
 /// The hostile app's ServerApp with run config `attack = <attack>`.
@@ -30,7 +31,7 @@ fn run_config(attack: &str) -> std::collections::HashMap<String, pb::Scalar> {
 
 /// Runs the attack to its end with the app in-process; the log and the final status.
 async fn in_process(attack: &str) -> (String, pb::RunStatus) {
-    let wasm = Settings { limits: limits(), grants: Default::default() };
+    let wasm = settings();
     let config = LinkConfig {
         wasm: wasm.clone(),
         serverapp_bin: NO_PYTHON.into(),
@@ -46,11 +47,11 @@ async fn in_process(attack: &str) -> (String, pb::RunStatus) {
 async fn external(attack: &str) -> (String, pb::RunStatus) {
     let link = TestLink::start().await;
     let node = TestNode::start(TestNode::config(&link)).await;
-    let server = serverapp::Options { limits: limits(), ..Default::default() };
+    let server = serverapp::Options { wasm: settings(), ..Default::default() };
     let address = link.serverappio.to_string();
     let serverapp = tokio::spawn(async move { serverapp::run(&address, server, std::future::pending()).await });
     let address = node.clientappio.to_string();
-    let client = clientapp::Options { limits: limits(), ..Default::default() };
+    let client = clientapp::Options { wasm: settings(), ..Default::default() };
     let clientapp = tokio::spawn(async move { clientapp::run(&address, client, std::future::pending()).await });
     let outcome = run(&link, attack).await;
     serverapp.abort();

@@ -19,21 +19,14 @@ use sepal_wire::auth::Signer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::metadata::KeyAndValueRef;
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::Status;
 
 use crate::measure::Latencies;
 
 /// Flower 1.20's SuperNode heartbeat interval (`HEARTBEAT_DEFAULT_INTERVAL`, seconds).
 const HEARTBEAT_INTERVAL: f64 = 30.0;
-
-/// How long a node reuses its signed timestamp. Flower and Sepal SuperLinks accept a
-/// timestamp up to 305 s old; signing once a minute keeps the generator's P-384 signing
-/// off the shared cores, while the SuperLink still verifies every request's signature.
-const RESIGN_EVERY: Duration = Duration::from_secs(60);
 
 /// At most this many CreateNode/DeleteNode calls (and new connections) at once.
 const SETUP_CONCURRENCY: usize = 50;
@@ -44,38 +37,10 @@ const CREATE_ATTEMPTS: usize = 3;
 /// A pause after a failed request, so a node whose connection broke does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
-type Client = FleetClient<InterceptedService<Channel, CachedSigner>>;
-
-/// Signs requests like Flower's SuperNode, reusing a signature for [`RESIGN_EVERY`].
-#[derive(Clone)]
-struct CachedSigner {
-    signer: Signer,
-    signed: Option<(std::time::Instant, tonic::metadata::MetadataMap)>,
-}
-
-impl Interceptor for CachedSigner {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let stale = self.signed.as_ref().is_none_or(|(at, _)| at.elapsed() >= RESIGN_EVERY);
-        if stale {
-            let fresh = self.signer.call(Request::new(()))?;
-            self.signed = Some((std::time::Instant::now(), fresh.metadata().clone()));
-        }
-        if let Some((_, signed)) = &self.signed {
-            let md = req.metadata_mut();
-            for entry in signed.iter() {
-                match entry {
-                    KeyAndValueRef::Ascii(k, v) => {
-                        md.insert(k.clone(), v.clone());
-                    }
-                    KeyAndValueRef::Binary(k, v) => {
-                        md.insert_bin(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        Ok(req)
-    }
-}
+/// Each node signs as a Sepal SuperNode does: one signed timestamp per
+/// [`sepal_wire::auth::RESIGN_AFTER`], which keeps the generator's P-384 signing off the
+/// shared cores.
+type Client = FleetClient<InterceptedService<Channel, Signer>>;
 
 /// One registered simulated node.
 pub struct Node {
@@ -148,7 +113,7 @@ pub async fn register(addr: SocketAddr, k: usize, timeout: Duration) -> Result<V
 async fn register_one(addr: SocketAddr, signer: Signer, timeout: Duration) -> Result<Node> {
     let channel =
         Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(timeout).tcp_nodelay(true).connect_lazy();
-    let mut client = FleetClient::with_interceptor(channel, CachedSigner { signer, signed: None });
+    let mut client = FleetClient::with_interceptor(channel, signer);
     let mut last = String::new();
     for _ in 0..CREATE_ATTEMPTS {
         let req = pb::CreateNodeRequest { heartbeat_interval: HEARTBEAT_INTERVAL };
@@ -379,20 +344,5 @@ mod tests {
         assert_eq!(a.latencies.len(), 1);
         assert_eq!(a.error_count(), 3);
         assert_eq!(a.errors["timeout"], (2, "first".to_string()));
-    }
-
-    #[test]
-    fn the_signer_is_reused_until_stale() {
-        let mut s = CachedSigner { signer: Signer::fresh(), signed: None };
-        let sig = |r: &Request<()>| r.metadata().get_bin("flwr-signature-bin").unwrap().to_bytes().unwrap();
-        let first = sig(&s.call(Request::new(())).unwrap());
-        let again = s.call(Request::new(())).unwrap();
-        assert_eq!(sig(&again), first);
-        assert!(again.metadata().get("flwr-timestamp").is_some());
-        assert!(again.metadata().get_bin("flwr-public-key-bin").is_some());
-        if let Some((at, _)) = &mut s.signed {
-            *at = at.checked_sub(RESIGN_EVERY).unwrap();
-        }
-        assert_ne!(sig(&s.call(Request::new(())).unwrap()), first);
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use sepal_executor::{AppFailure, Executor, RunApp, Settings, Side};
 use sepal_proto::pb;
 use sepal_proto::pb::server_app_io_client::ServerAppIoClient;
-use sepal_sandbox::{Grants, Limits, LogSink, SandboxConfig, ServerComponent};
+use sepal_sandbox::{Limits, LogSink, ServerComponent};
 use sepal_wire::MAX_GRPC_MESSAGE;
 use tonic::transport::Channel;
 
@@ -49,27 +49,24 @@ const ABANDON_WAIT: Duration = Duration::from_secs(5);
 /// How `sepal serverapp` runs ServerApps.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Limits per run (memory, wall time, captured output). Default: the sandbox's, with a
-    /// wall time of one day.
-    pub limits: Limits,
-    /// What the app may use beyond nothing. Default: nothing.
-    pub grants: Grants,
+    /// Limits per run (default: the sandbox's, with a wall time of one day), grants
+    /// (default: nothing) and the engine, as a SuperLink's.
+    pub wasm: Settings,
     /// Serve one run, then return (`--run-once`).
     pub run_once: bool,
     /// Pause between asks for a pending run. Default 1 s (Python polls every 3 s).
     pub poll_interval: Duration,
-    /// The sandbox's engine settings.
-    pub sandbox: SandboxConfig,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            limits: Limits { deadline: Duration::from_secs(86_400), ..Limits::default() },
-            grants: Grants::none(),
+            wasm: Settings {
+                limits: Limits { deadline: Duration::from_secs(86_400), ..Limits::default() },
+                ..Settings::default()
+            },
             run_once: false,
             poll_interval: Duration::from_secs(1),
-            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -80,8 +77,7 @@ impl Default for Options {
 /// A run in progress at shutdown is stopped and marked finished:failed. Errors are only
 /// returned for an unusable address or sandbox; a failed run is recorded in the run.
 pub async fn run(address: &str, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let settings = Settings { limits: options.limits.clone(), grants: options.grants.clone() };
-    let executor = Executor::new(options.sandbox.clone(), settings)?;
+    let executor = Executor::new(options.wasm.clone())?;
     let link = ServerAppIoClient::new(channel(address)?)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);

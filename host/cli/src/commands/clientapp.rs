@@ -26,10 +26,8 @@ impl ClientappArgs {
     /// Serves instructions until SIGINT/SIGTERM (or one with `--token` / `--run-once`).
     pub async fn run(self) -> anyhow::Result<()> {
         self.process.check("ClientAppIo", "flwr-clientapp")?;
-        let wasm = &self.process.wasm;
         let options = sepal_appio::clientapp::Options {
-            limits: wasm.limits(Duration::from_secs(600))?,
-            grants: wasm.grants()?,
+            wasm: self.process.wasm.settings(Duration::from_secs(600))?,
             run_once: self.run_once,
             token: self.token,
             ..Default::default()

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use sepal_executor::Settings;
 use sepal_proto::pb;
+use sepal_sandbox::SandboxConfig;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::{Config as LinkConfig, Isolation as LinkIsolation, Listeners};
 use sepal_supernode::retry::RetryPolicy;
@@ -80,8 +82,12 @@ async fn start_federation(
     let listeners = Listeners::bind(any, any, any).await.context("cannot bind loopback ports")?;
     let fleet = listeners.fleet.local_addr()?;
     let exec = listeners.exec.local_addr()?;
+    // Every part of the demo keeps compiled components in the same place, so only the
+    // first run of an app compiles it.
+    let engine = SandboxConfig { artifact_dir: sepal_executor::default_cache_dir(), ..SandboxConfig::default() };
+    let wasm = Settings { engine, ..Settings::default() };
     let link = sepal_superlink::serve(
-        LinkConfig::new(LinkIsolation::Subprocess),
+        LinkConfig { wasm: wasm.clone(), ..LinkConfig::new(LinkIsolation::Subprocess) },
         listeners,
         Arc::new(MemoryState::new()),
         shutdown_signal(link_stopped),
@@ -99,6 +105,7 @@ async fn start_federation(
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio: listener.local_addr()?,
             retry: RetryPolicy { max_retries: Some(5), max_wait: Some(Duration::from_secs(30)) },
+            wasm: wasm.clone(),
             ..NodeConfig::new(fleet.to_string(), sepal_wire::ClientTls::Insecure)
         };
         let node = sepal_supernode::serve(config, listener, shutdown_signal(nodes_stopped));

@@ -23,10 +23,8 @@ impl ServerappArgs {
     /// Serves runs until SIGINT/SIGTERM (or one run with `--run-once`).
     pub async fn run(self) -> anyhow::Result<()> {
         self.process.check("ServerAppIo", "flwr-serverapp")?;
-        let wasm = &self.process.wasm;
         let options = sepal_appio::serverapp::Options {
-            limits: wasm.limits(Duration::from_secs(86_400))?,
-            grants: wasm.grants()?,
+            wasm: self.process.wasm.settings(Duration::from_secs(86_400))?,
             run_once: self.run_once,
             ..Default::default()
         };

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use sepal_executor::Settings as WasmSettings;
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
@@ -140,10 +139,7 @@ impl SuperlinkArgs {
         let isolation = Isolation::from(self.isolation);
         let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");
-        let wasm = WasmSettings {
-            limits: self.wasm.limits(std::time::Duration::from_secs(86_400))?,
-            grants: self.wasm.grants()?,
-        };
+        let wasm = self.wasm.settings(std::time::Duration::from_secs(86_400))?;
         let config = Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, ..Config::new(isolation) };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())

@@ -120,10 +120,7 @@ impl SupernodeArgs {
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
-            wasm: sepal_executor::Settings {
-                limits: self.wasm.limits(Duration::from_secs(600))?,
-                grants: self.wasm.grants()?,
-            },
+            wasm: self.wasm.settings(Duration::from_secs(600))?,
         };
         sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;
         Ok(())

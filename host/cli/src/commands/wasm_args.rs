@@ -1,10 +1,12 @@
 //! The operator's flags for Wasm apps: limits, and what the sandbox may grant.
 //! A FAB can grant itself nothing; only these flags widen the sandbox.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sepal_sandbox::{Grants, Limits};
+use sepal_executor::Settings;
+use sepal_sandbox::{Grants, Limits, SandboxConfig};
 
 /// Flags shared by `sepal superlink` (ServerApps) and `sepal supernode` (ClientApps).
 #[derive(Debug, clap::Args)]
@@ -26,9 +28,28 @@ pub struct WasmArgs {
     /// Let Wasm apps open TCP connections to HOST:PORT (resolved at start). Repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     wasm_allow_connect: Vec<String>,
+    /// Keep compiled Wasm components here (created with mode 0700; each file is checked
+    /// against its sha256 before it is loaded) [default: $XDG_CACHE_HOME/sepal/wasm, else
+    /// ~/.cache/sepal/wasm].
+    #[arg(long, value_name = "DIR", conflicts_with = "wasm_no_cache")]
+    wasm_cache_dir: Option<PathBuf>,
+    /// Keep compiled Wasm components in memory only (compile each once per process).
+    #[arg(long)]
+    wasm_no_cache: bool,
 }
 
 impl WasmArgs {
+    /// Everything the flags set, with `default_time` when `--wasm-time-limit` is not given.
+    pub fn settings(&self, default_time: Duration) -> anyhow::Result<Settings> {
+        let cache = match (&self.wasm_cache_dir, self.wasm_no_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => sepal_executor::default_cache_dir(),
+        };
+        let engine = SandboxConfig { artifact_dir: cache, ..SandboxConfig::default() };
+        Ok(Settings { limits: self.limits(default_time)?, grants: self.grants()?, engine })
+    }
+
     /// The limits, with `default_time` when `--wasm-time-limit` is not given.
     pub fn limits(&self, default_time: Duration) -> anyhow::Result<Limits> {
         let time = match self.wasm_time_limit {
@@ -89,5 +110,11 @@ mod tests {
 
         let cli = Cli::parse_from(["x", "--wasm-allow-connect", "no-port"]);
         assert!(cli.wasm.grants().is_err());
+
+        let settings = Cli::parse_from(["x", "--wasm-cache-dir", "/c"]).wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!(settings.engine.artifact_dir, Some(PathBuf::from("/c")));
+        let settings = Cli::parse_from(["x", "--wasm-no-cache"]).wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!(settings.engine.artifact_dir, None);
+        assert!(Cli::try_parse_from(["x", "--wasm-no-cache", "--wasm-cache-dir", "/c"]).is_err());
     }
 }

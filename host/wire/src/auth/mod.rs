@@ -12,12 +12,14 @@
 //! replayed while its timestamp is inside the window, but only for the key's own node.
 
 mod allowlist;
+mod cache;
 mod signer;
 mod verifier;
 
 pub use allowlist::Allowlist;
-pub use signer::Signer;
-pub use verifier::{verify, AuthError, FleetAuth, NodeKey};
+pub use cache::VerifiedCache;
+pub use signer::{Signer, RESIGN_AFTER};
+pub use verifier::{verify, verify_cached, AuthError, FleetAuth, NodeKey};
 
 /// Metadata key of the node's public key (PEM bytes).
 pub const PUBLIC_KEY_HEADER: &str = "flwr-public-key-bin";

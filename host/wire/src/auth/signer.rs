@@ -3,8 +3,16 @@
 //! A fresh P-384 key is made per start, as Flower does by default, unless the node's key
 //! pair is given (`--auth-supernode-private-key/-public-key`), which a SuperLink with an
 //! allow-list needs.
+//!
+//! Unlike Flower's SuperNode, which signs a fresh timestamp for every request, a Sepal
+//! SuperNode signs one every [`RESIGN_AFTER`] and sends it with every request until then:
+//! signing is ECDSA P-384 work on both ends, and the SuperLink (Sepal's or Flower's)
+//! accepts a timestamp for 300 s anyway, so the window anyone who captures a request could
+//! replay it in is the same (see `docs/security.md`).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ecdsa::signature::hazmat::PrehashSigner;
 use sha2::{Digest, Sha256};
@@ -18,11 +26,24 @@ use crate::keys::{parse_openssh_private_key, parse_openssh_public_key, public_ke
 const PRIVATE_FLAG: &str = "--auth-supernode-private-key";
 const PUBLIC_FLAG: &str = "--auth-supernode-public-key";
 
-/// The node's key pair, and a tonic interceptor that signs each request with it.
+/// How long one signed timestamp is sent with every request: far inside the 300 s a
+/// SuperLink accepts it for, so clocks a few seconds apart do not matter.
+pub const RESIGN_AFTER: Duration = Duration::from_secs(30);
+
+/// The node's key pair, and a tonic interceptor that signs each request with it. Clones
+/// share the signed timestamp.
 #[derive(Clone)]
 pub struct Signer {
     key: p384::ecdsa::SigningKey,
     public_pem: String,
+    current: Arc<Mutex<Option<Signed>>>,
+}
+
+/// A timestamp and its signature, and when they were made.
+struct Signed {
+    made: Instant,
+    timestamp: String,
+    signature: Vec<u8>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -40,7 +61,7 @@ impl Signer {
     /// A signer with the given key.
     pub fn from_key(key: p384::ecdsa::SigningKey) -> Self {
         let public_pem = public_key_pem(key.verifying_key());
-        Self { key, public_pem }
+        Self { key, public_pem, current: Arc::default() }
     }
 
     /// A signer with the node's key pair from OpenSSH files (unencrypted private key,
@@ -66,23 +87,50 @@ impl Signer {
         &self.public_pem
     }
 
-    /// Adds the three signature headers for `timestamp` (ISO-8601) to `md`.
+    /// Adds the three signature headers for `timestamp` (ISO-8601), freshly signed, to `md`.
     pub fn sign(&self, timestamp: &str, md: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let signature = self.signature(timestamp)?;
+        self.add_headers(timestamp, &signature, md)
+    }
+
+    fn signature(&self, timestamp: &str) -> Result<Vec<u8>, Status> {
         let signature: p384::ecdsa::Signature = self
             .key
             .sign_prehash(&Sha256::digest(timestamp.as_bytes()))
             .map_err(|e| Status::internal(format!("cannot sign the request: {e}")))?;
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+
+    fn add_headers(
+        &self,
+        timestamp: &str,
+        signature: &[u8],
+        md: &mut tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
         let ts = MetadataValue::try_from(timestamp).map_err(|e| Status::internal(e.to_string()))?;
         md.insert_bin(PUBLIC_KEY_HEADER, BinaryMetadataValue::from_bytes(self.public_pem.as_bytes()));
         md.insert(TIMESTAMP_HEADER, ts);
-        md.insert_bin(SIGNATURE_HEADER, BinaryMetadataValue::from_bytes(signature.to_der().as_bytes()));
+        md.insert_bin(SIGNATURE_HEADER, BinaryMetadataValue::from_bytes(signature));
         Ok(())
+    }
+
+    /// Adds the current signed timestamp to `md`, signing a new one when the last is
+    /// [`RESIGN_AFTER`] old.
+    pub fn sign_current(&self, md: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if !current.as_ref().is_some_and(|signed| signed.made.elapsed() < RESIGN_AFTER) {
+            let timestamp = crate::time::now_iso();
+            let signature = self.signature(&timestamp)?;
+            *current = Some(Signed { made: Instant::now(), timestamp, signature });
+        }
+        let signed = current.as_ref().expect("just made");
+        self.add_headers(&signed.timestamp, &signed.signature, md)
     }
 }
 
 impl Interceptor for Signer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        self.sign(&crate::time::now_iso(), req.metadata_mut())?;
+        self.sign_current(req.metadata_mut())?;
         Ok(req)
     }
 }
@@ -118,6 +166,17 @@ mod tests {
         assert!(err.contains(PUBLIC_FLAG) && err.contains("not an OpenSSH public key"), "{err}");
         let err = Signer::from_openssh(&dir.path().join("missing"), &a_pub).unwrap_err().to_string();
         assert!(err.starts_with("cannot read --auth-supernode-private-key"), "{err}");
+    }
+
+    #[test]
+    fn one_signed_timestamp_serves_many_requests_and_clones() {
+        let signer = Signer::fresh();
+        let (mut a, mut b) = (tonic::metadata::MetadataMap::new(), tonic::metadata::MetadataMap::new());
+        signer.sign_current(&mut a).unwrap();
+        signer.clone().sign_current(&mut b).unwrap();
+        assert_eq!(a.get(TIMESTAMP_HEADER), b.get(TIMESTAMP_HEADER));
+        assert_eq!(a.get_bin(SIGNATURE_HEADER), b.get_bin(SIGNATURE_HEADER));
+        assert!(crate::auth::verify(&a, None).is_ok(), "what is reused still verifies");
     }
 
     /// Keys made by the real `ssh-keygen`, when it is installed (skipped otherwise).

@@ -7,6 +7,9 @@ use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use chrono::{DateTime, Utc};
+
+use super::cache::{self, VerifiedCache};
 use super::{Allowlist, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::time::parse_iso;
 
@@ -45,24 +48,69 @@ pub struct NodeKey(pub Vec<u8>);
 /// Checks a request's signature metadata (and, with an allow-list, that the key is
 /// listed); returns the caller's public key (PEM).
 pub fn verify(metadata: &MetadataMap, allowlist: Option<&Allowlist>) -> Result<Vec<u8>, AuthError> {
+    let (key, timestamp, signature) = headers(metadata)?;
+    check(&key, timestamp, &signature, allowlist, Utc::now())?;
+    Ok(key)
+}
+
+/// [`verify`], remembering the triples that verified in `cache`: a triple seen before is
+/// accepted while its timestamp is inside the window, without checking the signature again.
+pub fn verify_cached(
+    metadata: &MetadataMap,
+    allowlist: Option<&Allowlist>,
+    cache: &VerifiedCache,
+) -> Result<Vec<u8>, AuthError> {
+    let (key, timestamp, signature) = headers(metadata)?;
+    let digest = cache::digest(&key, timestamp, &signature);
+    let now = Utc::now();
+    if let Some(signed_at) = cache.signed_at(&digest) {
+        return match in_window(signed_at, now) {
+            true => Ok(key),
+            false => Err(AuthError::InvalidTimestamp),
+        };
+    }
+    let signed_at = check(&key, timestamp, &signature, allowlist, now)?;
+    cache.insert(digest, signed_at, now - chrono::Duration::milliseconds((MAX_AGE * 1000.0) as i64));
+    Ok(key)
+}
+
+/// The three headers: the key (PEM), the timestamp, the signature.
+fn headers(metadata: &MetadataMap) -> Result<(Vec<u8>, &str, Vec<u8>), AuthError> {
     let key = metadata.get_bin(PUBLIC_KEY_HEADER).and_then(|v| v.to_bytes().ok()).ok_or(AuthError::Missing)?;
     let timestamp = metadata.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()).ok_or(AuthError::Missing)?;
     let signature = metadata.get_bin(SIGNATURE_HEADER).and_then(|v| v.to_bytes().ok()).ok_or(AuthError::Missing)?;
-    let public = parse_pem(&key);
+    Ok((key.to_vec(), timestamp, signature.to_vec()))
+}
+
+/// Flower's checks, in Flower's order: the allow-list, the signature, the timestamp's
+/// window. When the triple passes, the time it was signed.
+fn check(
+    key: &[u8],
+    timestamp: &str,
+    signature: &[u8],
+    allowlist: Option<&Allowlist>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AuthError> {
+    let public = parse_pem(key);
     if let Some(allowlist) = allowlist {
         if !public.as_ref().is_some_and(|public| allowlist.contains(public)) {
             return Err(AuthError::NotRecognized);
         }
     }
-    if !public.is_some_and(|public| signature_is_valid(&public, timestamp.as_bytes(), &signature)) {
+    if !public.is_some_and(|public| signature_is_valid(&public, timestamp.as_bytes(), signature)) {
         return Err(AuthError::InvalidSignature);
     }
     let signed_at = parse_iso(timestamp).ok_or(AuthError::InvalidTimestamp)?;
-    let age = (chrono::Utc::now() - signed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-    if !(-MAX_FUTURE_SKEW < age && age < MAX_AGE) {
+    if !in_window(signed_at, now) {
         return Err(AuthError::InvalidTimestamp);
     }
-    Ok(key.to_vec())
+    Ok(signed_at)
+}
+
+/// Whether a request signed at `signed_at` is inside the window at `now`.
+fn in_window(signed_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let age = (now - signed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    -MAX_FUTURE_SKEW < age && age < MAX_AGE
 }
 
 fn parse_pem(key: &[u8]) -> Option<p384::ecdsa::VerifyingKey> {
@@ -80,21 +128,28 @@ fn signature_is_valid(key: &p384::ecdsa::VerifyingKey, message: &[u8], der: &[u8
 
 /// The tonic interceptor for the Fleet service: verifies the signature (and the
 /// allow-list, if any) and stores the caller's [`NodeKey`] in the request extensions.
+/// Triples that verified are remembered ([`verify_cached`]).
 #[derive(Debug, Clone, Default)]
 pub struct FleetAuth {
     allowlist: Option<Arc<Allowlist>>,
+    verified: Arc<VerifiedCache>,
 }
 
 impl FleetAuth {
     /// Checks signatures; with `Some` allow-list, only its keys may call Fleet.
     pub fn new(allowlist: Option<Allowlist>) -> Self {
-        Self { allowlist: allowlist.map(Arc::new) }
+        Self { allowlist: allowlist.map(Arc::new), verified: Arc::default() }
+    }
+
+    /// The triples remembered so far.
+    pub fn verified(&self) -> &VerifiedCache {
+        &self.verified
     }
 }
 
 impl Interceptor for FleetAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let key = verify(req.metadata(), self.allowlist.as_deref())?;
+        let key = verify_cached(req.metadata(), self.allowlist.as_deref(), &self.verified)?;
         req.extensions_mut().insert(NodeKey(key));
         Ok(req)
     }
@@ -133,6 +188,33 @@ mod tests {
         assert_eq!(verify(&signed(&signer, &old), None), Err(AuthError::InvalidTimestamp));
         let future = iso(chrono::Utc::now() + chrono::Duration::seconds(10));
         assert_eq!(verify(&signed(&signer, &future), None), Err(AuthError::InvalidTimestamp));
+    }
+
+    #[test]
+    fn a_verified_triple_is_accepted_again_only_inside_its_window() {
+        let (signer, cache) = (Signer::fresh(), VerifiedCache::default());
+        let md = signed(&signer, &now_iso());
+        assert!(verify_cached(&md, None, &cache).is_ok());
+        assert_eq!(cache.len(), 1);
+        assert!(verify_cached(&md, None, &cache).is_ok(), "seen before");
+        assert_eq!(cache.len(), 1);
+
+        // A tampered copy is another triple: checked, refused, not remembered.
+        let mut tampered = md.clone();
+        tampered.insert(TIMESTAMP_HEADER, MetadataValue::try_from(now_iso()).unwrap());
+        assert_eq!(verify_cached(&tampered, None, &cache), Err(AuthError::InvalidSignature));
+        assert_eq!(cache.len(), 1);
+
+        // A remembered triple that has left the window is refused.
+        let old = chrono::Utc::now() - chrono::Duration::seconds(400);
+        let md = signed(&signer, &iso(old));
+        let digest = cache::digest(signer.public_pem().as_bytes(), &iso(old), &signature_of(&md));
+        cache.insert(digest, old, old - chrono::Duration::seconds(1));
+        assert_eq!(verify_cached(&md, None, &cache), Err(AuthError::InvalidTimestamp));
+    }
+
+    fn signature_of(md: &MetadataMap) -> Vec<u8> {
+        md.get_bin(SIGNATURE_HEADER).unwrap().to_bytes().unwrap().to_vec()
     }
 
     #[test]
