@@ -5,6 +5,7 @@
 //! network.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sepal_proto::pb;
 use sepal_proto::pb::server_app_io_server::ServerAppIo;
@@ -13,6 +14,13 @@ use tonic::Request;
 use crate::error::{reply, Error, Reply, Result};
 use crate::link::{require_valid, Link};
 use crate::state::{status, RunState, SUPERLINK_NODE_ID};
+
+/// How long a PullMessages whose replies are not all there yet is held: well inside the 3 s
+/// Flower's grid sleeps between pulls.
+const REPLY_HOLD: Duration = Duration::from_millis(1500);
+
+/// How often a held pull re-checks for expired messages, which no event announces.
+const EXPIRY_RECHECK: Duration = Duration::from_millis(500);
 
 /// The ServerAppIo service.
 pub struct ServerAppIoService {
@@ -59,17 +67,39 @@ impl ServerAppIoService {
         Ok(pb::PushAppMessagesResponse { message_ids, objects_to_push })
     }
 
-    fn pull_messages(&self, req: pb::PullAppMessagesRequest) -> Result<pb::PullAppMessagesResponse> {
-        self.link.require_running(req.run_id)?;
-        let lookups = self.link.state.take_replies(&req.message_ids)?;
+    /// The replies to `message_ids` that are there. While some are missing, the call is
+    /// held (up to [`REPLY_HOLD`]) and answered as soon as the last one arrives: Flower's
+    /// grid pulls right after pushing and then sleeps 3 s between pulls, so a held first
+    /// pull gives a Python ServerApp its replies when they come, not at its next poll. The
+    /// answer is one Flower would give, only later.
+    async fn pull_messages(&self, req: pb::PullAppMessagesRequest) -> Result<pb::PullAppMessagesResponse> {
+        let deadline = tokio::time::Instant::now() + REPLY_HOLD;
+        let mut stored = self.link.events.message_stored.subscribe();
+        let mut nodes = self.link.events.node_changed.subscribe();
+        let mut wanted = req.message_ids;
         let mut res = pb::PullAppMessagesResponse::default();
-        for lookup in lookups {
-            if let Some((message, tree)) = self.link.reply_to_wire(req.run_id, lookup) {
-                res.messages_list.push(message);
-                res.message_object_trees.push(tree);
+        loop {
+            self.link.require_running(req.run_id)?;
+            for lookup in self.link.state.take_replies(&wanted)? {
+                if let Some((message, tree)) = self.link.reply_to_wire(req.run_id, lookup) {
+                    let answered = message.metadata.as_ref().map(|m| m.reply_to_message_id.clone());
+                    wanted.retain(|id| Some(id) != answered.as_ref());
+                    res.messages_list.push(message);
+                    res.message_object_trees.push(tree);
+                }
+            }
+            if wanted.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(res);
+            }
+            // A reply arrives, a node leaves, or (no event) a message expires.
+            tokio::select! {
+                _ = stored.changed() => {}
+                _ = nodes.changed() => {}
+                _ = tokio::time::sleep(EXPIRY_RECHECK) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.link.events.closed() => return Ok(res),
             }
         }
-        Ok(res)
     }
 
     fn get_run(&self, req: pb::GetRunRequest) -> Result<pb::GetRunResponse> {
@@ -187,7 +217,7 @@ impl ServerAppIo for ServerAppIoService {
         reply(ServerAppIoService::push_messages(self, req.into_inner()))
     }
     async fn pull_messages(&self, req: Request<pb::PullAppMessagesRequest>) -> Reply<pb::PullAppMessagesResponse> {
-        reply(ServerAppIoService::pull_messages(self, req.into_inner()))
+        reply(ServerAppIoService::pull_messages(self, req.into_inner()).await)
     }
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Reply<pb::GetRunResponse> {
         reply(ServerAppIoService::get_run(self, req.into_inner()))

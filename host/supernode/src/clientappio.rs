@@ -19,6 +19,11 @@ use crate::node::{JobError, NodeState};
 /// so that a SuperNode shutting down is not held up by it.
 const MAX_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a ClientApp process started ahead of need (a spare) waits in one
+/// PullClientAppInputs for its instruction; then it is told to ask again (UNAVAILABLE,
+/// which `flwr-clientapp` retries).
+const SPARE_WAIT: Duration = Duration::from_secs(3600);
+
 /// The ClientAppIo service.
 pub struct ClientAppIoService {
     state: Arc<NodeState>,
@@ -60,6 +65,7 @@ impl From<Refusal> for Status {
     fn from(e: Refusal) -> Self {
         let code = match &e {
             Refusal::Job(JobError::InvalidToken) => Code::PermissionDenied,
+            Refusal::Job(JobError::NotYet) => Code::Unavailable,
             Refusal::Job(JobError::NoMessage | JobError::NoReply) | Refusal::ObjectsMissing(_) => {
                 Code::FailedPrecondition
             }
@@ -107,7 +113,7 @@ impl ClientAppIo for ClientAppIoService {
     }
 
     async fn pull_client_app_inputs(&self, req: Request<pb::PullAppInputsRequest>) -> Reply<pb::PullAppInputsResponse> {
-        let entry = self.state.inputs(&req.get_ref().token).map_err(Refusal::from)?;
+        let entry = self.state.inputs_when_bound(&req.get_ref().token, SPARE_WAIT).await.map_err(Refusal::from)?;
         let fab = pb::Fab { hash_str: entry.run.fab_hash.clone(), content: entry.fab.to_vec() };
         Ok(Response::new(pb::PullAppInputsResponse {
             context: Some(entry.context),

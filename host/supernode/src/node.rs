@@ -1,7 +1,7 @@
 //! What a SuperNode remembers: its runs (with their FAB and the ClientApp context that
 //! persists across rounds) and the one instruction waiting for a ClientApp.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ pub enum JobError {
     /// The ClientApp finished before pushing its reply.
     #[error("no reply was pushed before PushClientAppOutputs")]
     NoReply,
+    /// A spare ClientApp waited long enough: it may ask again.
+    #[error("no instruction for this ClientApp yet; ask again")]
+    NotYet,
 }
 
 #[derive(Default)]
@@ -68,6 +71,9 @@ struct Inner {
     /// FABs by hash (verified), so a FAB used by several runs is fetched once.
     fabs: HashMap<String, Bytes>,
     job: Option<Job>,
+    /// Tokens given to ClientApp processes started ahead of need (spares), not yet bound
+    /// to an instruction.
+    spares: HashSet<String>,
 }
 
 /// The node's state, shared by the Fleet loop and the ClientAppIo service.
@@ -137,8 +143,12 @@ impl NodeState {
         token: Option<String>,
     ) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
-        let job = Job { run_id, instruction, tree, token, reply: None, done: Some(tx) };
-        self.lock().job = Some(job);
+        let mut inner = self.lock();
+        if let Some(token) = &token {
+            inner.spares.remove(token);
+        }
+        inner.job = Some(Job { run_id, instruction, tree, token, reply: None, done: Some(tx) });
+        drop(inner);
         self.offered.send_modify(|n| *n = n.wrapping_add(1));
         rx
     }
@@ -182,6 +192,36 @@ impl NodeState {
         match inner.job.as_mut() {
             Some(job) if !token.is_empty() && job.token.as_deref() == Some(token) => Ok(job),
             _ => Err(JobError::InvalidToken),
+        }
+    }
+
+    /// A token for a ClientApp process started before there is an instruction for it: its
+    /// PullClientAppInputs waits ([`NodeState::inputs_when_bound`]) until [`NodeState::offer`]
+    /// binds an instruction to the token.
+    pub fn reserve_spare(&self) -> String {
+        let token = new_token();
+        self.lock().spares.insert(token.clone());
+        token
+    }
+
+    /// Forgets a spare's token (its process is gone).
+    pub fn release_spare(&self, token: &str) {
+        self.lock().spares.remove(token);
+    }
+
+    /// [`NodeState::inputs`], but for a spare's token, waits (up to `wait`) until an
+    /// instruction is bound to it.
+    pub async fn inputs_when_bound(&self, token: &str, wait: Duration) -> Result<RunEntry, JobError> {
+        let mut offered = self.offered.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.inputs(token) {
+                Err(JobError::InvalidToken) if self.lock().spares.contains(token) => {}
+                answer => return answer,
+            }
+            if !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+                return Err(JobError::NotYet);
+            }
         }
     }
 
@@ -265,5 +305,34 @@ mod tests {
         let _done = state.offer(7, pb::Message::default(), pb::ObjectTree::default(), None);
         let runs = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken, not timed out").unwrap();
         assert_eq!(runs, vec![7]);
+    }
+
+    #[tokio::test]
+    async fn a_spare_gets_its_inputs_once_an_instruction_is_bound_to_it() {
+        let state = Arc::new(NodeState::default());
+        state.add_run(RunEntry {
+            run: pb::Run { run_id: 7, ..Default::default() },
+            fab: Bytes::new(),
+            app: sepal_executor::AppCode::Python("a:b".into()),
+            context: pb::Context::default(),
+        });
+        let token = state.reserve_spare();
+        let waiter = {
+            let (state, token) = (state.clone(), token.clone());
+            tokio::spawn(async move { state.inputs_when_bound(&token, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "held until there is work");
+        let _done = state.offer(7, pb::Message::default(), pb::ObjectTree::default(), Some(token));
+        let entry = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap().unwrap();
+        assert_eq!(entry.run.run_id, 7);
+
+        // A token that is no spare is refused at once; a spare with no work ends its wait.
+        assert_eq!(
+            state.inputs_when_bound("forged", Duration::from_secs(30)).await.err(),
+            Some(JobError::InvalidToken)
+        );
+        let idle = state.reserve_spare();
+        assert_eq!(state.inputs_when_bound(&idle, Duration::from_millis(20)).await.err(), Some(JobError::NotYet));
     }
 }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod cli;
 mod fleet_auth;
+mod held_pulls;
 mod inline_objects;
 mod launcher;
 mod log_parity;

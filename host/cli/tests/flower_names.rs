@@ -2,11 +2,14 @@
 //! symlinks `flower-superlink` and `flower-supernode` started with Flower 1.20's flags
 //! (`flwr/server/app.py`, `flwr/supernode/cli/flower_supernode.py`). Both must start, and
 //! the SuperNode must register with the SuperLink.
+//!
+//! (Also why `cargo test` builds the `sepal` binary that the tests in `tests/` start.)
 
 use std::path::Path;
 use std::process::Command;
 
-use sepal_tests::{free_addr, sepal_bin, Proc, START_TIMEOUT};
+use sepal_tests::flwr::strip_ansi;
+use sepal_tests::{free_addr, Proc, START_TIMEOUT};
 
 /// The id in the `node_id=<id>` field of the first log line holding `message`.
 fn node_id_logged(log: &str, message: &str) -> Option<u64> {
@@ -15,29 +18,10 @@ fn node_id_logged(log: &str, message: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// `text` without ANSI escape sequences (the log's colours).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC '[' parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `<dir>/<name>`, a symlink to the built `sepal` binary, as an operator installs it.
 fn install_as(dir: &Path, name: &str) -> Command {
     let link = dir.join(name);
-    std::os::unix::fs::symlink(sepal_bin(), &link).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sepal"), &link).unwrap();
     let mut cmd = Command::new(link);
     cmd.env("SEPAL_LOG", "info").env("NO_COLOR", "1");
     cmd

@@ -1,0 +1,75 @@
+//! A ServerApp's PullMessages is held until its replies arrive (briefly), so a Python
+//! ServerApp, which pulls right after pushing and then sleeps 3 s between pulls, gets
+//! them at once.
+
+use sepal_core::message_to_objects;
+use sepal_core::records::{ConfigRecord, ConfigValue, Message, Metadata, RecordDict};
+use sepal_core::routing::route_reply;
+use sepal_proto::pb;
+use sepal_tests::kit::{self, PlayedServerApp, PyProject, TestLink};
+use sepal_wire::auth::Signer;
+
+#[tokio::test]
+async fn a_pull_issued_before_the_reply_returns_it() {
+    let link = TestLink::start().await;
+    let mut fleet = link.fleet_client(Signer::fresh()).await;
+    let node_id = fleet
+        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+    let mut server = PlayedServerApp::start(&link, kit::fab(&PyProject::new("probe")), Default::default()).await;
+    let content = RecordDict::new().with("config", ConfigRecord::new().with("x", ConfigValue::Sint64(1)).into());
+    let id = server.send(node_id, content.clone(), 60.0).await;
+
+    // The ServerApp pulls before the node has even pulled the instruction.
+    let (mut sio, run_id) = (server.sio.clone(), server.run_id);
+    let ids = vec![id.clone()];
+    let held = tokio::spawn(async move {
+        let req = pb::PullAppMessagesRequest { run_id, message_ids: ids, ..Default::default() };
+        sio.pull_messages(req).await.unwrap().into_inner()
+    });
+
+    // The node answers.
+    let pulled = fleet.pull_messages(pb::PullMessagesRequest { node: Some(pb::Node { node_id }), message_ids: vec![] });
+    let instruction = pulled.await.unwrap().into_inner().messages_list.remove(0);
+    let mut reply = Message::with_content(Metadata::default(), content);
+    route_reply(&mut reply, instruction.metadata.as_ref().unwrap(), node_id);
+    let (tree, _, reply_id) = message_to_objects(&reply);
+    let mut wire = reply.to_wire_pb();
+    wire.metadata.as_mut().unwrap().message_id = reply_id.clone();
+    let req = pb::PushMessagesRequest {
+        node: Some(pb::Node { node_id }),
+        messages_list: vec![wire],
+        message_object_trees: vec![tree],
+        ..Default::default()
+    };
+    fleet.push_messages(req).await.unwrap();
+
+    // That one pull brings the reply.
+    let res = held.await.unwrap();
+    assert_eq!(res.messages_list.len(), 1, "the held pull returned the reply");
+    assert_eq!(res.messages_list[0].metadata.as_ref().unwrap().reply_to_message_id, id);
+}
+
+#[tokio::test]
+async fn a_pull_for_a_reply_that_does_not_come_returns_empty_after_a_short_hold() {
+    let link = TestLink::start().await;
+    let mut fleet = link.fleet_client(Signer::fresh()).await;
+    let node_id = fleet
+        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .node_id;
+    let mut server = PlayedServerApp::start(&link, kit::fab(&PyProject::new("probe")), Default::default()).await;
+    let id = server.send(node_id, RecordDict::new(), 60.0).await;
+    let req = pb::PullAppMessagesRequest { run_id: server.run_id, message_ids: vec![id], ..Default::default() };
+    let res = server.sio.pull_messages(req).await.unwrap().into_inner();
+    assert!(res.messages_list.is_empty(), "nothing to return, and the call still ends");
+}
