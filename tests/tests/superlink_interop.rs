@@ -14,10 +14,16 @@ use sepal_tests::{python_reference_final, scenarios, Federation, Isolation};
 fn matches_python_reference(isolation: Isolation) {
     thread::scope(|s| {
         let reference = s.spawn(python_reference_final);
-        let fed = Federation::sepal(2, isolation).unwrap();
+        let mut fed = Federation::sepal(2, isolation).unwrap();
         let sepal = scenarios::two_rounds(&fed).unwrap();
         let python = reference.join().expect("reference thread panicked").unwrap();
         assert_eq!(sepal, python, "Sepal's run differs from the all-Python reference");
+        if isolation == Isolation::Subprocess {
+            // The flwr-serverapp it started printed through the SuperLink's own output,
+            // as with Flower's SuperLink.
+            let own = fed.superlink_proc().expect("a SuperLink").log();
+            assert!(own.contains(&sepal), "the ServerApp's FINAL line is not in the SuperLink's output:\n{own}");
+        }
     });
 }
 

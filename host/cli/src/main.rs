@@ -123,6 +123,51 @@ mod tests {
         assert!(parse_args(&["flower-superlink", "--superlink", "127.0.0.1:9092"]).is_err());
     }
 
+    /// Every flag of Flower 1.20's `flower-superlink` and `flower-supernode`, read from the
+    /// usage line of the real programs in the venv (scripts/python-env.sh makes it), with a
+    /// sample value where the flag takes one, is accepted.
+    #[test]
+    fn every_flag_of_flowers_programs_parses() {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin");
+        for program in ["flower-superlink", "flower-supernode"] {
+            let help = std::process::Command::new(venv.join(program))
+                .arg("--help")
+                .output()
+                .unwrap_or_else(|e| panic!("{program} --help ({e}): run scripts/python-env.sh first"));
+            let usage = String::from_utf8_lossy(&help.stdout);
+            let usage = usage.split("\n\n").next().unwrap_or_default();
+            let mut args = vec![program.to_string()];
+            // `[--flag VALUE]`, `[--flag {a,b}]`, `[--flag]`, `[--a | --b | --c]` (one taken).
+            for group in usage.split('[').skip(1).map(|g| g.split(']').next().unwrap_or_default()) {
+                let option = group.split(" | ").next().unwrap_or_default();
+                let mut words = option.split_whitespace();
+                let Some(flag) = words.next().filter(|f| f.starts_with("--")) else { continue };
+                args.push(flag.to_string());
+                if let Some(value) = words.next() {
+                    args.push(sample_value(flag, value));
+                }
+            }
+            assert!(args.len() > 10, "{program}: read too few flags from {usage}");
+            if let Err(e) = parse(args.iter().map(OsString::from).collect()) {
+                panic!("{program} {}: {e}", args[1..].join(" "));
+            }
+        }
+    }
+
+    /// A value `flag` accepts; `metavar` is what Flower's usage shows (`{a,b}` for choices).
+    fn sample_value(flag: &str, metavar: &str) -> String {
+        if let Some(choices) = metavar.strip_prefix('{') {
+            return choices.split([',', '}']).next().unwrap_or_default().to_string();
+        }
+        match flag {
+            "--fleet-api-num-workers" | "--max-retries" | "--max-wait-time" => "1".into(),
+            "--node-config" | "--executor-config" => "a=1".into(),
+            "--executor" => "flwr.superexec.deployment:executor".into(),
+            f if f.ends_with("-address") || f == "--superlink" => "127.0.0.1:9".into(),
+            _ => "x".into(),
+        }
+    }
+
     #[test]
     fn other_names_take_a_subcommand() {
         let command = parse_args(&["sepal", "supernode", "--insecure", "--superlink", "127.0.0.1:9092"]).unwrap();

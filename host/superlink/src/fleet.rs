@@ -12,8 +12,8 @@ use sepal_wire::auth::NodeKey;
 use tonic::Request;
 
 use crate::error::{reply, Error, Reply, Result};
-use crate::link::{require_valid, Link};
-use crate::state::{ReplyRejected, StoredMessage};
+use crate::link::{validate_message, Link};
+use crate::state::StoredMessage;
 
 /// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
 const RECONNECT_AFTER: u64 = 5;
@@ -131,27 +131,35 @@ impl FleetService {
         Ok(res)
     }
 
+    /// Stores a node's replies. As in Flower, a reply that cannot be accepted (malformed,
+    /// from the wrong node, for another run, to an unknown or expired instruction, or
+    /// living longer than it) is dropped with a warning and an OK answer: Flower's
+    /// SuperNodes stop on any error status here, and the ServerApp learns of the missing
+    /// reply as it would from Flower (an error reply once the instruction expires).
+    /// Only a run that is not running is refused (PERMISSION_DENIED, as Flower does).
     fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Result<pb::PushMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
         let msgs = self.link.stored_messages(body.messages_list, body.message_object_trees)?;
         let run_id = msgs[0].metadata().run_id;
         self.link.require_running(run_id)?;
-        require_valid(&msgs, true)?;
         let mut results = std::collections::HashMap::new();
-        for msg in &msgs {
-            if msg.metadata().src_node_id != node_id {
-                return Err(Error::InvalidArgument(format!(
-                    "reply claims to come from node {} but was sent by node {node_id}",
-                    msg.metadata().src_node_id
-                )));
+        let mut accepted = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match self.accept_reply(&msg, node_id) {
+                Ok(id) => {
+                    results.insert(id, 0);
+                    accepted.push(msg);
+                }
+                Err(why) => tracing::warn!(node_id, reply = msg.id(), "reply dropped: {why}"),
             }
-            let id = self.store_reply(msg.clone())?;
-            results.insert(id, 0);
         }
-        let mut objects_to_push = self.link.register_objects(run_id, &msgs)?;
+        let mut objects_to_push = self.link.register_objects(run_id, &accepted)?;
         for object in body.sepal_objects {
-            if self.link.push_object(&object.object_id, object.object_content.into())? {
+            // Only objects of accepted replies are expected; others are not stored.
+            if objects_to_push.contains(&object.object_id)
+                && self.link.push_object(&object.object_id, object.object_content.into())?
+            {
                 objects_to_push.retain(|id| *id != object.object_id);
             }
         }
@@ -163,20 +171,21 @@ impl FleetService {
         })
     }
 
-    /// Stores one reply. A late reply (its instruction expired or was answered with an
-    /// error already) is dropped with a warning and an OK answer, because Python
-    /// SuperNodes stop on any other status here; every other refusal is an error.
-    fn store_reply(&self, msg: StoredMessage) -> Result<String> {
-        let id = msg.id().to_string();
-        match self.link.state.store_reply(msg)? {
+    /// Stores one reply from node `node_id`; its id, or why it was not stored.
+    fn accept_reply(&self, msg: &StoredMessage, node_id: u64) -> Result<String> {
+        let problems = validate_message(&msg.message, true);
+        if !problems.is_empty() {
+            return Err(Error::InvalidArgument(format!("malformed message: {}", problems.join(", "))));
+        }
+        if msg.metadata().src_node_id != node_id {
+            return Err(Error::InvalidArgument(format!(
+                "reply claims to come from node {} but was sent by node {node_id}",
+                msg.metadata().src_node_id
+            )));
+        }
+        match self.link.state.store_reply(msg.clone())? {
             Ok(id) => Ok(id),
-            Err(e @ ReplyRejected::Gone(_)) => {
-                tracing::warn!(reply = %id, "late reply dropped: {e}");
-                Ok("None".into())
-            }
-            Err(e @ ReplyRejected::UnknownInstruction(_)) => Err(Error::NotFound(e.to_string())),
-            Err(e @ ReplyRejected::WrongNode { .. }) => Err(Error::FailedPrecondition(e.to_string())),
-            Err(e) => Err(Error::InvalidArgument(e.to_string())),
+            Err(rejected) => Err(Error::FailedPrecondition(rejected.to_string())),
         }
     }
 
@@ -184,7 +193,8 @@ impl FleetService {
         self.node_of(&req, &req.get_ref().node)?;
         let run_id = req.get_ref().run_id;
         let Some(run) = self.link.state.run(run_id)? else {
-            return Err(Error::RunNotFound(run_id));
+            // Flower answers an unknown run with an empty response.
+            return Ok(pb::GetRunResponse::default());
         };
         self.link.require_running(run_id)?;
         // SuperNodes get the identity of the run, not its lifecycle.

@@ -105,13 +105,19 @@ fn start(config: &LauncherConfig, run_id: u64) -> Result<Child, String> {
     Ok(child)
 }
 
-/// Keeps the last lines of the child's stdout and stderr.
+/// Passes the child's stdout and stderr through to the SuperLink's own, line by line, as
+/// Flower's SuperLink does (operators and scripts watch for "Run finished" and the
+/// strategy's lines there), and keeps the last lines for a failure report.
 fn capture(mut child: Child, tail: &Arc<Mutex<VecDeque<String>>>) -> Child {
-    fn pump(out: impl AsyncRead + Unpin + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>) {
+    fn pump(out: impl AsyncRead + Unpin + Send + 'static, to_stdout: bool, tail: Arc<Mutex<VecDeque<String>>>) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(target: "serverapp", "{line}");
+                if to_stdout {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
                 let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
@@ -121,10 +127,10 @@ fn capture(mut child: Child, tail: &Arc<Mutex<VecDeque<String>>>) -> Child {
         });
     }
     if let Some(out) = child.stdout.take() {
-        pump(out, tail.clone());
+        pump(out, true, tail.clone());
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, tail.clone());
+        pump(err, false, tail.clone());
     }
     child
 }

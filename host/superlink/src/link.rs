@@ -229,7 +229,7 @@ impl Link {
             ReplyLookup::NodeUnavailable { instruction } => (
                 reply_metadata(&instruction),
                 MsgError::NODE_UNAVAILABLE,
-                "Error: Node Unavailable - The destination node is currently unavailable. It exceeds the time limit specified in its last ping.",
+                "Error: Node Unavailable \u{2014} The destination node failed to report a heartbeat within 2 \u{d7} its expected interval.",
             ),
         };
         let meta =

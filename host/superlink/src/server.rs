@@ -154,25 +154,39 @@ pub async fn serve(
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
 
     let (health_fleet, health_sio, health_exec) = (health_service(), health_service(), health_service());
-    let result = tokio::try_join!(
-        fleet_server
-            .add_service(health_fleet)
-            .add_service(fleet)
-            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.fleet), stopped()),
-        base_server()
-            .add_service(health_sio)
-            .add_service(serverappio)
-            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.serverappio), stopped()),
-        exec_server
-            .add_service(health_exec)
-            .add_service(exec)
-            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.exec), stopped()),
-    );
+    let servers = async {
+        tokio::try_join!(
+            fleet_server
+                .add_service(health_fleet)
+                .add_service(fleet)
+                .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.fleet), stopped()),
+            base_server()
+                .add_service(health_sio)
+                .add_service(serverappio)
+                .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.serverappio), stopped()),
+            exec_server
+                .add_service(health_exec)
+                .add_service(exec)
+                .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.exec), stopped()),
+        )
+    };
+    // Graceful shutdown waits for clients to close their connections; SuperNodes keep
+    // theirs open, so after a short grace the servers are dropped instead.
+    let result = tokio::select! {
+        result = servers => result.map(|_| ()),
+        () = async { stopped().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::info!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    };
     if let Some(task) = launcher {
         task.abort();
     }
-    result.map(|_| ()).map_err(ServeError::from)
+    result.map_err(ServeError::from)
 }
+
+/// How long a stopping SuperLink lets calls in progress finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn health_service() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();

@@ -127,6 +127,15 @@ pub async fn serve_signed(
     let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner);
     let result = node.run(shutdown).await;
     let _ = stop_tx.send(());
-    let _ = server.await;
+    // An external ClientApp may hold a call open (a held poll): give calls a moment, then
+    // close.
+    let abort = server.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::info!("ClientAppIo calls still open after {SHUTDOWN_GRACE:?}; closing them");
+        abort.abort();
+    }
     result.map_err(Error::from)
 }
+
+/// How long a stopping SuperNode lets ClientAppIo calls in progress finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -288,21 +288,32 @@ impl SuperNode {
 }
 
 /// Sends a heartbeat every ~18-22 s (Flower's schedule), so the SuperLink sees the node
-/// as online; retries quickly after a failure.
+/// as online; after a failure, retries as Flower does: after 1 s, doubling up to 20 s.
 async fn heartbeat(fleet: Fleet, state: Arc<NodeState>) {
+    let mut retry = HEARTBEAT_RETRY_FIRST;
     loop {
         let jitter: f64 = rand::Rng::gen_range(&mut rand::thread_rng(), -0.1..0.1);
         let every = Duration::from_secs_f64((HEARTBEAT_INTERVAL - 5.0) * (0.8 + jitter));
-        match fleet.heartbeat(state.node_id()).await {
-            Ok(true) => tokio::time::sleep(every).await,
-            Ok(false) => {
-                tracing::warn!("heartbeat not accepted; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let failure = match fleet.heartbeat(state.node_id()).await {
+            Ok(true) => None,
+            Ok(false) => Some("not accepted".to_string()),
+            Err(s) => Some(s.message().to_string()),
+        };
+        match failure {
+            None => {
+                retry = HEARTBEAT_RETRY_FIRST;
+                tokio::time::sleep(every).await;
             }
-            Err(s) => {
-                tracing::debug!("heartbeat failed: {}", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(why) => {
+                tracing::warn!("heartbeat failed ({why}); retrying in {retry:?}");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(HEARTBEAT_RETRY_MAX);
             }
         }
     }
 }
+
+/// The first pause after a failed heartbeat.
+const HEARTBEAT_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between heartbeat retries (Flower's `MAX_RETRY_DELAY`).
+const HEARTBEAT_RETRY_MAX: Duration = Duration::from_secs(20);

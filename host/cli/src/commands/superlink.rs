@@ -14,6 +14,9 @@ use sepal_wire::ServerTls;
 use super::isolation::IsolationArg;
 use super::resolve;
 
+/// Flower's deployment executor, the default of `--executor`.
+const DEPLOYMENT_EXECUTOR: &str = "flwr.superexec.deployment:executor";
+
 /// Flower's value for "keep the state in memory".
 const IN_MEMORY: &str = ":flwr-in-memory-state:";
 
@@ -70,12 +73,43 @@ pub struct SuperlinkArgs {
     /// Ignored, as in Flower.
     #[arg(long, hide = true)]
     flwr_dir: Option<PathBuf>,
+    /// The Exec API's executor; only Flower's deployment executor (the default) is
+    /// served: runs go to SuperNodes.
+    #[arg(long, default_value = DEPLOYMENT_EXECUTOR)]
+    executor: String,
+    /// Accepted for compatibility with Flower's flags; the deployment executor needs none.
+    #[arg(long)]
+    executor_dir: Option<PathBuf>,
+    /// Accepted for compatibility with Flower's flags: key-value pairs for the deployment
+    /// executor, which Sepal's Exec API does not need.
+    #[arg(long)]
+    executor_config: Option<String>,
+    /// Accepted for compatibility with Flower's flags: the SimulationIo API is not served
+    /// (Sepal runs deployments, not simulations).
+    #[arg(long, default_value = "0.0.0.0:9096")]
+    simulationio_api_address: String,
     /// The `flwr-serverapp` executable used in subprocess isolation (Sepal addition).
     #[arg(long, default_value = "flwr-serverapp")]
     serverapp_bin: PathBuf,
     /// Limits and grants for Wasm ServerApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
+}
+
+/// Accepts Flower's deployment executor (under the names Flower's docs and scripts use);
+/// refuses the simulation executor and custom ones with the reason.
+fn check_executor(executor: &str) -> anyhow::Result<()> {
+    match executor {
+        DEPLOYMENT_EXECUTOR | "flwr.superexec.deployment:exec" | "deployment:exec" | "deployment:executor" => Ok(()),
+        simulation if simulation.contains("simulation") => bail!(
+            "--executor {simulation}: the simulation executor is not supported; Sepal runs deployments \
+             (flwr run against a federation of SuperNodes). Leave --executor at its default."
+        ),
+        other => bail!(
+            "--executor {other}: custom executors are not supported; Sepal's Exec API runs \
+             deployments as Flower's default executor ({DEPLOYMENT_EXECUTOR}) does"
+        ),
+    }
 }
 
 impl SuperlinkArgs {
@@ -111,6 +145,10 @@ impl SuperlinkArgs {
         }
         if self.flwr_dir.is_some() {
             tracing::warn!("--flwr-dir is ignored by the SuperLink");
+        }
+        check_executor(&self.executor)?;
+        if self.executor_dir.is_some() || self.executor_config.is_some() {
+            tracing::info!("--executor-dir / --executor-config are accepted for Flower's scripts; the deployment executor needs neither");
         }
         Ok(())
     }
@@ -149,5 +187,20 @@ impl SuperlinkArgs {
         };
         sepal_superlink::serve(config, listeners, state, crate::shutdown::signal()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_deployment_executor_is_served() {
+        assert!(check_executor(DEPLOYMENT_EXECUTOR).is_ok());
+        assert!(check_executor("deployment:exec").is_ok());
+        let e = check_executor("flwr.superexec.simulation:executor").unwrap_err().to_string();
+        assert!(e.contains("simulation executor is not supported"), "{e}");
+        let e = check_executor("mine.module:exec").unwrap_err().to_string();
+        assert!(e.contains("custom executors are not supported"), "{e}");
     }
 }

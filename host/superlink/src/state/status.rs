@@ -68,9 +68,12 @@ pub fn is_valid_transition(current: &pb::RunStatus, new: &pb::RunStatus) -> bool
     let (Some(from), Some(to)) = (RunState::parse(&current.status), RunState::parse(&new.status)) else {
         return false;
     };
-    let sub_ok = match to {
-        RunState::Finished => [COMPLETED, FAILED, STOPPED].contains(&new.sub_status.as_str()),
-        _ => new.sub_status.is_empty(),
+    // Flower 1.20 checks the sub-status of the *current* status here, not of the new one
+    // (so `running` -> `finished` with an empty sub-status is accepted); Sepal does the
+    // same, so that what a ServerApp sets lands as it would with Flower.
+    let sub_ok = match from {
+        RunState::Finished => [COMPLETED, FAILED, STOPPED].contains(&current.sub_status.as_str()),
+        _ => current.sub_status.is_empty(),
     };
     if !sub_ok {
         return false;
@@ -157,7 +160,8 @@ mod tests {
         assert!(!is_valid_transition(&p, &done), "pending cannot complete");
         assert!(!is_valid_transition(&p, &r), "pending cannot skip starting");
         assert!(!is_valid_transition(&done, &r), "finished is final");
-        assert!(!is_valid_transition(&r, &status(FINISHED, "", "")), "finished needs a sub-status");
+        // As in Flower 1.20, which checks the current status's sub-status, not the new one's.
+        assert!(is_valid_transition(&r, &status(FINISHED, "", "")), "Flower accepts finished without a sub-status");
         assert!(!is_valid_transition(&r, &status("exploded", "", "")));
     }
 
