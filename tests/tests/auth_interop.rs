@@ -1,8 +1,9 @@
 //! SuperNode allowlist with Python Flower 1.20.0 (spec 6.3): `sepal superlink
 //! --auth-list-public-keys keys.csv` with a Python `flower-supernode
 //! --auth-supernode-private-key k --auth-supernode-public-key k.pub` (keys made by
-//! `ssh-keygen -t ecdsa -b 384`): the listed node runs a round; an unlisted Python
-//! SuperNode is refused ("Public key not recognized") and exits (Flower 1.20: status 0).
+//! `ssh-keygen -t ecdsa`: the listed node's on P-256, ssh-keygen's default, the other on
+//! P-384, Flower's): the listed node runs a round; an unlisted Python SuperNode is refused
+//! ("Public key not recognized") and exits (Flower 1.20: status 0).
 //!
 //! Needs `ssh-keygen` (skipped without it), `cargo build -p sepal-cli` and the venv from
 //! scripts/python-env.sh.
@@ -14,11 +15,12 @@ use std::time::{Duration, Instant};
 use sepal_tests::federation::Impl;
 use sepal_tests::{free_addr, venv_bin, Federation, EXAMPLE, RUN_TIMEOUT};
 
-/// Makes `dir/name` and `dir/name.pub` with ssh-keygen; `None` if it is not installed.
-fn keygen(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
+/// Makes `dir/name` and `dir/name.pub` with ssh-keygen (an ECDSA key of `bits`); `None`
+/// if it is not installed.
+fn keygen(dir: &Path, name: &str, bits: &str) -> Option<(PathBuf, PathBuf)> {
     let path = dir.join(name);
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", name, "-f"])
+        .args(["-q", "-t", "ecdsa", "-b", bits, "-N", "", "-C", name, "-f"])
         .arg(&path)
         .stdin(Stdio::null())
         .status();
@@ -29,7 +31,8 @@ fn keygen(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
 fn sepal_superlink_allowlist_with_python_supernodes() {
     let started = Instant::now();
     let keys = tempfile::tempdir().unwrap();
-    let (Some(listed), Some(unlisted)) = (keygen(keys.path(), "listed"), keygen(keys.path(), "unlisted")) else {
+    let (Some(listed), Some(unlisted)) = (keygen(keys.path(), "listed", "256"), keygen(keys.path(), "unlisted", "384"))
+    else {
         eprintln!("ssh-keygen not available: skipped");
         return;
     };

@@ -8,6 +8,7 @@ use sepal_proto::pb::fleet_client::FleetClient;
 use sepal_superlink::{Config, Isolation};
 use sepal_tests::kit::{channel, TestLink};
 use sepal_wire::auth::{Allowlist, Signer};
+use sepal_wire::keys::NodeSigningKey;
 use sepal_wire::time::{iso, now_iso};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor as _;
@@ -22,8 +23,13 @@ async fn plain(addr: SocketAddr) -> FleetClient<Channel> {
     FleetClient::new(channel(addr).await)
 }
 
-fn random_key() -> p384::ecdsa::SigningKey {
-    p384::ecdsa::SigningKey::random(&mut p384::elliptic_curve::rand_core::OsRng)
+fn random_key() -> NodeSigningKey {
+    NodeSigningKey::P384(p384::ecdsa::SigningKey::random(&mut p384::elliptic_curve::rand_core::OsRng))
+}
+
+/// A P-256 key, as `ssh-keygen -t ecdsa` makes by default.
+fn random_p256_key() -> NodeSigningKey {
+    NodeSigningKey::P256(p256::ecdsa::SigningKey::random(&mut p384::elliptic_curve::rand_core::OsRng))
 }
 
 fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, text: &str) {
@@ -38,11 +44,12 @@ fn heartbeat(node_id: u64) -> pb::SendNodeHeartbeatRequest {
     pb::SendNodeHeartbeatRequest { node: Some(pb::Node { node_id }), heartbeat_interval: 30.0 }
 }
 
-/// The key pair goes through the OpenSSH files a user would make, on both sides.
+/// The key pair (P-256, `ssh-keygen -t ecdsa`'s default) goes through the OpenSSH files a
+/// user would make, on both sides.
 #[tokio::test]
 async fn only_listed_keys_may_call_fleet() {
     let dir = tempfile::tempdir().unwrap();
-    let listed = random_key();
+    let listed = random_p256_key();
     let (private, public) = sepal_wire::keys::encode_openssh(&listed, "listed@test");
     let (private_path, public_path) = (dir.path().join("k"), dir.path().join("k.pub"));
     std::fs::write(&private_path, private).unwrap();
@@ -123,7 +130,7 @@ async fn replayed_signatures() {
 }
 
 /// Flower's metadata for `key` signing `timestamp`.
-fn sign_at(key: &p384::ecdsa::SigningKey, timestamp: &str) -> MetadataMap {
+fn sign_at(key: &NodeSigningKey, timestamp: &str) -> MetadataMap {
     let mut md = MetadataMap::new();
     Signer::from_key(key.clone()).sign(timestamp, &mut md).unwrap();
     md

@@ -3,24 +3,24 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::keys::{parse_openssh_public_key, read_text, KeyFileError};
+use crate::keys::{parse_openssh_public_key, read_text, KeyFileError, NodePublicKey};
 
 const FLAG: &str = "--auth-list-public-keys";
 
-/// The allowed keys, kept as uncompressed SEC1 points so that any PEM encoding of a listed
-/// key matches.
+/// The allowed keys, kept by curve and point so that any PEM encoding of a listed key
+/// matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allowlist(HashSet<Vec<u8>>);
+pub struct Allowlist(HashSet<NodePublicKey>);
 
 impl Allowlist {
     /// Lists `key`.
-    pub fn insert(&mut self, key: &p384::ecdsa::VerifyingKey) {
-        self.0.insert(key.to_encoded_point(false).as_bytes().to_vec());
+    pub fn insert(&mut self, key: NodePublicKey) {
+        self.0.insert(key);
     }
 
     /// Whether `key` is listed.
-    pub fn contains(&self, key: &p384::ecdsa::VerifyingKey) -> bool {
-        self.0.contains(key.to_encoded_point(false).as_bytes())
+    pub fn contains(&self, key: &NodePublicKey) -> bool {
+        self.0.contains(key)
     }
 
     /// How many keys are listed.
@@ -34,7 +34,8 @@ impl Allowlist {
     }
 
     /// Reads Flower's CSV of OpenSSH public keys: every non-empty cell is a key
-    /// (`ecdsa-sha2-nistp384 AAAA… [comment]`); one key per line is the usual layout.
+    /// (`ecdsa-sha2-nistp384 AAAA… [comment]`, or `-nistp256`); one key per line is the
+    /// usual layout.
     pub fn from_csv_file(path: &Path) -> Result<Self, KeyFileError> {
         let text = read_text(FLAG, path)?;
         let mut list = Self::default();
@@ -46,7 +47,7 @@ impl Allowlist {
                     line: Some(index + 1),
                     problem,
                 })?;
-                list.insert(&key);
+                list.insert(key);
             }
         }
         if list.is_empty() {
@@ -56,13 +57,9 @@ impl Allowlist {
     }
 }
 
-impl FromIterator<p384::ecdsa::VerifyingKey> for Allowlist {
-    fn from_iter<I: IntoIterator<Item = p384::ecdsa::VerifyingKey>>(iter: I) -> Self {
-        let mut list = Self::default();
-        for key in iter {
-            list.insert(&key);
-        }
-        list
+impl FromIterator<NodePublicKey> for Allowlist {
+    fn from_iter<I: IntoIterator<Item = NodePublicKey>>(iter: I) -> Self {
+        Allowlist(iter.into_iter().collect())
     }
 }
 
@@ -74,7 +71,10 @@ mod tests {
     #[test]
     fn allowlist_csv_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, good) = encode_openssh(&p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng), "ok");
+        let (_, good) = encode_openssh(
+            &crate::keys::NodeSigningKey::P384(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)),
+            "ok",
+        );
         let csv = dir.path().join("keys.csv");
         std::fs::write(
             &csv,
@@ -82,7 +82,7 @@ mod tests {
         )
         .unwrap();
         let err = Allowlist::from_csv_file(&csv).unwrap_err().to_string();
-        assert!(err.contains("keys.csv, line 2") && err.contains("only ecdsa-sha2-nistp384"), "{err}");
+        assert!(err.contains("keys.csv, line 2") && err.contains("ssh-ed25519"), "{err}");
         std::fs::write(&csv, format!("{good}\nnot a key\n")).unwrap();
         let err = Allowlist::from_csv_file(&csv).unwrap_err().to_string();
         assert!(err.contains("keys.csv, line 2") && err.contains("not an OpenSSH public key"), "{err}");
@@ -91,7 +91,10 @@ mod tests {
         let err = Allowlist::from_csv_file(&dir.path().join("missing.csv")).unwrap_err().to_string();
         assert!(err.starts_with("cannot read") && err.contains("missing.csv"), "{err}");
         // Several keys in one row, quoted cells.
-        let (_, second) = encode_openssh(&p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng), "two");
+        let (_, second) = encode_openssh(
+            &crate::keys::NodeSigningKey::P256(p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)),
+            "two",
+        );
         std::fs::write(&csv, format!("{good},\"{second}\"\n")).unwrap();
         let list = Allowlist::from_csv_file(&csv).unwrap();
         assert_eq!(list.len(), 2);

@@ -1,7 +1,7 @@
 //! Flower's SuperNode authentication on the Fleet API, both ends.
 //!
 //! Flower 1.20 SuperNodes sign every Fleet request, even without TLS: metadata
-//! [`PUBLIC_KEY_HEADER`] (the node's EC public key, PEM), [`TIMESTAMP_HEADER`] (ISO-8601)
+//! [`PUBLIC_KEY_HEADER`] (the node's EC public key, PEM; P-256 or P-384 here), [`TIMESTAMP_HEADER`] (ISO-8601)
 //! and [`SIGNATURE_HEADER`] (DER ECDSA-SHA256 over the timestamp). A [`Signer`] adds them
 //! on the SuperNode; on the SuperLink, [`FleetAuth`] checks the signature and the
 //! timestamp window (and, with an [`Allowlist`], that the key is listed) and leaves the

@@ -14,14 +14,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ecdsa::signature::hazmat::PrehashSigner;
-use sha2::{Digest, Sha256};
 use tonic::metadata::{BinaryMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use super::{PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::keys::{parse_openssh_private_key, parse_openssh_public_key, public_key_pem, read_text, KeyFileError};
+use crate::keys::{parse_openssh_private_key, parse_openssh_public_key, read_text, KeyFileError, NodeSigningKey};
 
 const PRIVATE_FLAG: &str = "--auth-supernode-private-key";
 const PUBLIC_FLAG: &str = "--auth-supernode-public-key";
@@ -34,7 +32,7 @@ pub const RESIGN_AFTER: Duration = Duration::from_secs(30);
 /// share the signed timestamp.
 #[derive(Clone)]
 pub struct Signer {
-    key: p384::ecdsa::SigningKey,
+    key: NodeSigningKey,
     public_pem: String,
     current: Arc<Mutex<Option<Signed>>>,
 }
@@ -53,19 +51,19 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A signer with a fresh random P-384 key.
+    /// A signer with a fresh random P-384 key (Flower's default curve).
     pub fn fresh() -> Self {
-        Self::from_key(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
+        Self::from_key(NodeSigningKey::P384(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)))
     }
 
     /// A signer with the given key.
-    pub fn from_key(key: p384::ecdsa::SigningKey) -> Self {
-        let public_pem = public_key_pem(key.verifying_key());
+    pub fn from_key(key: NodeSigningKey) -> Self {
+        let public_pem = key.public_pem();
         Self { key, public_pem, current: Arc::default() }
     }
 
     /// A signer with the node's key pair from OpenSSH files (unencrypted private key,
-    /// `ecdsa-sha2-nistp384` public key); the two must belong together.
+    /// `ecdsa-sha2-nistp256` or `-nistp384` public key); the two must belong together.
     pub fn from_openssh(private_path: &Path, public_path: &Path) -> Result<Self, KeyFileError> {
         let invalid =
             |flag, path: &Path, problem| KeyFileError::Invalid { flag, path: path.to_path_buf(), line: None, problem };
@@ -73,7 +71,7 @@ impl Signer {
             .map_err(|problem| invalid(PRIVATE_FLAG, private_path, problem))?;
         let public = parse_openssh_public_key(&read_text(PUBLIC_FLAG, public_path)?)
             .map_err(|problem| invalid(PUBLIC_FLAG, public_path, problem))?;
-        if key.verifying_key() != &public {
+        if key.public() != public {
             return Err(KeyFileError::Mismatch {
                 private: private_path.to_path_buf(),
                 public: public_path.to_path_buf(),
@@ -94,11 +92,7 @@ impl Signer {
     }
 
     fn signature(&self, timestamp: &str) -> Result<Vec<u8>, Status> {
-        let signature: p384::ecdsa::Signature = self
-            .key
-            .sign_prehash(&Sha256::digest(timestamp.as_bytes()))
-            .map_err(|e| Status::internal(format!("cannot sign the request: {e}")))?;
-        Ok(signature.to_der().as_bytes().to_vec())
+        self.key.sign(timestamp.as_bytes()).map_err(|e| Status::internal(format!("cannot sign the request: {e}")))
     }
 
     fn add_headers(
@@ -140,8 +134,8 @@ mod tests {
     use super::*;
     use crate::keys::encode_openssh;
 
-    fn key() -> p384::ecdsa::SigningKey {
-        p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng)
+    fn key() -> NodeSigningKey {
+        NodeSigningKey::P384(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
     }
 
     #[test]
@@ -156,7 +150,8 @@ mod tests {
         };
         let (a_priv, a_pub, b_pub) = (write("a", &a_private), write("a.pub", &a_public), write("b.pub", &b_public));
         let signer = Signer::from_openssh(&a_priv, &a_pub).unwrap();
-        assert_eq!(signer.public_pem(), public_key_pem(&parse_openssh_public_key(&a_public).unwrap()));
+        let expected = parse_openssh_public_key(&a_public).unwrap();
+        assert_eq!(crate::keys::NodePublicKey::from_pem(signer.public_pem().as_bytes()), Some(expected));
 
         let err = Signer::from_openssh(&a_priv, &b_pub).unwrap_err().to_string();
         assert!(err.contains("is not the public key of"), "{err}");
@@ -179,20 +174,25 @@ mod tests {
         assert!(crate::auth::verify(&a, None).is_ok(), "what is reused still verifies");
     }
 
-    /// Keys made by the real `ssh-keygen`, when it is installed (skipped otherwise).
+    /// Keys made by the real `ssh-keygen` (P-256, its default, and P-384), when it is
+    /// installed (skipped otherwise).
     #[test]
     fn reads_ssh_keygen_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        let made = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", "node@test", "-f"])
-            .arg(&path)
-            .status();
-        if !made.is_ok_and(|status| status.success()) {
-            eprintln!("ssh-keygen not available: skipped");
-            return;
+        for bits in ["256", "384"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("k");
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ecdsa", "-b", bits, "-N", "", "-C", "node@test", "-f"])
+                .arg(&path)
+                .status();
+            if !made.is_ok_and(|status| status.success()) {
+                eprintln!("ssh-keygen not available: skipped");
+                return;
+            }
+            let signer = Signer::from_openssh(&path, &path.with_extension("pub")).unwrap();
+            let mut md = tonic::metadata::MetadataMap::new();
+            signer.sign_current(&mut md).unwrap();
+            assert!(crate::auth::verify(&md, None).is_ok(), "a P-{bits} key's request verifies");
         }
-        let signer = Signer::from_openssh(&path, &path.with_extension("pub")).unwrap();
-        assert!(signer.public_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
     }
 }

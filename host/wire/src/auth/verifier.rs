@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::cache::{self, VerifiedCache};
 use super::{Allowlist, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::keys::NodePublicKey;
 use crate::time::parse_iso;
 
 /// A timestamp may be this far in the future (clock skew), in seconds.
@@ -30,6 +31,9 @@ pub enum AuthError {
     /// The signature does not verify with the key.
     #[error("Invalid signature")]
     InvalidSignature,
+    /// The key is not an EC key on a curve Sepal verifies (Flower would accept any curve).
+    #[error("Unsupported public key: only ECDSA P-256 and P-384 node keys are accepted")]
+    UnsupportedKey,
     /// The timestamp does not parse or is outside the window.
     #[error("Invalid timestamp")]
     InvalidTimestamp,
@@ -91,13 +95,16 @@ fn check(
     allowlist: Option<&Allowlist>,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, AuthError> {
-    let public = parse_pem(key);
+    let public = NodePublicKey::from_pem(key);
     if let Some(allowlist) = allowlist {
         if !public.as_ref().is_some_and(|public| allowlist.contains(public)) {
             return Err(AuthError::NotRecognized);
         }
     }
-    if !public.is_some_and(|public| signature_is_valid(&public, timestamp.as_bytes(), signature)) {
+    let Some(public) = public else {
+        return Err(AuthError::UnsupportedKey);
+    };
+    if !public.verifies(timestamp.as_bytes(), signature) {
         return Err(AuthError::InvalidSignature);
     }
     let signed_at = parse_iso(timestamp).ok_or(AuthError::InvalidTimestamp)?;
@@ -111,19 +118,6 @@ fn check(
 fn in_window(signed_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     let age = (now - signed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
     -MAX_FUTURE_SKEW < age && age < MAX_AGE
-}
-
-fn parse_pem(key: &[u8]) -> Option<p384::ecdsa::VerifyingKey> {
-    use p384::pkcs8::DecodePublicKey;
-    std::str::from_utf8(key).ok().and_then(|pem| p384::ecdsa::VerifyingKey::from_public_key_pem(pem).ok())
-}
-
-/// ECDSA P-384 over SHA-256 of `message`, DER signature (how Flower signs the timestamp).
-/// Checked with ring: this runs on every Fleet request.
-fn signature_is_valid(key: &p384::ecdsa::VerifyingKey, message: &[u8], der: &[u8]) -> bool {
-    use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA256_ASN1};
-    let point = key.to_encoded_point(false);
-    UnparsedPublicKey::new(&ECDSA_P384_SHA256_ASN1, point.as_bytes()).verify(message, der).is_ok()
 }
 
 /// The tonic interceptor for the Fleet service: verifies the signature (and the
@@ -220,7 +214,7 @@ mod tests {
     #[test]
     fn an_allowlist_admits_only_its_keys() {
         let (listed, other) = (Signer::fresh(), Signer::fresh());
-        let list: Allowlist = [parse_pem(listed.public_pem().as_bytes()).unwrap()].into_iter().collect();
+        let list: Allowlist = [NodePublicKey::from_pem(listed.public_pem().as_bytes()).unwrap()].into_iter().collect();
         assert!(verify(&signed(&listed, &now_iso()), Some(&list)).is_ok());
         assert_eq!(verify(&signed(&other, &now_iso()), Some(&list)), Err(AuthError::NotRecognized));
     }
