@@ -219,17 +219,21 @@ impl ObjectStore {
     /// Deletes the object if no registered parent references it, then, the same way, its
     /// children (what `ConfirmMessageReceived` does with a message id). Unknown ids are
     /// ignored.
-    pub fn delete(&self, object_id: &str) {
-        self.lock().delete(object_id);
+    /// Returns the ids deleted, with the bytes each held.
+    pub fn delete(&self, object_id: &str) -> Vec<(String, usize)> {
+        let mut deleted = Vec::new();
+        self.lock().delete(object_id, &mut deleted);
+        deleted
     }
 
     /// Drops the run's objects: every object of the run that no parent references is
     /// deleted with its unreferenced descendants; objects still referenced by another
-    /// run's objects stay.
-    pub fn delete_run(&self, run_id: u64) {
+    /// run's objects stay. Returns the ids deleted, with the bytes each held.
+    pub fn delete_run(&self, run_id: u64) -> Vec<(String, usize)> {
         let mut inner = self.lock();
+        let mut deleted = Vec::new();
         let Some(ids) = inner.runs.remove(&run_id) else {
-            return;
+            return deleted;
         };
         for id in ids {
             let Some(entry) = inner.entries.get_mut(&id) else {
@@ -237,9 +241,10 @@ impl ObjectStore {
             };
             entry.runs.remove(&run_id);
             if entry.ref_count == 0 {
-                inner.delete(&id);
+                inner.delete(&id, &mut deleted);
             }
         }
+        deleted
     }
 
     /// Number of registered objects (pending and available).
@@ -305,7 +310,7 @@ impl Inner {
         }
     }
 
-    fn delete(&mut self, id: &str) {
+    fn delete(&mut self, id: &str, deleted: &mut Vec<(String, usize)>) {
         let mut stack = vec![id.to_owned()];
         while let Some(id) = stack.pop() {
             if self.entries.get(&id).is_none_or(|e| e.ref_count > 0) {
@@ -314,7 +319,8 @@ impl Inner {
             let Some(entry) = self.entries.remove(&id) else {
                 continue;
             };
-            self.total_bytes -= entry.content.as_ref().map_or(0, Bytes::len);
+            let len = entry.content.as_ref().map_or(0, Bytes::len);
+            self.total_bytes -= len;
             for run in &entry.runs {
                 if let Some(ids) = self.runs.get_mut(run) {
                     ids.remove(&id);
@@ -326,6 +332,7 @@ impl Inner {
                     stack.push(child);
                 }
             }
+            deleted.push((id, len));
         }
     }
 

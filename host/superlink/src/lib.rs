@@ -9,6 +9,7 @@
 //!   holds message payloads, the events that wake held calls, the input limits.
 //! - [`fleet`], [`serverappio`], [`exec`]: the three gRPC services; thin handlers over
 //!   [`link::Link`]. Fleet requests arrive verified by `sepal_wire::auth::FleetAuth`.
+//! - [`objects`]: message payload objects, in memory and kept in the state (`--database`).
 //! - [`limits`]: [`InputLimits`], how much input is accepted where it enters.
 //! - [`clock`]: Flower's times (Unix seconds, ISO-8601 strings).
 //! - [`error`]: the one place where errors become gRPC statuses.
@@ -24,6 +25,7 @@ pub mod fleet;
 pub mod launcher;
 pub mod limits;
 pub mod link;
+pub mod objects;
 pub mod server;
 pub mod serverapp;
 pub mod serverappio;

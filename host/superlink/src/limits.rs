@@ -17,6 +17,10 @@ pub struct InputLimits {
     pub max_run_config_entries: usize,
     /// Largest encoded run-config overrides in one StartRun.
     pub max_run_config_bytes: usize,
+    /// Most bytes of message payload objects kept in the state database (`--database`),
+    /// so that messages in flight survive a restart; past it, objects are held in memory
+    /// only.
+    pub max_kept_object_bytes: u64,
 }
 
 impl Default for InputLimits {
@@ -28,6 +32,7 @@ impl Default for InputLimits {
             max_messages_per_push: 100_000,
             max_run_config_entries: 1_000,
             max_run_config_bytes: 1024 * 1024,
+            max_kept_object_bytes: 4 << 30,
         }
     }
 }

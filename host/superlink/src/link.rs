@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sepal_core::records::{Error as MsgError, Message, Metadata};
-use sepal_core::store::ObjectStore;
 use sepal_proto::pb;
 use tokio::sync::{watch, Notify};
 
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
 use crate::limits::{too_large, InputLimits};
+use crate::objects::Objects;
 use crate::state::status::{self, RunState};
 use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 
@@ -20,8 +20,8 @@ use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 pub struct Link {
     /// Runs, nodes, messages, logs, FABs.
     pub state: Arc<dyn LinkState>,
-    /// Message payload objects.
-    pub objects: ObjectStore,
+    /// Message payload objects (in memory, and kept in the state when it keeps them).
+    pub objects: Objects,
     /// Wake-ups for whoever waits on the state.
     pub events: Events,
     /// How much input is accepted.
@@ -58,9 +58,15 @@ impl Events {
 }
 
 impl Link {
-    /// A link over the given state with an empty object store.
+    /// A link over the given state, its objects restored from the state when it keeps them.
     pub fn new(state: Arc<dyn LinkState>, limits: InputLimits) -> Arc<Self> {
-        Arc::new(Self { state, objects: ObjectStore::new(), events: Events::default(), limits })
+        let objects = Objects::new(state.clone(), limits.max_kept_object_bytes);
+        match objects.restore() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(objects = n, "payload objects of messages in flight restored from the state"),
+            Err(e) => tracing::error!("cannot restore payload objects from the state: {e}"),
+        }
+        Arc::new(Self { state, objects, events: Events::default(), limits })
     }
 
     /// The run's status, or `RunNotFound`.

@@ -383,6 +383,12 @@ impl LinkState for MemoryState {
             m.dst_node_id == node_id && !i.delivered && !expired(m, now)
         }))
     }
+
+    fn live_messages(&self) -> StateResult<Vec<StoredMessage>> {
+        let inner = self.lock();
+        let instructions = inner.instructions.values().map(|i| i.msg.clone());
+        Ok(instructions.chain(inner.replies.values().cloned()).collect())
+    }
 }
 
 #[cfg(test)]

@@ -311,4 +311,39 @@ pub trait LinkState: Send + Sync + 'static {
 
     /// Whether a node has an instruction waiting to be pulled.
     fn has_instruction_for(&self, node_id: u64) -> StateResult<bool>;
+
+    /// The instructions and replies stored now (at start, the objects they need are put
+    /// back in the object store).
+    fn live_messages(&self) -> StateResult<Vec<StoredMessage>>;
+
+    // === payload objects ===
+    //
+    // The object store is in memory. A backend that survives restarts also keeps the
+    // objects' bytes, so that messages in flight at a restart keep their payload; the
+    // in-memory backend keeps none (its objects die with the process, as it does).
+
+    /// Whether this backend keeps payload objects across restarts.
+    fn keeps_objects(&self) -> bool {
+        false
+    }
+
+    /// Keeps an object's bytes (replacing nothing: an id names its bytes).
+    fn keep_objects(&self, _objects: &[(String, Bytes)]) -> StateResult<()> {
+        Ok(())
+    }
+
+    /// The kept objects among `ids`.
+    fn kept_objects(&self, _ids: &[String]) -> StateResult<Vec<(String, Bytes)>> {
+        Ok(Vec::new())
+    }
+
+    /// Forgets kept objects.
+    fn forget_objects(&self, _ids: &[String]) -> StateResult<()> {
+        Ok(())
+    }
+
+    /// Every kept object's id and size.
+    fn kept_object_sizes(&self) -> StateResult<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
 }

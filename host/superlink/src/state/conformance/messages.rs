@@ -197,3 +197,38 @@ pub(super) fn deleted_messages_leave_tombstones(make: Factory<'_>) {
         "the reply went with its instruction"
     );
 }
+
+pub(super) fn live_messages_are_the_stored_instructions_and_replies(make: Factory<'_>) {
+    let state = make();
+    let run_id = new_run(&*state);
+    let a = state.create_node(30.0).unwrap();
+    state.store_instruction(message(run_id, 1, a, "", "i1", 60.0)).unwrap().unwrap();
+    state.store_instruction(message(run_id, 1, a, "", "i2", 60.0)).unwrap().unwrap();
+    state.next_instruction(a).unwrap();
+    state.store_reply(message(run_id, a, 1, "i1", "r1", 30.0)).unwrap().unwrap();
+    let mut live: Vec<String> = state.live_messages().unwrap().iter().map(|m| m.id().to_string()).collect();
+    live.sort();
+    assert_eq!(live, ["i1", "i2", "r1"]);
+    state.take_replies(&["i1".to_string()]).unwrap();
+    let live: Vec<String> = state.live_messages().unwrap().iter().map(|m| m.id().to_string()).collect();
+    assert_eq!(live, ["i2"], "a pulled reply and its instruction are no longer live");
+}
+
+pub(super) fn kept_objects_come_back_until_forgotten(make: Factory<'_>) {
+    let state = make();
+    if !state.keeps_objects() {
+        // The in-memory backend keeps no objects: they live in the object store only.
+        assert!(state.kept_objects(&["a".into()]).unwrap().is_empty());
+        return;
+    }
+    let objects =
+        vec![("a".to_string(), bytes::Bytes::from_static(b"x")), ("b".to_string(), bytes::Bytes::from_static(b"yz"))];
+    state.keep_objects(&objects).unwrap();
+    state.keep_objects(&objects[..1]).unwrap();
+    assert_eq!(state.kept_objects(&["b".into(), "c".into()]).unwrap(), objects[1..]);
+    let mut sizes = state.kept_object_sizes().unwrap();
+    sizes.sort();
+    assert_eq!(sizes, [("a".to_string(), 1), ("b".to_string(), 2)]);
+    state.forget_objects(&["a".into()]).unwrap();
+    assert_eq!(state.kept_object_sizes().unwrap(), [("b".to_string(), 2)]);
+}

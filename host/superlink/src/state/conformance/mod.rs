@@ -43,6 +43,8 @@ pub(crate) fn run_all(make: Factory<'_>) {
     messages::offline_destination_yields_node_unavailable(make);
     messages::replies_expire_replace_and_outlive_nothing(make);
     messages::deleted_messages_leave_tombstones(make);
+    messages::live_messages_are_the_stored_instructions_and_replies(make);
+    messages::kept_objects_come_back_until_forgotten(make);
     edge_values::ids_span_the_whole_u64_range(make);
     edge_values::nan_heartbeat_intervals_behave_like_flower(make);
 }

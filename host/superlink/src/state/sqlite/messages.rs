@@ -188,3 +188,19 @@ pub(super) fn has_instruction_for(state: &SqliteState, node_id: u64) -> StateRes
             .query_row(params![sql_id(node_id), now], |r| r.get(0))?)
     })
 }
+
+/// Every instruction and reply stored now.
+pub(super) fn live(state: &SqliteState) -> StateResult<Vec<StoredMessage>> {
+    state.read(|conn| {
+        let mut out = Vec::new();
+        for sql in ["SELECT message, tree FROM instruction ORDER BY seq", "SELECT message, tree FROM reply"] {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            for row in rows {
+                let (message, tree) = row?;
+                out.push(decode_message(&message, &tree)?);
+            }
+        }
+        Ok(out)
+    })
+}

@@ -2,7 +2,7 @@
 //!
 //! This file opens the database and runs each call in one transaction; `schema` holds
 //! the tables, `codec` how values are stored in them, and one module per area (`runs`,
-//! `logs`, `fabs`, `nodes`, `messages`) the SQL of its calls.
+//! `logs`, `fabs`, `nodes`, `messages`, `objects`) the SQL of its calls.
 //!
 //! # Durability
 //!
@@ -29,6 +29,7 @@ mod fabs;
 mod logs;
 mod messages;
 mod nodes;
+mod objects;
 mod runs;
 mod schema;
 #[cfg(test)]
@@ -288,5 +289,29 @@ impl LinkState for SqliteState {
 
     fn has_instruction_for(&self, node_id: u64) -> StateResult<bool> {
         messages::has_instruction_for(self, node_id)
+    }
+
+    fn live_messages(&self) -> StateResult<Vec<StoredMessage>> {
+        messages::live(self)
+    }
+
+    fn keeps_objects(&self) -> bool {
+        true
+    }
+
+    fn keep_objects(&self, objects: &[(String, Bytes)]) -> StateResult<()> {
+        objects::keep(self, objects)
+    }
+
+    fn kept_objects(&self, ids: &[String]) -> StateResult<Vec<(String, Bytes)>> {
+        objects::kept(self, ids)
+    }
+
+    fn forget_objects(&self, ids: &[String]) -> StateResult<()> {
+        objects::forget(self, ids)
+    }
+
+    fn kept_object_sizes(&self) -> StateResult<Vec<(String, u64)>> {
+        objects::sizes(self)
     }
 }

@@ -1,7 +1,10 @@
 //! The database's schema (DDL), and the setup that creates it or refuses a file that
 //! is not a Sepal state database of a version this code knows.
 //!
-//! # Schema (version 1, `PRAGMA user_version`; `PRAGMA application_id` marks the file)
+//! # Schema (version 2, `PRAGMA user_version`; `PRAGMA application_id` marks the file)
+//!
+//! Version 2 added `object`; a version 1 file gets it when opened (every table is created
+//! if missing), so opening upgrades it.
 //!
 //! | table | holds |
 //! |---|---|
@@ -14,6 +17,7 @@
 //! | `instruction` | ServerApp -> node messages (`pb::Message`, `pb::ObjectTree`), destination, expiry, delivered flag; `seq` is arrival order |
 //! | `reply` | the reply to an instruction (deleted with it) |
 //! | `gone` | ids of instructions that were answered or deleted, per run, so a late reply is told from a reply to a message that never existed |
+//! | `object` | payload objects of messages in flight, by object id (the sha256 of the bytes) |
 
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::state::{StateError, StateResult};
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Marks a file as a Sepal state database (`PRAGMA application_id`, "SEPL").
 pub const APPLICATION_ID: i32 = 0x5345_504C;
@@ -98,6 +102,11 @@ CREATE TABLE IF NOT EXISTS reply (
     instruction_id TEXT PRIMARY KEY REFERENCES instruction (message_id) ON DELETE CASCADE,
     message        BLOB NOT NULL,
     tree           BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS object (
+    object_id TEXT PRIMARY KEY,
+    content   BLOB NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS gone (

@@ -1,0 +1,267 @@
+//! The payload objects a SuperLink holds: in memory, in the content-addressed
+//! [`ObjectStore`] that serves pulls, and, when the state keeps objects (`--database`),
+//! kept there too, so that a message in flight at a restart keeps its payload. At start
+//! ([`Objects::restore`]) the objects of the stored messages are put back in memory.
+//!
+//! What is kept is bounded ([`Objects::new`]'s `max_kept_bytes`): past the bound an object
+//! is held in memory only, as with Flower, and a warning says so.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sepal_core::error::ObjectError;
+use sepal_core::records::Message;
+use sepal_core::store::{ObjectLookup, ObjectStore};
+use sepal_proto::pb;
+
+use crate::state::{LinkState, StateResult};
+
+/// Message payload objects, in memory and (when the state keeps them) in the state.
+pub struct Objects {
+    store: ObjectStore,
+    state: Arc<dyn LinkState>,
+    max_kept_bytes: u64,
+    /// Bytes kept in the state now (an estimate: counted as kept and forgotten here).
+    kept_bytes: AtomicU64,
+}
+
+impl Objects {
+    /// Objects for `state`, keeping at most `max_kept_bytes` in it.
+    pub fn new(state: Arc<dyn LinkState>, max_kept_bytes: u64) -> Self {
+        Objects { store: ObjectStore::new(), state, max_kept_bytes, kept_bytes: AtomicU64::new(0) }
+    }
+
+    /// Puts the kept objects of the messages stored in the state back in memory, and
+    /// forgets kept objects that no stored message needs. An instruction whose objects are
+    /// not all back (kept in memory only, or still uploading when the SuperLink stopped)
+    /// is deleted, as Flower drops an instruction whose objects are gone: its ServerApp
+    /// gets an error reply instead. A reply's missing objects may still be pushed by its
+    /// node. Returns how many objects were restored.
+    pub fn restore(&self) -> StateResult<usize> {
+        if !self.state.keeps_objects() {
+            return Ok(0);
+        }
+        let live = self.state.live_messages()?;
+        let mut needed = HashSet::new();
+        for msg in &live {
+            let run_id = msg.metadata().run_id;
+            let Ok(ids) = self.store.preregister(run_id, &msg.tree) else { continue };
+            needed.extend(ids);
+        }
+        let needed: Vec<String> = needed.into_iter().collect();
+        let mut restored = 0;
+        for (id, content) in self.state.kept_objects(&needed)? {
+            if self.store.put(&id, content).unwrap_or(false) {
+                restored += 1;
+            }
+        }
+        let (mut unneeded, mut kept) = (Vec::new(), 0);
+        for (id, size) in self.state.kept_object_sizes()? {
+            match self.store.contains(&id) {
+                true => kept += size,
+                false => unneeded.push(id),
+            }
+        }
+        self.state.forget_objects(&unneeded)?;
+        self.kept_bytes.store(kept, Ordering::Relaxed);
+        let incomplete: Vec<String> = live
+            .iter()
+            .filter(|m| m.metadata().reply_to_message_id.is_empty() && !self.store.missing(&m.tree).is_empty())
+            .map(|m| m.id().to_string())
+            .collect();
+        if !incomplete.is_empty() {
+            tracing::warn!(count = incomplete.len(), "instructions whose payload was not kept are dropped");
+            for id in &incomplete {
+                self.delete(id);
+            }
+            self.state.delete_messages(&incomplete)?;
+        }
+        Ok(restored)
+    }
+
+    /// Registers a message's tree under its run; the ids still to be pushed.
+    pub fn preregister(&self, run_id: u64, tree: &pb::ObjectTree) -> Result<Vec<String>, ObjectError> {
+        self.store.preregister(run_id, tree)
+    }
+
+    /// Stores a pushed object (see [`ObjectStore::put`]), and keeps it.
+    pub fn put(&self, object_id: &str, content: Bytes) -> Result<bool, ObjectError> {
+        let stored = self.store.put(object_id, content.clone())?;
+        if stored {
+            self.keep(vec![(object_id.to_string(), content)]);
+        }
+        Ok(stored)
+    }
+
+    /// Stores all objects of a message the SuperLink made or was handed in-process, and
+    /// keeps them; the tree and the message id.
+    pub fn insert_message(&self, run_id: u64, message: &Message) -> (pb::ObjectTree, String) {
+        let (tree, id) = self.store.insert_message(run_id, message);
+        if self.state.keeps_objects() {
+            let (objects, _) = self.store.collect(&tree, usize::MAX);
+            self.keep(objects);
+        }
+        (tree, id)
+    }
+
+    /// An object, for a pull.
+    pub fn get(&self, object_id: &str) -> ObjectLookup {
+        self.store.get(object_id)
+    }
+
+    /// See [`ObjectStore::missing`].
+    pub fn missing(&self, tree: &pb::ObjectTree) -> Vec<String> {
+        self.store.missing(tree)
+    }
+
+    /// See [`ObjectStore::collect`].
+    pub fn collect(&self, tree: &pb::ObjectTree, max_bytes: usize) -> (Vec<(String, Bytes)>, bool) {
+        self.store.collect(tree, max_bytes)
+    }
+
+    /// See [`ObjectStore::message`].
+    pub fn message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, ObjectError> {
+        self.store.message(wire, tree)
+    }
+
+    /// Deletes a message's objects that nothing else references (a confirmation), in
+    /// memory and in the state.
+    pub fn delete(&self, object_id: &str) {
+        let deleted = self.store.delete(object_id);
+        self.forget(deleted);
+    }
+
+    /// Drops a finished run's objects, in memory and in the state.
+    pub fn delete_run(&self, run_id: u64) {
+        let deleted = self.store.delete_run(run_id);
+        self.forget(deleted);
+    }
+
+    /// How many objects are held in memory.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    fn keep(&self, objects: Vec<(String, Bytes)>) {
+        if !self.state.keeps_objects() || objects.is_empty() {
+            return;
+        }
+        let bytes: u64 = objects.iter().map(|(_, c)| c.len() as u64).sum();
+        if self.kept_bytes.load(Ordering::Relaxed) + bytes > self.max_kept_bytes {
+            tracing::warn!(
+                bytes,
+                limit = self.max_kept_bytes,
+                "payload objects kept in memory only: the state's object space is full (they do not survive a restart)"
+            );
+            return;
+        }
+        match self.state.keep_objects(&objects) {
+            Ok(()) => {
+                self.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("cannot keep payload objects in the state (they do not survive a restart): {e}"),
+        }
+    }
+
+    fn forget(&self, deleted: Vec<(String, usize)>) {
+        if !self.state.keeps_objects() || deleted.is_empty() {
+            return;
+        }
+        let bytes: u64 = deleted.iter().map(|(_, len)| *len as u64).sum();
+        let ids: Vec<String> = deleted.into_iter().map(|(id, _)| id).collect();
+        match self.state.forget_objects(&ids) {
+            // An object that was held in memory only is subtracted too: the count may run
+            // low until the next start recounts it.
+            Ok(()) => {
+                let _ = self
+                    .kept_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(bytes)));
+            }
+            Err(e) => tracing::warn!("cannot forget kept payload objects (they are cleaned up at the next start): {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sepal_core::records::{ConfigRecord, ConfigValue, Metadata, RecordDict};
+
+    use super::*;
+    use crate::link::Link;
+    use crate::state::sqlite::SqliteState;
+    use crate::state::{status, NewRun, StoredMessage};
+    use crate::InputLimits;
+
+    fn open(path: &std::path::Path) -> Arc<Link> {
+        Link::new(Arc::new(SqliteState::open(path).unwrap()), InputLimits::default())
+    }
+
+    /// A running run with an instruction to a node, its objects stored as a ServerApp's
+    /// push would store them; the instruction's id.
+    fn instruction(link: &Link, size: usize) -> (u64, String) {
+        let run_id = link.state.create_run(NewRun::default()).unwrap();
+        for s in [status::STARTING, status::RUNNING] {
+            assert!(link.update_run_status(run_id, status::status(s, "", "")).unwrap());
+        }
+        let node = link.state.create_node(30.0).unwrap();
+        let meta = Metadata {
+            run_id,
+            src_node_id: 1,
+            dst_node_id: node,
+            message_type: "train".into(),
+            created_at: sepal_core::routing::now_secs(),
+            ttl: 600.0,
+            ..Default::default()
+        };
+        let blob = ConfigValue::Bytes(vec![7; size]);
+        let content = RecordDict::new().with("config", ConfigRecord::new().with("blob", blob).into());
+        let message = Message::with_content(meta, content);
+        let (tree, id) = link.objects.insert_message(run_id, &message);
+        let mut wire = message.to_wire_pb();
+        wire.metadata.as_mut().unwrap().message_id = id.clone();
+        link.state.store_instruction(StoredMessage { message: wire, tree }).unwrap().unwrap();
+        (run_id, id)
+    }
+
+    #[test]
+    fn objects_of_messages_in_flight_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (run_id, id) = instruction(&open(&path), 1000);
+
+        let link = open(&path);
+        let delivered = link.state.next_instruction(link.state.online_nodes().unwrap()[0]).unwrap().unwrap();
+        assert_eq!(delivered.id(), id);
+        let message = link.objects.message(&delivered.message, &delivered.tree).expect("the payload is back");
+        assert_eq!(message.metadata.run_id, run_id);
+
+        // Once confirmed, the objects are gone from memory and from the database.
+        link.objects.delete(&id);
+        assert!(link.objects.is_empty());
+        assert!(link.state.kept_object_sizes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_instruction_whose_payload_was_not_kept_is_dropped_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = Arc::new(SqliteState::open(&path).unwrap());
+        // Room for nothing: the payload is held in memory only.
+        let limits = InputLimits { max_kept_object_bytes: 10, ..InputLimits::default() };
+        let (run_id, id) = instruction(&Link::new(state, limits), 1000);
+
+        let link = open(&path);
+        let node = link.state.online_nodes().unwrap()[0];
+        assert!(link.state.next_instruction(node).unwrap().is_none(), "dropped, not handed out without its payload");
+        let lookup = link.state.take_replies(std::slice::from_ref(&id)).unwrap();
+        let (reply, _) = link.reply_to_wire(run_id, lookup.into_iter().next().unwrap()).expect("an error reply");
+        assert!(reply.error.is_some(), "the ServerApp learns the message is gone: {reply:?}");
+    }
+}
