@@ -220,8 +220,8 @@ fn server_app_attacks_fail_their_run_with_the_cause_and_the_superlink_keeps_serv
     }
     // The flood was cut at the cap, and the log says so.
     let (_, _, flood_log) = &finished["flood"];
-    assert!(flood_log.contains("SANDBOX :   stdout truncated: kept the first 65536 bytes"), "{flood_log}");
-    assert!(flood_log.contains("SANDBOX :   stderr truncated: kept the first 65536 bytes"), "{flood_log}");
+    assert!(flood_log.contains("SANDBOX : stdout truncated: kept the first 65536 bytes"), "{flood_log}");
+    assert!(flood_log.contains("SANDBOX : stderr truncated: kept the first 65536 bytes"), "{flood_log}");
     assert!(flood_log.len() < 4 * 65536 + 4096, "the log holds {} bytes", flood_log.len());
 
     // Denied capabilities: the app saw nothing, said so in the log, and its run completed.

@@ -41,4 +41,13 @@ fn sepal_superlink_process_isolation_matches_python() {
 fn sepal_superlink_flwr_ls_log_stop() {
     let fed = Federation::sepal(2, Isolation::Subprocess).unwrap();
     scenarios::ls_log_stop(&fed).unwrap();
+
+    // A run the SuperLink will not start: the real `flwr run` prints why, readably.
+    let flwr = fed.flwr(sepal_tests::EXAMPLE).unwrap();
+    let out = flwr.exec("run", &[], &["--run-config", "no-such-key=1"]).unwrap();
+    let printed = sepal_tests::flwr::strip_ansi(&format!("{}{}", out.stdout, out.stderr));
+    assert!(printed.contains("Permission denied"), "{printed}");
+    assert!(printed.contains("Run not started:") && printed.contains("no-such-key"), "{printed}");
+    assert!(!printed.contains("_InactiveRpcError"), "flwr printed a raw exception:\n{printed}");
+    assert_eq!(flwr.ls().unwrap().len(), 2, "no run was made of it");
 }

@@ -37,6 +37,8 @@ impl ExecService {
         Self { link }
     }
 
+    /// Submits a run. A FAB or run config that cannot be used is refused with the reason
+    /// (see [`not_started`] for the status).
     fn start_run(&self, req: pb::StartRunRequest) -> Result<pb::StartRunResponse> {
         let fab = req.fab.ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
         let limits = &self.link.limits;
@@ -177,10 +179,25 @@ async fn stream_logs(
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::StreamLogsResponse, Status>> + Send>>;
 
+/// What a refused StartRun answers. Flower's `flwr run` 1.20 prints a status it does not
+/// expect (INVALID_ARGUMENT, RESOURCE_EXHAUSTED) as a raw Python exception and exits 0;
+/// for PERMISSION_DENIED it prints "❌ Permission denied." and the status's message. So a
+/// submission Sepal will not start is PERMISSION_DENIED "Run not started: <the reason>",
+/// which that CLI shows as two readable lines; failures of the SuperLink itself keep their
+/// own status.
+fn not_started(e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(reason) | Error::ResourceExhausted(reason) => {
+            Error::RunRefused(format!("Run not started: {reason}"))
+        }
+        other => other,
+    }
+}
+
 #[tonic::async_trait]
 impl Exec for ExecService {
     async fn start_run(&self, req: Request<pb::StartRunRequest>) -> Reply<pb::StartRunResponse> {
-        reply(ExecService::start_run(self, req.into_inner()))
+        reply(ExecService::start_run(self, req.into_inner()).map_err(not_started))
     }
 
     async fn stop_run(&self, req: Request<pb::StopRunRequest>) -> Reply<pb::StopRunResponse> {

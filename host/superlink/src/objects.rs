@@ -34,18 +34,25 @@ impl Objects {
     }
 
     /// Puts the kept objects of the messages stored in the state back in memory, and
-    /// forgets kept objects that no stored message needs. An instruction whose objects are
-    /// not all back (kept in memory only, or still uploading when the SuperLink stopped)
-    /// is deleted, as Flower drops an instruction whose objects are gone: its ServerApp
-    /// gets an error reply instead. A reply's missing objects may still be pushed by its
-    /// node. Returns how many objects were restored.
+    /// forgets kept objects that no stored message needs. An undelivered instruction whose
+    /// objects are not all back (kept in memory only, or still uploading when the SuperLink
+    /// stopped) is deleted, as Flower drops an instruction whose objects are gone: its
+    /// ServerApp gets an error reply instead. A delivered one whose message object is gone
+    /// was confirmed: its node has it all. A reply's missing objects may still be pushed by
+    /// its node. Returns how many objects were restored.
     pub fn restore(&self) -> StateResult<usize> {
         if !self.state.keeps_objects() {
             return Ok(0);
         }
         let live = self.state.live_messages()?;
+        let confirmed: HashSet<String> = {
+            let delivered: Vec<String> =
+                live.iter().filter(|m| m.delivered).map(|m| m.message.id().to_string()).collect();
+            let kept: HashSet<String> = self.state.kept_objects(&delivered)?.into_iter().map(|(id, _)| id).collect();
+            delivered.into_iter().filter(|id| !kept.contains(id)).collect()
+        };
         let mut needed = HashSet::new();
-        for msg in &live {
+        for msg in live.iter().map(|m| &m.message).filter(|m| !confirmed.contains(m.id())) {
             let run_id = msg.metadata().run_id;
             let Ok(ids) = self.store.preregister(run_id, &msg.tree) else { continue };
             needed.extend(ids);
@@ -68,8 +75,9 @@ impl Objects {
         self.kept_bytes.store(kept, Ordering::Relaxed);
         let incomplete: Vec<String> = live
             .iter()
-            .filter(|m| m.metadata().reply_to_message_id.is_empty() && !self.store.missing(&m.tree).is_empty())
-            .map(|m| m.id().to_string())
+            .filter(|m| !m.delivered && m.message.metadata().reply_to_message_id.is_empty())
+            .filter(|m| !self.store.missing(&m.message.tree).is_empty())
+            .map(|m| m.message.id().to_string())
             .collect();
         if !incomplete.is_empty() {
             tracing::warn!(count = incomplete.len(), "instructions whose payload was not kept are dropped");
@@ -242,10 +250,15 @@ mod tests {
         let message = link.objects.message(&delivered.message, &delivered.tree).expect("the payload is back");
         assert_eq!(message.metadata.run_id, run_id);
 
-        // Once confirmed, the objects are gone from memory and from the database.
+        // Once confirmed, the objects are gone from memory and from the database...
         link.objects.delete(&id);
         assert!(link.objects.is_empty());
         assert!(link.state.kept_object_sizes().unwrap().is_empty());
+        // ...and the delivered instruction, still waiting for its reply, is not dropped at
+        // the next start for lack of them.
+        let link = open(&path);
+        assert!(link.state.live_messages().unwrap().iter().any(|m| m.message.id() == id));
+        assert!(link.objects.is_empty());
     }
 
     #[test]

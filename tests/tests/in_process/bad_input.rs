@@ -89,22 +89,24 @@ async fn exec_refuses_bad_fabs_and_still_accepts_a_good_one() {
 
     let wrong_hash = pb::Fab { hash_str: "0".repeat(64), content: good.content.clone() };
     let res = exec.start_run(pb::StartRunRequest { fab: Some(wrong_hash), ..Default::default() }).await;
-    assert_status(res, Code::InvalidArgument, "FAB hash mismatch");
+    // A submission that cannot start is PERMISSION_DENIED "Run not started: <reason>", the
+    // one refusal Flower's `flwr run` prints readably.
+    assert_status(res, Code::PermissionDenied, "Run not started: FAB hash mismatch");
 
     let huge = pb::Fab { hash_str: String::new(), content: vec![0; 10 * 1024 * 1024 + 1] };
     let res = exec.start_run(pb::StartRunRequest { fab: Some(huge), ..Default::default() }).await;
-    assert_status(res, Code::ResourceExhausted, "limit is 10485760 bytes");
+    assert_status(res, Code::PermissionDenied, "limit is 10485760 bytes");
 
     let garbage = pb::Fab { hash_str: String::new(), content: b"not a zip".to_vec() };
     let res = exec.start_run(pb::StartRunRequest { fab: Some(garbage), ..Default::default() }).await;
-    assert_status(res, Code::InvalidArgument, "invalid FAB");
+    assert_status(res, Code::PermissionDenied, "invalid FAB");
 
     let mut overrides = std::collections::HashMap::new();
     overrides.insert("no-such-key".to_string(), pb::Scalar { scalar: Some(pb::scalar::Scalar::Bool(true)) });
     let res = exec
         .start_run(pb::StartRunRequest { fab: Some(good.clone()), override_config: overrides, ..Default::default() })
         .await;
-    assert_status(res, Code::InvalidArgument, "no-such-key");
+    assert_status(res, Code::PermissionDenied, "no-such-key");
 
     let run_id = exec
         .start_run(pb::StartRunRequest { fab: Some(good), ..Default::default() })
@@ -337,7 +339,7 @@ async fn oversized_input_is_resource_exhausted_and_the_server_keeps_serving() {
     let res = exec
         .start_run(pb::StartRunRequest { fab: Some(fab()), override_config: overrides, ..Default::default() })
         .await;
-    assert_status(res, Code::ResourceExhausted, "the limit is 2");
+    assert_status(res, Code::PermissionDenied, "the limit is 2");
 
     let run_id = running_run(&link).await;
     let mut client = link.fleet_client(Signer::fresh()).await;

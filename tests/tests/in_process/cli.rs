@@ -253,7 +253,7 @@ fn errors_are_clear() {
 
     // The SuperLink's refusal is shown with its reason.
     let out = sepal(&app, &["run", ".", "-c", "nope=1"]).failed("unknown run-config key");
-    assert!(out.stderr.contains("the SuperLink refused the run: ") && out.stderr.contains("nope"), "{}", out.stderr);
+    assert!(out.stderr.contains("Run not started: ") && out.stderr.contains("nope"), "{}", out.stderr);
     let out = sepal(&app, &["run", ".", "-c", "lr=abc"]).failed("unquoted string");
     assert!(out.stderr.contains("--run-config"), "{}", out.stderr);
 

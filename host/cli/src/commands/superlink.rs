@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
-use sepal_superlink::{Config, Isolation, Listeners};
+use sepal_superlink::{Config, InputLimits, Isolation, Listeners};
 use sepal_wire::auth::Allowlist;
 use sepal_wire::ServerTls;
 
@@ -43,6 +43,10 @@ pub struct SuperlinkArgs {
     /// that keeps runs, logs, nodes, FABs and messages across restarts.
     #[arg(long, default_value = IN_MEMORY)]
     database: String,
+    /// With `--database`: most MiB of message payload kept in it, so that messages in
+    /// flight survive a restart (past it, payload is held in memory only) (Sepal addition).
+    #[arg(long, default_value_t = 4096)]
+    max_kept_objects_mb: u64,
     /// Where FABs are kept (accepted for compatibility; FABs are held with the state).
     #[arg(long)]
     storage_dir: Option<PathBuf>,
@@ -178,7 +182,9 @@ impl SuperlinkArgs {
         let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");
         let wasm = self.wasm.settings(std::time::Duration::from_secs(86_400))?;
-        let config = Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, ..Config::new(isolation) };
+        let limits = InputLimits { max_kept_object_bytes: self.max_kept_objects_mb << 20, ..InputLimits::default() };
+        let config =
+            Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, limits, ..Config::new(isolation) };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())
         } else {

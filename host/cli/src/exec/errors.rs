@@ -19,6 +19,8 @@ pub fn rpc_error(status: &Status, address: &str, what: &str) -> anyhow::Error {
             "authentication failed at {address} ({detail}): the SuperLink requires user authentication, \
              which sepal's CLI does not support yet"
         ),
+        // The SuperLink's own words for a submission it refused (FAB, run config).
+        Code::PermissionDenied if detail.starts_with("Run not started: ") => anyhow!("{detail}"),
         Code::PermissionDenied => anyhow!("permission denied by the SuperLink at {address}: {detail}"),
         Code::Unimplemented => {
             anyhow!("the server at {address} does not implement this call of Flower's Exec API: {detail}")

@@ -8,8 +8,8 @@ use sepal_proto::pb;
 
 use super::status::{self, RunState};
 use super::{
-    check_reply, expired, random_id, InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError,
-    StateResult, StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE,
+    check_reply, expired, random_id, InstructionRejected, LinkState, LiveMessage, NewRun, ReplyLookup, ReplyRejected,
+    StateError, StateResult, StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE,
 };
 use crate::clock::{now_iso, now_secs};
 
@@ -384,10 +384,12 @@ impl LinkState for MemoryState {
         }))
     }
 
-    fn live_messages(&self) -> StateResult<Vec<StoredMessage>> {
+    fn live_messages(&self) -> StateResult<Vec<LiveMessage>> {
         let inner = self.lock();
-        let instructions = inner.instructions.values().map(|i| i.msg.clone());
-        Ok(instructions.chain(inner.replies.values().cloned()).collect())
+        let instructions =
+            inner.instructions.values().map(|i| LiveMessage { message: i.msg.clone(), delivered: i.delivered });
+        let replies = inner.replies.values().map(|r| LiveMessage { message: r.clone(), delivered: false });
+        Ok(instructions.chain(replies).collect())
     }
 }
 

@@ -82,6 +82,15 @@ pub struct StoredMessage {
     pub tree: pb::ObjectTree,
 }
 
+/// A message stored now, as [`LinkState::live_messages`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveMessage {
+    /// The message and its tree.
+    pub message: StoredMessage,
+    /// An instruction that was handed to its node (always `false` for a reply).
+    pub delivered: bool,
+}
+
 impl StoredMessage {
     /// The message's metadata (every stored message has one).
     pub fn metadata(&self) -> &pb::Metadata {
@@ -314,7 +323,7 @@ pub trait LinkState: Send + Sync + 'static {
 
     /// The instructions and replies stored now (at start, the objects they need are put
     /// back in the object store).
-    fn live_messages(&self) -> StateResult<Vec<StoredMessage>>;
+    fn live_messages(&self) -> StateResult<Vec<LiveMessage>>;
 
     // === payload objects ===
     //

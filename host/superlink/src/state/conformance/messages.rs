@@ -206,11 +206,12 @@ pub(super) fn live_messages_are_the_stored_instructions_and_replies(make: Factor
     state.store_instruction(message(run_id, 1, a, "", "i2", 60.0)).unwrap().unwrap();
     state.next_instruction(a).unwrap();
     state.store_reply(message(run_id, a, 1, "i1", "r1", 30.0)).unwrap().unwrap();
-    let mut live: Vec<String> = state.live_messages().unwrap().iter().map(|m| m.id().to_string()).collect();
+    let mut live: Vec<(String, bool)> =
+        state.live_messages().unwrap().iter().map(|m| (m.message.id().to_string(), m.delivered)).collect();
     live.sort();
-    assert_eq!(live, ["i1", "i2", "r1"]);
+    assert_eq!(live, [("i1".into(), true), ("i2".into(), false), ("r1".into(), false)]);
     state.take_replies(&["i1".to_string()]).unwrap();
-    let live: Vec<String> = state.live_messages().unwrap().iter().map(|m| m.id().to_string()).collect();
+    let live: Vec<String> = state.live_messages().unwrap().iter().map(|m| m.message.id().to_string()).collect();
     assert_eq!(live, ["i2"], "a pulled reply and its instruction are no longer live");
 }
 

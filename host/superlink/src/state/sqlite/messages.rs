@@ -9,7 +9,9 @@ use super::nodes::node_exists;
 use super::runs::run_exists;
 use super::{Commit, SqliteState};
 use crate::clock::now_secs;
-use crate::state::{check_reply, expired, InstructionRejected, ReplyLookup, ReplyRejected, StateResult, StoredMessage};
+use crate::state::{
+    check_reply, expired, InstructionRejected, LiveMessage, ReplyLookup, ReplyRejected, StateResult, StoredMessage,
+};
 
 /// The instruction with this id.
 fn load_instruction(conn: &Connection, id: &str) -> StateResult<Option<StoredMessage>> {
@@ -190,15 +192,18 @@ pub(super) fn has_instruction_for(state: &SqliteState, node_id: u64) -> StateRes
 }
 
 /// Every instruction and reply stored now.
-pub(super) fn live(state: &SqliteState) -> StateResult<Vec<StoredMessage>> {
+pub(super) fn live(state: &SqliteState) -> StateResult<Vec<LiveMessage>> {
     state.read(|conn| {
         let mut out = Vec::new();
-        for sql in ["SELECT message, tree FROM instruction ORDER BY seq", "SELECT message, tree FROM reply"] {
+        let queries =
+            ["SELECT message, tree, delivered FROM instruction ORDER BY seq", "SELECT message, tree, 0 FROM reply"];
+        for sql in queries {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)? != 0)))?;
             for row in rows {
-                let (message, tree) = row?;
-                out.push(decode_message(&message, &tree)?);
+                let (message, tree, delivered) = row?;
+                out.push(LiveMessage { message: decode_message(&message, &tree)?, delivered });
             }
         }
         Ok(out)

@@ -45,7 +45,8 @@ use sepal_proto::pb;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use super::{
-    InstructionRejected, LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult, StoredMessage,
+    InstructionRejected, LinkState, LiveMessage, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
+    StoredMessage,
 };
 
 /// State kept in an SQLite database file; survives restarts.
@@ -291,7 +292,7 @@ impl LinkState for SqliteState {
         messages::has_instruction_for(self, node_id)
     }
 
-    fn live_messages(&self) -> StateResult<Vec<StoredMessage>> {
+    fn live_messages(&self) -> StateResult<Vec<LiveMessage>> {
         messages::live(self)
     }
 
