@@ -15,7 +15,7 @@ pub const DEFAULT_TTL: f64 = 43_200.0;
 
 /// The node id of the SuperLink / ServerApp side: the source of instructions and the
 /// destination of replies.
-pub const SUPERLINK_NODE_ID: u64 = 1;
+pub use sepal_core::routing::SUPERLINK_NODE_ID;
 
 /// Flower's message types. A ClientApp dispatches on the part before the first `.`, so
 /// `"train.fine-tune"` goes to the `train` handler unless one is registered for the full

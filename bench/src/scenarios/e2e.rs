@@ -88,6 +88,15 @@ pub fn run(opts: &Opts) -> Result<Report> {
     }
     let mut report = Report::new("e2e", "End-to-end FedAvg (quickstart logistic regression)", String::new());
     report.tables.push((format!("{rounds} rounds of train + evaluate, subprocess isolation."), table));
+    let starts = if opts.smoke { 1 } else { COLD_STARTS };
+    report.tables.push((
+        format!(
+            "Cold start, Sepal + Wasm apps: {COLD_ROUNDS} rounds, 2 nodes, on a federation started for the run \
+             (fresh processes, nothing cached but the compiled components from the runs above); \
+             {starts} federations."
+        ),
+        cold_starts(starts, &wasm_app)?,
+    ));
     report.notes = vec![
         "Wall time: the SuperLink's `finished_at - pending_at` of the run (Exec `ListRuns`), after a \
          one-round warm-up run on the same federation."
@@ -98,6 +107,34 @@ pub fn run(opts: &Opts) -> Result<Report> {
             .into(),
     ];
     Ok(report)
+}
+
+/// Rounds of a cold-start run.
+const COLD_ROUNDS: u64 = 2;
+
+/// How many fresh federations the cold start is measured on.
+const COLD_STARTS: usize = 5;
+
+/// The quickstart submitted to fresh federations (`starts` of them), no warm-up: the
+/// median, best and worst submission-to-finished time.
+fn cold_starts(starts: usize, wasm: &Path) -> Result<Table> {
+    let mut walls = crate::measure::Latencies::new();
+    for i in 0..starts {
+        eprintln!("e2e: cold start {}/{starts}", i + 1);
+        let fed = Federation::builder().superlink(Impl::Sepal).supernode(Impl::Sepal).supernodes(2).start()?;
+        let id = sepal_run(fed.exec_addr(), wasm, &format!("num-server-rounds={COLD_ROUNDS} min-nodes=2"))?;
+        let flwr = fed.flwr_app(wasm)?;
+        flwr.wait_for_status(id, |s| s == "finished:completed", RUN_TIMEOUT)?;
+        walls.push(run_wall_time(&flwr::list_run(fed.exec_addr(), id, None)?)?);
+    }
+    let mut table = Table::new(&["runs", "median", "best", "worst"]);
+    table.row(vec![
+        starts.to_string(),
+        fmt_duration(walls.quantile(0.5)),
+        fmt_duration(walls.quantile(0.0)),
+        fmt_duration(walls.quantile(1.0)),
+    ]);
+    Ok(table)
 }
 
 fn measure(stack: Stack, nodes: usize, rounds: u64, warm_up: bool, numpy: &Path, wasm: &Path) -> Result<Measured> {

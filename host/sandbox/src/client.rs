@@ -59,15 +59,7 @@ impl ClientRunner {
         grants: &Grants,
         log: Arc<dyn LogSink>,
     ) -> Result<(Vec<u8>, Vec<u8>), SandboxError> {
-        if !Arc::ptr_eq(&self.sandbox, &component.sandbox) {
-            return Err(SandboxError::BadComponent("the component was loaded by another Sandbox".into()));
-        }
-        let _slot = self
-            .sandbox
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| SandboxError::Internal("the sandbox's slots are closed".into()))?;
+        let _slot = self.sandbox.slot_for(&component.sandbox).await?;
         let (invocation, common) = Invocation::start(limits, grants, log, self.sandbox.config.max_memory_bytes)?;
         let mut store = Store::new(&self.sandbox.engine, ClientState { common });
         invocation.arm(&mut store, |s| &mut s.common.limiter);

@@ -120,6 +120,19 @@ pub(crate) struct Inner {
     ticker_stop: Arc<AtomicBool>,
 }
 
+impl Inner {
+    /// Waits for a free invocation slot, for a component this sandbox loaded.
+    pub(crate) async fn slot_for(
+        &self,
+        loaded_by: &Arc<Inner>,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, SandboxError> {
+        if !std::ptr::eq(self, Arc::as_ptr(loaded_by)) {
+            return Err(SandboxError::BadComponent("the component was loaded by another Sandbox".into()));
+        }
+        self.slots.acquire().await.map_err(|_| SandboxError::Internal("the sandbox's slots are closed".into()))
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);

@@ -93,6 +93,15 @@ impl TestLink {
         FleetClient::with_interceptor(channel(self.fleet).await, signer)
     }
 
+    /// A node registered as a Flower SuperNode registers (a fresh key, CreateNode): its
+    /// signed Fleet client and its id.
+    pub async fn register_node(&self) -> (SignedFleet, u64) {
+        let mut fleet = self.fleet_client(Signer::fresh()).await;
+        let created = fleet.create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 }).await;
+        let node = created.unwrap_or_else(|e| panic!("CreateNode: {e}")).into_inner().node;
+        (fleet, node.expect("CreateNode answers with the node").node_id)
+    }
+
     /// Submits `fab` over Exec; the run id.
     pub async fn start_run(&self, fab: pb::Fab) -> u64 {
         let req = pb::StartRunRequest { fab: Some(fab), ..Default::default() };

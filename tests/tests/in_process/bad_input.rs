@@ -148,15 +148,7 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
     assert_status(res, Code::NotFound, "run 5 not found");
 
     let run_id = running_run(&link).await;
-    let mut client = link.fleet_client(Signer::fresh()).await;
-    let node_id = client
-        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
+    let (_node, node_id) = link.register_node().await;
 
     let res = sio.push_messages(pb::PushAppMessagesRequest { run_id, ..Default::default() }).await;
     assert_status(res, Code::InvalidArgument, "must not be empty");
@@ -342,15 +334,7 @@ async fn oversized_input_is_resource_exhausted_and_the_server_keeps_serving() {
     assert_status(res, Code::PermissionDenied, "the limit is 2");
 
     let run_id = running_run(&link).await;
-    let mut client = link.fleet_client(Signer::fresh()).await;
-    let node_id = client
-        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
+    let (_node, node_id) = link.register_node().await;
     let mut sio = link.serverappio_client().await;
 
     let (msg, mut tree) = instruction(run_id, node_id);

@@ -7,20 +7,11 @@ use sepal_core::records::{ConfigRecord, ConfigValue, Message, Metadata, RecordDi
 use sepal_core::routing::route_reply;
 use sepal_proto::pb;
 use sepal_tests::kit::{self, PlayedServerApp, PyProject, TestLink};
-use sepal_wire::auth::Signer;
 
 #[tokio::test]
 async fn a_pull_issued_before_the_reply_returns_it() {
     let link = TestLink::start().await;
-    let mut fleet = link.fleet_client(Signer::fresh()).await;
-    let node_id = fleet
-        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
+    let (mut fleet, node_id) = link.register_node().await;
     let mut server = PlayedServerApp::start(&link, kit::fab(&PyProject::new("probe")), Default::default()).await;
     let content = RecordDict::new().with("config", ConfigRecord::new().with("x", ConfigValue::Sint64(1)).into());
     let id = server.send(node_id, content.clone(), 60.0).await;
@@ -58,15 +49,7 @@ async fn a_pull_issued_before_the_reply_returns_it() {
 #[tokio::test]
 async fn a_pull_for_a_reply_that_does_not_come_returns_empty_after_a_short_hold() {
     let link = TestLink::start().await;
-    let mut fleet = link.fleet_client(Signer::fresh()).await;
-    let node_id = fleet
-        .create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .node
-        .unwrap()
-        .node_id;
+    let (_node, node_id) = link.register_node().await;
     let mut server = PlayedServerApp::start(&link, kit::fab(&PyProject::new("probe")), Default::default()).await;
     let id = server.send(node_id, RecordDict::new(), 60.0).await;
     let req = pb::PullAppMessagesRequest { run_id: server.run_id, message_ids: vec![id], ..Default::default() };

@@ -7,7 +7,6 @@ use sepal_core::records::{ConfigRecord, ConfigValue, Message, Metadata, RecordDi
 use sepal_core::routing::{now_secs, route_reply};
 use sepal_proto::pb;
 use sepal_tests::kit::{self, PlayedServerApp, PyProject, TestLink};
-use sepal_wire::auth::Signer;
 use sepal_wire::INLINE_OBJECTS_HEADER;
 use tonic::metadata::MetadataValue;
 use tonic::Request;
@@ -22,9 +21,7 @@ fn node(node_id: u64) -> Option<pb::Node> {
 
 /// A run with one registered node and one instruction for it; the node's Fleet client.
 async fn one_instruction(link: &TestLink) -> (PlayedServerApp, kit::SignedFleet, u64, String) {
-    let mut fleet = link.fleet_client(Signer::fresh()).await;
-    let created = fleet.create_node(pb::CreateNodeRequest { heartbeat_interval: 30.0 }).await.unwrap();
-    let node_id = created.into_inner().node.unwrap().node_id;
+    let (fleet, node_id) = link.register_node().await;
     let mut server = PlayedServerApp::start(link, kit::fab(&PyProject::new("probe")), Default::default()).await;
     let id = server.send(node_id, content(), 60.0).await;
     (server, fleet, node_id, id)
