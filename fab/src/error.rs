@@ -26,7 +26,7 @@ pub enum Error {
     },
 
     /// One entry of the archive could not be read (corrupt data, bad CRC, unsupported method).
-    #[error("FAB entry {name:?} could not be read: {cause}")]
+    #[error("FAB entry {} could not be read: {cause}", excerpt(.name))]
     Entry {
         /// Entry name as stored in the archive.
         name: String,
@@ -35,7 +35,7 @@ pub enum Error {
     },
 
     /// An entry name is not a safe relative path.
-    #[error("FAB entry {name:?} has an unsafe path: {reason}")]
+    #[error("FAB entry {} has an unsafe path: {reason}", excerpt(.name))]
     UnsafePath {
         /// Entry name as stored in the archive.
         name: String,
@@ -44,14 +44,14 @@ pub enum Error {
     },
 
     /// An entry is a symbolic link.
-    #[error("FAB entry {name:?} is a symbolic link, which FABs may not contain")]
+    #[error("FAB entry {} is a symbolic link, which FABs may not contain", excerpt(.name))]
     Symlink {
         /// Entry name as stored in the archive.
         name: String,
     },
 
     /// An entry is encrypted.
-    #[error("FAB entry {name:?} is encrypted, which FABs may not be")]
+    #[error("FAB entry {} is encrypted, which FABs may not be", excerpt(.name))]
     Encrypted {
         /// Entry name as stored in the archive.
         name: String,
@@ -65,7 +65,7 @@ pub enum Error {
     },
 
     /// Decompressing an entry went over the unpacked-size budget (zip bomb guard).
-    #[error("FAB entry {name:?} expands past the unpacked size limit of {limit} bytes")]
+    #[error("FAB entry {} expands past the unpacked size limit of {limit} bytes", excerpt(.name))]
     EntryTooLarge {
         /// Entry name as stored in the archive.
         name: String,
@@ -74,14 +74,14 @@ pub enum Error {
     },
 
     /// Two entries have the same name.
-    #[error("FAB has two entries named {name:?}")]
+    #[error("FAB has two entries named {}", excerpt(.name))]
     DuplicateEntry {
         /// The repeated name.
         name: String,
     },
 
     /// A required file is not in the archive.
-    #[error("FAB has no {name:?}")]
+    #[error("FAB has no {}", excerpt(.name))]
     MissingFile {
         /// The missing file, e.g. `pyproject.toml` or `.info/CONTENT`.
         name: &'static str,
@@ -99,7 +99,7 @@ pub enum Error {
     },
 
     /// A file listed in `.info/CONTENT` is missing or differs from its listing.
-    #[error(".info/CONTENT does not match {path:?}: {reason}")]
+    #[error(".info/CONTENT does not match {}: {reason}", excerpt(.path))]
     ContentMismatch {
         /// The listed path.
         path: String,
@@ -108,7 +108,7 @@ pub enum Error {
     },
 
     /// A file in the archive is not listed in `.info/CONTENT`.
-    #[error("FAB file {path:?} is not listed in .info/CONTENT")]
+    #[error("FAB file {} is not listed in .info/CONTENT", excerpt(.path))]
     NotListed {
         /// The unlisted file.
         path: String,
@@ -124,7 +124,7 @@ pub enum Error {
     },
 
     /// A TOML document (pyproject.toml, a config file, an override string) did not parse.
-    #[error("{what} is not valid TOML: {cause}")]
+    #[error("{what} is not valid TOML: {}", toml_reason(.cause))]
     Toml {
         /// What was being parsed.
         what: String,
@@ -149,7 +149,7 @@ pub enum Error {
     },
 
     /// A component reference is neither a `.wasm` path nor a Python `module:attr`.
-    #[error("pyproject.toml: [tool.flwr.app.components] {component} = {value:?} is invalid: {reason}")]
+    #[error("pyproject.toml: [tool.flwr.app.components] {component} = {} is invalid: {reason}", excerpt(.value))]
     Component {
         /// `serverapp` or `clientapp`.
         component: &'static str,
@@ -160,7 +160,7 @@ pub enum Error {
     },
 
     /// A Wasm component named in `pyproject.toml` is not in the FAB.
-    #[error("pyproject.toml names {component} = {path:?}, but the FAB has no such file")]
+    #[error("pyproject.toml names {component} = {}, but the FAB has no such file", excerpt(.path))]
     MissingComponent {
         /// `serverapp` or `clientapp`.
         component: &'static str,
@@ -169,7 +169,7 @@ pub enum Error {
     },
 
     /// A config value is not a scalar (bool, integer, float, string) or table of those.
-    #[error("config key {key:?}: {problem}; values must be bool, int, float or string (or tables of those)")]
+    #[error("config key {}: {problem}; values must be bool, int, float or string (or tables of those)", excerpt(.key))]
     ConfigValue {
         /// The flattened key.
         key: String,
@@ -226,5 +226,53 @@ impl Error {
     /// An [`Error::Io`] with context.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io { action, path: path.into(), cause }
+    }
+}
+
+/// At most this many characters of something a user (or an attacker) wrote are repeated in
+/// an error message; error messages travel in gRPC statuses and logs.
+const EXCERPT_CHARS: usize = 80;
+
+/// `text` quoted, cut to a short excerpt that says it was cut: how errors repeat what a
+/// user (or an attacker) wrote.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// A TOML error without the offending line (which can be arbitrarily long): its message
+/// and where it is.
+fn toml_reason(cause: &toml::de::Error) -> String {
+    let message = cause.message().trim_end();
+    let message = match message.char_indices().nth(EXCERPT_CHARS * 2) {
+        None => message.to_string(),
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+    };
+    match cause.span() {
+        Some(span) => format!("{message} (at byte {})", span.start),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Manifest;
+
+    #[test]
+    fn echoed_input_is_cut_to_a_marked_excerpt() {
+        let huge = "x".repeat(1 << 20);
+        let err = Manifest::parse(&format!("[project]\nname = {huge}\n")).unwrap_err().to_string();
+        assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..400.min(err.len())]);
+        assert!(err.starts_with("pyproject.toml is not valid TOML: "), "{err}");
+
+        let toml = format!(
+            "[project]\nname = \"a\"\nversion = \"1.0.0\"\n[tool.flwr.app]\npublisher = \"p\"\n\
+             [tool.flwr.app.components]\nserverapp = \"{huge}\"\nclientapp = \"a:b\"\n"
+        );
+        let err = Manifest::parse(&toml).unwrap_err().to_string();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(err.contains(&format!("({} bytes in all)", huge.len())), "the cut is marked: {err}");
     }
 }

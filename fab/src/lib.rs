@@ -37,7 +37,7 @@ mod wire;
 mod write;
 
 pub use config::{flatten_table, fuse_run_config, parse_config_args, parse_config_overrides, ConfigMap, ConfigValue};
-pub use error::{Error, Result};
+pub use error::{excerpt, Error, Result};
 pub use indexmap;
 pub use manifest::{Component, Manifest};
 pub use read::{Fab, ReadLimits};

@@ -74,8 +74,12 @@ impl ExecService {
         let unknown: Vec<&String> =
             req.override_config.keys().filter(|k| !manifest.run_config().contains_key(*k)).collect();
         if !unknown.is_empty() {
+            // The keys are the caller's: name a few, each cut short.
+            let named: Vec<String> = unknown.iter().take(5).map(|k| sepal_fab::excerpt(k)).collect();
+            let more = if unknown.len() > 5 { format!(" and {} more", unknown.len() - 5) } else { String::new() };
             return Err(Error::InvalidArgument(format!(
-                "run config override keys not in the app's [tool.flwr.app.config]: {unknown:?}"
+                "run config override keys not in the app's [tool.flwr.app.config]: [{}]{more}",
+                named.join(", ")
             )));
         }
         let new = NewRun {
