@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rustix::process::{kill_process_group, Pid, Signal};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -54,6 +54,19 @@ impl Proc {
     /// The leader's pid (= the process group id).
     pub fn pid(&self) -> u32 {
         self.pgid.as_raw_nonzero().get() as u32
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`: resident now; `VmHWM`: the peak).
+    pub fn memory_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).ok_or_else(|| anyhow!("no {field}"))?;
+        let kib = line.split_whitespace().nth(1).ok_or_else(|| anyhow!("malformed {line:?}"))?;
+        Ok(kib.parse()?)
+    }
+
+    /// How many file descriptors the process holds open now.
+    pub fn open_fds(&self) -> Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
     }
 
     /// Path of the combined stdout/stderr log.

@@ -26,7 +26,7 @@ enum Command {
     /// Run a whole local federation in this process on a Wasm app (default: the quickstart).
     Demo(commands::demo::DemoArgs),
     /// Run a SuperLink (Flower's `flower-superlink`).
-    Superlink(commands::superlink::SuperlinkArgs),
+    Superlink(Box<commands::superlink::SuperlinkArgs>),
     /// Run a SuperNode (Flower's `flower-supernode`).
     Supernode(commands::supernode::SupernodeArgs),
     /// Run Wasm ServerApps for a SuperLink in process isolation (as `flwr-serverapp`).
@@ -57,7 +57,9 @@ fn init_tracing(default: &str) {
 fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
     let program = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("sepal");
     match program {
-        "flower-superlink" => commands::superlink::SuperlinkArgs::try_parse_from(args).map(Command::Superlink),
+        "flower-superlink" => {
+            commands::superlink::SuperlinkArgs::try_parse_from(args).map(|a| Command::Superlink(Box::new(a)))
+        }
         "flower-supernode" => commands::supernode::SupernodeArgs::try_parse_from(args).map(Command::Supernode),
         _ => Cli::try_parse_from(args).map(|cli| cli.command),
     }
@@ -78,7 +80,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Demo(args) => args.run().await,
-            Command::Superlink(args) => args.run().await,
+            Command::Superlink(args) => (*args).run().await,
             Command::Supernode(args) => args.run().await,
             Command::Serverapp(args) => args.run().await,
             Command::Clientapp(args) => args.run().await,

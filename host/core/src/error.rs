@@ -122,6 +122,20 @@ pub enum ObjectError {
         /// What differs.
         reason: String,
     },
+    /// Storing more would take a run past the bytes it may hold.
+    #[error(
+        "run {run_id} holds {held} bytes of messages and objects; {wanted} more would pass its limit of {limit} bytes"
+    )]
+    RunQuota {
+        /// The run.
+        run_id: u64,
+        /// What the run holds now, in bytes (objects, plus [`crate::store::OBJECT_OVERHEAD`] each).
+        held: usize,
+        /// What storing would add.
+        wanted: usize,
+        /// The run's limit.
+        limit: usize,
+    },
     /// The message id on the wire differs from the id of its Message object.
     #[error("message id {wire:?} differs from its Message object id {object}")]
     MessageIdMismatch {

@@ -6,6 +6,11 @@
 //! parent references it, then does the same for its children, so content shared with
 //! another message survives. Each object also remembers the runs that registered it, and
 //! [`ObjectStore::delete_run`] drops a run's objects.
+//!
+//! Each run is charged for what it holds: every object it registered costs
+//! [`OBJECT_OVERHEAD`] plus its bytes once they are in (an object shared by two runs is
+//! charged to both). A store made [`ObjectStore::with_run_limit`] refuses, storing nothing,
+//! whatever would take a run past its limit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -52,11 +57,30 @@ struct Entry {
     runs: HashSet<u64>,
 }
 
-#[derive(Debug, Default)]
+/// What holding one registered object costs a run beyond its bytes: the entry and its id
+/// here, and the object's node in its message's tree where the message is kept.
+pub const OBJECT_OVERHEAD: usize = 256;
+
+#[derive(Debug)]
 struct Inner {
     entries: HashMap<String, Entry>,
     runs: HashMap<u64, HashSet<String>>,
+    /// What each run is charged for (see the module docs).
+    charged: HashMap<u64, usize>,
+    run_limit: usize,
     total_bytes: usize,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            entries: HashMap::new(),
+            runs: HashMap::new(),
+            charged: HashMap::new(),
+            run_limit: usize::MAX,
+            total_bytes: 0,
+        }
+    }
 }
 
 /// A thread-safe in-memory object store. No lock is held across an `await` (there is none).
@@ -110,9 +134,19 @@ impl ObjectStore {
         missing
     }
 
-    /// An empty store.
+    /// An empty store with no limit per run.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store where no run may hold more than `limit` bytes (see the module docs).
+    pub fn with_run_limit(limit: usize) -> Self {
+        ObjectStore { inner: Mutex::new(Inner { run_limit: limit, ..Inner::default() }) }
+    }
+
+    /// What `run_id` is charged for now, in bytes.
+    pub fn run_bytes(&self, run_id: u64) -> usize {
+        self.lock().charged.get(&run_id).copied().unwrap_or(0)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -122,13 +156,40 @@ impl ObjectStore {
     /// Registers every node of `tree` under `run_id` and returns the ids that are not
     /// available yet (each once, in post-order): the objects the sender must push.
     ///
-    /// Fails, registering nothing, if any id in the tree is invalid.
+    /// Fails, registering nothing, if any id in the tree is invalid or the run would pass
+    /// its limit.
     pub fn preregister(&self, run_id: u64, tree: &pb::ObjectTree) -> Result<Vec<String>, ObjectError> {
-        let nodes = post_order(tree);
+        self.register_messages(run_id, &[tree], Vec::new())
+    }
+
+    /// Registers the trees of several messages under `run_id` at once, with the bytes of
+    /// those of their objects that the host made itself (`made`, stored unchecked), and
+    /// returns the ids still to be pushed, each once. All or nothing: fails, storing
+    /// nothing, if an id is invalid or the run would pass its limit.
+    pub fn register_messages(
+        &self,
+        run_id: u64,
+        trees: &[&pb::ObjectTree],
+        made: Vec<(String, Bytes)>,
+    ) -> Result<Vec<String>, ObjectError> {
+        let nodes: Vec<&pb::ObjectTree> = trees.iter().flat_map(|t| post_order(t)).collect();
         if let Some(bad) = nodes.iter().find(|n| !is_valid_object_id(&n.object_id)) {
             return Err(ObjectError::InvalidId(bad.object_id.clone()));
         }
-        Ok(self.lock().register(run_id, &nodes))
+        let mut inner = self.lock();
+        let new_bytes: usize = made
+            .iter()
+            .filter(|(id, _)| inner.entries.get(id).is_none_or(|e| e.content.is_none()))
+            .map(|(_, bytes)| bytes.len())
+            .sum();
+        inner.admit(run_id, inner.registration_cost(run_id, &nodes) + new_bytes)?;
+        let mut missing = inner.register(run_id, &nodes);
+        for (object_id, bytes) in made {
+            inner.fill(&object_id, bytes);
+        }
+        let mut listed = HashSet::new();
+        missing.retain(|id| listed.insert(id.clone()) && inner.entries.get(id).is_some_and(|e| e.content.is_none()));
+        Ok(missing)
     }
 
     /// Stores an object's bytes.
@@ -155,9 +216,11 @@ impl ObjectStore {
             let reason = format!("Its head lists children {children:?}, its object tree {:?}.", entry.children);
             return Err(ObjectError::malformed(object_id, reason));
         }
-        let len = content.len();
-        entry.content = Some(content);
-        inner.total_bytes += len;
+        let runs: Vec<u64> = entry.runs.iter().copied().collect();
+        for run_id in runs {
+            inner.admit(run_id, content.len())?;
+        }
+        inner.fill(object_id, content);
         Ok(true)
     }
 
@@ -204,8 +267,9 @@ impl ObjectStore {
         self.lock().tree(object_id)
     }
 
-    /// Stores all objects of a message directly, registered under `run_id` (for replies
-    /// the SuperLink makes itself). Returns the tree and the message id.
+    /// Stores all objects of a message directly, registered under `run_id` (for messages
+    /// the host makes itself: past the run's limit, as they are small and owed). Returns
+    /// the tree and the message id.
     pub fn insert_message(&self, run_id: u64, message: &Message) -> (pb::ObjectTree, String) {
         let (tree, objects, id) = objects::message_to_objects(message);
         let mut inner = self.lock();
@@ -214,6 +278,14 @@ impl ObjectStore {
             inner.fill(&object_id, bytes);
         }
         (tree, id)
+    }
+
+    /// [`ObjectStore::insert_message`] for a message an app handed over: fails, storing
+    /// nothing, if it would take the run past its limit.
+    pub fn try_insert_message(&self, run_id: u64, message: &Message) -> Result<(pb::ObjectTree, String), ObjectError> {
+        let (tree, objects, id) = objects::message_to_objects(message);
+        self.register_messages(run_id, &[&tree], objects)?;
+        Ok((tree, id))
     }
 
     /// Deletes the object if no registered parent references it, then, the same way, its
@@ -232,6 +304,7 @@ impl ObjectStore {
     pub fn delete_run(&self, run_id: u64) -> Vec<(String, usize)> {
         let mut inner = self.lock();
         let mut deleted = Vec::new();
+        inner.charged.remove(&run_id);
         let Some(ids) = inner.runs.remove(&run_id) else {
             return deleted;
         };
@@ -244,6 +317,7 @@ impl ObjectStore {
                 inner.delete(&id, &mut deleted);
             }
         }
+        inner.shrink();
         deleted
     }
 
@@ -264,22 +338,73 @@ impl ObjectStore {
 }
 
 impl Inner {
+    /// What registering `nodes` would add to `run_id`'s charge.
+    fn registration_cost(&self, run_id: u64, nodes: &[&pb::ObjectTree]) -> usize {
+        let mut seen = HashSet::new();
+        nodes
+            .iter()
+            .filter(|n| seen.insert(n.object_id.as_str()))
+            .map(|n| match self.entries.get(&n.object_id) {
+                Some(e) if e.runs.contains(&run_id) => 0,
+                Some(e) => OBJECT_OVERHEAD + e.content.as_ref().map_or(0, Bytes::len),
+                None => OBJECT_OVERHEAD,
+            })
+            .sum()
+    }
+
+    /// Fails unless `run_id` may be charged `more` bytes.
+    fn admit(&self, run_id: u64, more: usize) -> Result<(), ObjectError> {
+        let held = self.charged.get(&run_id).copied().unwrap_or(0);
+        match held.checked_add(more) {
+            Some(total) if total <= self.run_limit => Ok(()),
+            _ => Err(ObjectError::RunQuota { run_id, held, wanted: more, limit: self.run_limit }),
+        }
+    }
+
+    fn charge(&mut self, run_id: u64, bytes: usize) {
+        *self.charged.entry(run_id).or_default() += bytes;
+    }
+
+    fn uncharge(&mut self, run_id: u64, bytes: usize) {
+        if let Some(held) = self.charged.get_mut(&run_id) {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                self.charged.remove(&run_id);
+            }
+        }
+    }
+
+    /// Gives back the room of maps that once held far more than they do now (a run that
+    /// flooded the store must not keep its peak).
+    fn shrink(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.entries);
+        shrink(&mut self.runs);
+        shrink(&mut self.charged);
+    }
+
     /// Registers tree nodes given in post-order; returns the ids not yet available.
     fn register(&mut self, run_id: u64, nodes: &[&pb::ObjectTree]) -> Vec<String> {
         let mut missing = Vec::new();
         let mut listed = HashSet::new();
         for node in nodes {
             let id = &node.object_id;
-            let available = match self.entries.get_mut(id) {
+            let (available, cost) = match self.entries.get_mut(id) {
                 Some(entry) => {
-                    entry.runs.insert(run_id);
-                    entry.content.is_some()
+                    let len = entry.content.as_ref().map(Bytes::len);
+                    let cost = if entry.runs.insert(run_id) { OBJECT_OVERHEAD + len.unwrap_or(0) } else { 0 };
+                    (len.is_some(), cost)
                 }
                 None => {
                     self.add_entry(run_id, node);
-                    false
+                    (false, OBJECT_OVERHEAD)
                 }
             };
+            self.charge(run_id, cost);
             self.runs.entry(run_id).or_default().insert(id.clone());
             if !available && listed.insert(id.clone()) {
                 missing.push(id.clone());
@@ -302,11 +427,15 @@ impl Inner {
 
     /// Makes a registered object available (no checks: the caller made the bytes).
     fn fill(&mut self, id: &str, bytes: Bytes) {
-        if let Some(entry) = self.entries.get_mut(id) {
-            if entry.content.is_none() {
-                self.total_bytes += bytes.len();
-                entry.content = Some(bytes);
-            }
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        if entry.content.is_some() {
+            return;
+        }
+        let (len, runs) = (bytes.len(), entry.runs.iter().copied().collect::<Vec<_>>());
+        entry.content = Some(bytes);
+        self.total_bytes += len;
+        for run_id in runs {
+            self.charge(run_id, len);
         }
     }
 
@@ -324,7 +453,11 @@ impl Inner {
             for run in &entry.runs {
                 if let Some(ids) = self.runs.get_mut(run) {
                     ids.remove(&id);
+                    if ids.is_empty() {
+                        self.runs.remove(run);
+                    }
                 }
+                self.uncharge(*run, OBJECT_OVERHEAD + len);
             }
             for child in entry.children {
                 if let Some(c) = self.entries.get_mut(&child) {

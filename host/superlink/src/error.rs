@@ -65,6 +65,7 @@ impl Error {
             Error::State(StateError::PublicKeyInUse) => Code::Unauthenticated,
             Error::State(StateError::Backend(_)) => Code::Internal,
             Error::Object(ObjectError::Malformed { .. }) => Code::FailedPrecondition,
+            Error::Object(ObjectError::RunQuota { .. }) => Code::ResourceExhausted,
             Error::Object(_) => Code::InvalidArgument,
         }
     }
@@ -76,6 +77,7 @@ impl From<Error> for Status {
         let text = match &err {
             // Flower's exact wording, which its clients compare against.
             Error::State(StateError::PublicKeyInUse) => "Public key already in use".to_string(),
+            Error::Object(quota @ ObjectError::RunQuota { .. }) => format!("{quota} (--max-run-mb)"),
             other => other.to_string(),
         };
         match code {

@@ -83,7 +83,7 @@ impl FleetService {
     fn delete_node(&self, req: Request<pb::DeleteNodeRequest>) -> Result<pb::DeleteNodeResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         self.link.state.delete_node(node_id)?;
-        self.link.node_changed();
+        self.link.node_left(node_id);
         tracing::info!(node_id, "node deleted");
         Ok(pb::DeleteNodeResponse {})
     }
@@ -99,10 +99,11 @@ impl FleetService {
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let wait = requested_wait(&req);
+        let busy = sepal_wire::busy_runs(req.metadata()).map_err(Error::InvalidArgument)?;
         let mut stored = self.link.events.message_stored.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         let msg = loop {
-            if let Some(msg) = self.link.state.next_instruction(node_id)? {
+            if let Some(msg) = self.link.next_instruction(node_id, busy.clone())? {
                 break Some(msg);
             }
             tokio::select! {
@@ -144,23 +145,30 @@ impl FleetService {
         let run_id = msgs[0].metadata().run_id;
         self.link.require_running(run_id)?;
         let mut results = std::collections::HashMap::new();
-        let mut accepted = Vec::with_capacity(msgs.len());
+        let mut objects_to_push = Vec::new();
         for msg in msgs {
             match self.accept_reply(&msg, node_id) {
-                Ok(id) => {
+                Ok((id, missing)) => {
                     results.insert(id, 0);
-                    accepted.push(msg);
+                    for id in missing {
+                        if !objects_to_push.contains(&id) {
+                            objects_to_push.push(id);
+                        }
+                    }
                 }
                 Err(why) => tracing::warn!(node_id, reply = msg.id(), "reply dropped: {why}"),
             }
         }
-        let mut objects_to_push = self.link.register_objects(run_id, &accepted)?;
         for object in body.sepal_objects {
-            // Only objects of accepted replies are expected; others are not stored.
-            if objects_to_push.contains(&object.object_id)
-                && self.link.push_object(&object.object_id, object.object_content.into())?
-            {
-                objects_to_push.retain(|id| *id != object.object_id);
+            // Only objects of accepted replies are expected; others are not stored. One
+            // refused here is left to PushObject, which says why.
+            if !objects_to_push.contains(&object.object_id) {
+                continue;
+            }
+            match self.link.push_object(&object.object_id, object.object_content.into()) {
+                Ok(true) => objects_to_push.retain(|id| *id != object.object_id),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(node_id, object_id = object.object_id, "inline object not stored: {e}"),
             }
         }
         self.link.message_stored();
@@ -171,8 +179,9 @@ impl FleetService {
         })
     }
 
-    /// Stores one reply from node `node_id`; its id, or why it was not stored.
-    fn accept_reply(&self, msg: &StoredMessage, node_id: u64) -> Result<String> {
+    /// Stores one reply from node `node_id` within its run's quota; its id and the objects
+    /// to push, or why it was not stored (then nothing of it is kept).
+    fn accept_reply(&self, msg: &StoredMessage, node_id: u64) -> Result<(String, Vec<String>)> {
         let problems = validate_message(&msg.message, true);
         if !problems.is_empty() {
             return Err(Error::InvalidArgument(format!("malformed message: {}", problems.join(", "))));
@@ -183,9 +192,17 @@ impl FleetService {
                 msg.metadata().src_node_id
             )));
         }
+        let root = &msg.tree.object_id;
+        let known = self.link.objects.contains(root);
+        let missing = self.link.objects.preregister(msg.metadata().run_id, &msg.tree)?;
         match self.link.state.store_reply(msg.clone())? {
-            Ok(id) => Ok(id),
-            Err(rejected) => Err(Error::FailedPrecondition(rejected.to_string())),
+            Ok(id) => Ok((id, missing)),
+            Err(rejected) => {
+                if !known {
+                    self.link.objects.delete(root);
+                }
+                Err(Error::FailedPrecondition(rejected.to_string()))
+            }
         }
     }
 

@@ -65,6 +65,9 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
             link.events.run_submitted.notified().await;
             continue;
         };
+        if !admitted(&link, run_id).await {
+            continue;
+        }
         match serverapp_of(&link, run_id) {
             Ok((app, AppCode::Wasm(_))) => {
                 tokio::spawn(crate::serverapp::run(link.clone(), config.executor.clone(), run_id, app));
@@ -82,6 +85,26 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
             Err(failure) => fail(&link, run_id, &failure.to_string()),
         }
     }
+}
+
+/// How often a run waiting for a ServerApp slot looks again when nothing announces a
+/// change (a run whose ServerApp went silent ends without an event).
+const SLOT_RECHECK: Duration = Duration::from_secs(2);
+
+/// Whether the oldest pending run may start now (see [`Link::may_start_run`]); if not,
+/// waits for a change before answering.
+async fn admitted(link: &Link, run_id: u64) -> bool {
+    match link.may_start_run(run_id) {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(e) => tracing::error!("launcher cannot count running runs: {e}"),
+    }
+    let mut changed = link.events.run_changed.subscribe();
+    tokio::select! {
+        _ = changed.changed() => {}
+        _ = tokio::time::sleep(SLOT_RECHECK) => {}
+    }
+    false
 }
 
 fn start(config: &LauncherConfig, run_id: u64) -> Result<Child, String> {

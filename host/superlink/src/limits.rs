@@ -1,7 +1,8 @@
-//! How much input the SuperLink accepts where it enters. Each refusal is a
-//! RESOURCE_EXHAUSTED status that names the size and the limit; the server keeps serving.
+//! How much input the SuperLink accepts where it enters, and how much one run may hold.
+//! Each refusal is a RESOURCE_EXHAUSTED status that names the size and the limit; the
+//! server keeps serving.
 
-/// Size limits on requests.
+/// Size limits on requests, and quotas per run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputLimits {
     /// Largest FAB accepted by StartRun (Flower: 10 MiB).
@@ -21,6 +22,14 @@ pub struct InputLimits {
     /// so that messages in flight survive a restart; past it, objects are held in memory
     /// only.
     pub max_kept_object_bytes: u64,
+    /// Most bytes one run may hold in messages and payload objects (each object also
+    /// costs [`sepal_core::store::OBJECT_OVERHEAD`]), Wasm and Python ServerApps alike.
+    pub max_run_bytes: usize,
+    /// Most instructions one run may have stored at once (sent and not yet answered and
+    /// pulled).
+    pub max_run_messages: usize,
+    /// Most runs whose ServerApps run at once; later runs wait, pending.
+    pub max_concurrent_runs: usize,
 }
 
 impl Default for InputLimits {
@@ -33,6 +42,9 @@ impl Default for InputLimits {
             max_run_config_entries: 1_000,
             max_run_config_bytes: 1024 * 1024,
             max_kept_object_bytes: 4 << 30,
+            max_run_bytes: 4 << 30,
+            max_run_messages: 100_000,
+            max_concurrent_runs: 16,
         }
     }
 }

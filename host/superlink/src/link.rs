@@ -1,8 +1,8 @@
 //! What the three services share: the state, the object store, wake-ups, and the rules
 //! that more than one service applies (run status gates, message validation, objects).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sepal_core::records::{Error as MsgError, Message, Metadata};
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::limits::{too_large, InputLimits};
 use crate::objects::Objects;
 use crate::state::status::{self, RunState};
-use crate::state::{LinkState, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
+use crate::state::{LinkState, Pick, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 
 /// The shared core of a SuperLink.
 pub struct Link {
@@ -26,6 +26,19 @@ pub struct Link {
     pub events: Events,
     /// How much input is accepted.
     pub limits: InputLimits,
+    /// Per run: held while a push is checked against the run's quotas and stored.
+    push_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    /// Per node: the run it was last handed an instruction from (runs take turns).
+    last_served: Mutex<HashMap<u64, u64>>,
+    /// Finished runs whose messages and objects were let go of.
+    released: Mutex<HashSet<u64>>,
+    /// The pending run last told why it waits to start.
+    told_to_wait: Mutex<Option<u64>>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Wake-ups, so that waiters react to changes instead of polling on a timer.
@@ -60,13 +73,22 @@ impl Events {
 impl Link {
     /// A link over the given state, its objects restored from the state when it keeps them.
     pub fn new(state: Arc<dyn LinkState>, limits: InputLimits) -> Arc<Self> {
-        let objects = Objects::new(state.clone(), limits.max_kept_object_bytes);
+        let objects = Objects::new(state.clone(), limits.max_kept_object_bytes, limits.max_run_bytes);
         match objects.restore() {
             Ok(0) => {}
             Ok(n) => tracing::info!(objects = n, "payload objects of messages in flight restored from the state"),
             Err(e) => tracing::error!("cannot restore payload objects from the state: {e}"),
         }
-        Arc::new(Self { state, objects, events: Events::default(), limits })
+        Arc::new(Self {
+            state,
+            objects,
+            events: Events::default(),
+            limits,
+            push_locks: Mutex::default(),
+            last_served: Mutex::default(),
+            released: Mutex::default(),
+            told_to_wait: Mutex::default(),
+        })
     }
 
     /// The run's status, or `RunNotFound`.
@@ -81,7 +103,7 @@ impl Link {
         match RunState::parse(&status.status) {
             Some(RunState::Running) => Ok(()),
             Some(RunState::Finished) => {
-                self.objects.delete_run(run_id);
+                self.release_run(run_id);
                 Err(Error::RunRefused(RunState::refusal(&status)))
             }
             _ => Err(Error::RunRefused(RunState::refusal(&status))),
@@ -95,15 +117,134 @@ impl Link {
         let changed = self.state.update_run_status(run_id, new)?;
         if changed {
             if finished {
-                self.objects.delete_run(run_id);
+                self.release_run(run_id);
             }
             Events::bump(&self.events.run_changed);
         }
         Ok(changed)
     }
 
-    /// Hands the oldest pending run to a ServerApp (pending -> starting).
+    /// Lets go of everything a finished run holds (once): its instructions, delivered or
+    /// not, and replies, their objects, and its quota bookkeeping. Nodes are never offered
+    /// its work again.
+    fn release_run(&self, run_id: u64) {
+        if !lock(&self.released).insert(run_id) {
+            return;
+        }
+        match self.state.drop_run_messages(run_id) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(run_id, instructions = n, "the run is over: its messages still stored are dropped"),
+            Err(e) => tracing::warn!(run_id, "cannot drop the finished run's messages: {e}"),
+        }
+        self.objects.delete_run(run_id);
+        lock(&self.push_locks).remove(&run_id);
+    }
+
+    /// Stores a ServerApp's instructions for `run_id` within the run's quotas: all are
+    /// admitted or none is (RESOURCE_EXHAUSTED naming the limit and its flag). `made` are
+    /// objects the host already holds (a Wasm app's whole messages); the others are to be
+    /// pushed. An instruction the state refuses (its node is unknown) gets an empty id, as
+    /// in Flower, and leaves nothing behind. Returns the ids and the objects to push.
+    pub fn push_instructions(
+        &self,
+        run_id: u64,
+        msgs: Vec<StoredMessage>,
+        made: Vec<(String, Bytes)>,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let run_lock = lock(&self.push_locks).entry(run_id).or_default().clone();
+        let _one_push_at_a_time = lock(&run_lock);
+        let held = self.state.instruction_count(run_id)?;
+        let limit = self.limits.max_run_messages;
+        if held + msgs.len() > limit {
+            return Err(Error::ResourceExhausted(format!(
+                "run {run_id} has {held} messages in flight; {} more would pass its limit of {limit} \
+                 (--max-run-messages)",
+                msgs.len()
+            )));
+        }
+        let trees: Vec<&pb::ObjectTree> = msgs.iter().map(|m| &m.tree).collect();
+        let mut to_push = self.objects.register_messages(run_id, &trees, made)?;
+        let mut ids = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let root = msg.tree.object_id.clone();
+            match self.state.store_instruction(msg)? {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    tracing::warn!(run_id, message_id = root, "instruction not stored: {e}");
+                    self.objects.delete(&root);
+                    ids.push(String::new());
+                }
+            }
+        }
+        to_push.retain(|id| self.objects.contains(id));
+        self.message_stored();
+        Ok((ids, to_push))
+    }
+
+    /// The node's next instruction: runs take turns (see [`Pick`]), and `busy` runs (the
+    /// node takes no more of their work now) are passed over.
+    pub fn next_instruction(&self, node_id: u64, busy: Vec<u64>) -> Result<Option<StoredMessage>> {
+        let after_run = lock(&self.last_served).get(&node_id).copied();
+        let msg = self.state.next_instruction(node_id, &Pick { after_run, skip_runs: busy })?;
+        if let Some(msg) = &msg {
+            lock(&self.last_served).insert(node_id, msg.metadata().run_id);
+        }
+        Ok(msg)
+    }
+
+    /// Records that a node left (wakes waiters on nodes).
+    pub fn node_left(&self, node_id: u64) {
+        lock(&self.last_served).remove(&node_id);
+        self.node_changed();
+    }
+
+    /// Fails with RESOURCE_EXHAUSTED if an object is larger than the limit.
+    pub fn check_object_size(&self, object_id: &str, len: usize) -> Result<()> {
+        if len > self.limits.max_object_bytes {
+            return Err(too_large(&format!("object {object_id}, in bytes,"), len, self.limits.max_object_bytes));
+        }
+        Ok(())
+    }
+
+    /// How many runs have a ServerApp now (starting or running). A run found over (its
+    /// ServerApp went silent) is let go of.
+    pub fn active_runs(&self) -> Result<usize> {
+        let mut active = 0;
+        for run_id in self.state.active_run_ids()? {
+            match self.state.run(run_id)?.as_ref().and_then(RunState::of) {
+                Some(RunState::Starting | RunState::Running) => active += 1,
+                Some(RunState::Finished) => self.release_run(run_id),
+                _ => {}
+            }
+        }
+        Ok(active)
+    }
+
+    /// Whether the pending run `run_id` may start now: fewer than `max_concurrent_runs`
+    /// runs have a ServerApp. If not, the run's log and the SuperLink's say why, once.
+    pub fn may_start_run(&self, run_id: u64) -> Result<bool> {
+        if self.active_runs()? < self.limits.max_concurrent_runs {
+            return Ok(true);
+        }
+        if lock(&self.told_to_wait).replace(run_id) != Some(run_id) {
+            let max = self.limits.max_concurrent_runs;
+            tracing::info!(run_id, "run waits: {max} runs are running, the most at once (--max-concurrent-runs)");
+            let line = format!(
+                "SEPAL   : waiting to start: {max} runs are running, the most this SuperLink runs at once \
+                 (--max-concurrent-runs); this run starts when one of them ends\n"
+            );
+            self.add_log(run_id, &line)?;
+        }
+        Ok(false)
+    }
+
+    /// Hands the oldest pending run to a ServerApp (pending -> starting), unless as many
+    /// runs as allowed already have one.
     pub fn claim_pending_run(&self) -> Result<Option<u64>> {
+        match self.state.pending_run_ids()?.first() {
+            Some(&oldest) if self.may_start_run(oldest)? => {}
+            _ => return Ok(None),
+        }
         let claimed = self.state.claim_pending_run()?;
         if claimed.is_some() {
             Events::bump(&self.events.run_changed);
@@ -169,24 +310,9 @@ impl Link {
             .collect()
     }
 
-    /// Preregisters the objects of messages and returns the ids still to be pushed.
-    pub fn register_objects(&self, run_id: u64, msgs: &[StoredMessage]) -> Result<Vec<String>> {
-        let mut missing = BTreeSet::new();
-        for msg in msgs {
-            missing.extend(self.objects.preregister(run_id, &msg.tree)?);
-        }
-        Ok(missing.into_iter().collect())
-    }
-
     /// Stores a pushed object; `false` when it was not expected or its hash is wrong.
     pub fn push_object(&self, object_id: &str, content: Bytes) -> Result<bool> {
-        if content.len() > self.limits.max_object_bytes {
-            return Err(too_large(
-                &format!("object {object_id}, in bytes,"),
-                content.len(),
-                self.limits.max_object_bytes,
-            ));
-        }
+        self.check_object_size(object_id, content.len())?;
         match self.objects.put(object_id, content) {
             Ok(true) => {
                 Events::bump(&self.events.object_stored);

@@ -28,9 +28,11 @@ pub struct Objects {
 }
 
 impl Objects {
-    /// Objects for `state`, keeping at most `max_kept_bytes` in it.
-    pub fn new(state: Arc<dyn LinkState>, max_kept_bytes: u64) -> Self {
-        Objects { store: ObjectStore::new(), state, max_kept_bytes, kept_bytes: AtomicU64::new(0) }
+    /// Objects for `state`, keeping at most `max_kept_bytes` in it; no run may hold more
+    /// than `max_run_bytes` (see [`ObjectStore::with_run_limit`]).
+    pub fn new(state: Arc<dyn LinkState>, max_kept_bytes: u64, max_run_bytes: usize) -> Self {
+        let store = ObjectStore::with_run_limit(max_run_bytes);
+        Objects { store, state, max_kept_bytes, kept_bytes: AtomicU64::new(0) }
     }
 
     /// Puts the kept objects of the messages stored in the state back in memory, and
@@ -92,6 +94,29 @@ impl Objects {
     /// Registers a message's tree under its run; the ids still to be pushed.
     pub fn preregister(&self, run_id: u64, tree: &pb::ObjectTree) -> Result<Vec<String>, ObjectError> {
         self.store.preregister(run_id, tree)
+    }
+
+    /// See [`ObjectStore::register_messages`]; the objects `made` are kept too.
+    pub fn register_messages(
+        &self,
+        run_id: u64,
+        trees: &[&pb::ObjectTree],
+        made: Vec<(String, Bytes)>,
+    ) -> Result<Vec<String>, ObjectError> {
+        let kept = if self.state.keeps_objects() { made.clone() } else { Vec::new() };
+        let missing = self.store.register_messages(run_id, trees, made)?;
+        self.keep(kept);
+        Ok(missing)
+    }
+
+    /// Whether the object is registered (pending or available).
+    pub fn contains(&self, object_id: &str) -> bool {
+        self.store.contains(object_id)
+    }
+
+    /// What `run_id` holds, in bytes (see [`ObjectStore::run_bytes`]).
+    pub fn run_bytes(&self, run_id: u64) -> usize {
+        self.store.run_bytes(run_id)
     }
 
     /// Stores a pushed object (see [`ObjectStore::put`]), and keeps it.
@@ -204,7 +229,7 @@ mod tests {
     use super::*;
     use crate::link::Link;
     use crate::state::sqlite::SqliteState;
-    use crate::state::{status, NewRun, StoredMessage};
+    use crate::state::{status, NewRun, Pick, StoredMessage};
     use crate::InputLimits;
 
     fn open(path: &std::path::Path) -> Arc<Link> {
@@ -245,7 +270,8 @@ mod tests {
         let (run_id, id) = instruction(&open(&path), 1000);
 
         let link = open(&path);
-        let delivered = link.state.next_instruction(link.state.online_nodes().unwrap()[0]).unwrap().unwrap();
+        let delivered =
+            link.state.next_instruction(link.state.online_nodes().unwrap()[0], &Pick::default()).unwrap().unwrap();
         assert_eq!(delivered.id(), id);
         let message = link.objects.message(&delivered.message, &delivered.tree).expect("the payload is back");
         assert_eq!(message.metadata.run_id, run_id);
@@ -272,7 +298,10 @@ mod tests {
 
         let link = open(&path);
         let node = link.state.online_nodes().unwrap()[0];
-        assert!(link.state.next_instruction(node).unwrap().is_none(), "dropped, not handed out without its payload");
+        assert!(
+            link.state.next_instruction(node, &Pick::default()).unwrap().is_none(),
+            "dropped, not handed out without its payload"
+        );
         let lookup = link.state.take_replies(std::slice::from_ref(&id)).unwrap();
         let (reply, _) = link.reply_to_wire(run_id, lookup.into_iter().next().unwrap()).expect("an error reply");
         assert!(reply.error.is_some(), "the ServerApp learns the message is gone: {reply:?}");

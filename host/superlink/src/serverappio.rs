@@ -51,19 +51,7 @@ impl ServerAppIoService {
                 req.run_id
             )));
         }
-        let mut message_ids = Vec::with_capacity(msgs.len());
-        for msg in &msgs {
-            match self.link.state.store_instruction(msg.clone())? {
-                Ok(id) => message_ids.push(id),
-                Err(e) => {
-                    // Flower's contract: an empty id marks the message that was not stored.
-                    tracing::warn!(message_id = msg.id(), "instruction not stored: {e}");
-                    message_ids.push(String::new());
-                }
-            }
-        }
-        let objects_to_push = self.link.register_objects(req.run_id, &msgs)?;
-        self.link.message_stored();
+        let (message_ids, objects_to_push) = self.link.push_instructions(req.run_id, msgs, Vec::new())?;
         Ok(pb::PushAppMessagesResponse { message_ids, objects_to_push })
     }
 

@@ -46,6 +46,48 @@ pub const INLINE_OBJECTS_HEADER: &str = "sepal-inline-objects";
 /// by PullObject / PushObject as in Flower.
 pub const INLINE_OBJECTS_MAX_BYTES: usize = 8 << 20;
 
+/// Metadata by which a Sepal SuperNode names, in a PullMessages, the runs it takes no more
+/// work from now (comma-separated run ids: its workers for them are busy), so that a
+/// Sepal SuperLink offers another run's instruction instead. Flower's components never
+/// send it.
+pub const BUSY_RUNS_HEADER: &str = "sepal-busy-runs";
+
+/// The most run ids [`BUSY_RUNS_HEADER`] may carry.
+pub const MAX_BUSY_RUNS: usize = 256;
+
+/// The runs a request names with [`BUSY_RUNS_HEADER`]; empty without one. A malformed or
+/// too long list is an error that says what was wrong.
+pub fn busy_runs(metadata: &tonic::metadata::MetadataMap) -> Result<Vec<u64>, String> {
+    let Some(value) = metadata.get(BUSY_RUNS_HEADER) else {
+        return Ok(Vec::new());
+    };
+    let text = value.to_str().map_err(|_| format!("{BUSY_RUNS_HEADER} is not ASCII"))?;
+    let ids = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                format!("{BUSY_RUNS_HEADER}: {:?} is not a run id", s.chars().take(24).collect::<String>())
+            })
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    if ids.len() > MAX_BUSY_RUNS {
+        return Err(format!("{BUSY_RUNS_HEADER} names {} runs; at most {MAX_BUSY_RUNS} are accepted", ids.len()));
+    }
+    Ok(ids)
+}
+
+/// Names the runs this request takes no more work from (see [`BUSY_RUNS_HEADER`]).
+pub fn name_busy_runs<T>(req: &mut tonic::Request<T>, runs: &[u64]) {
+    if runs.is_empty() {
+        return;
+    }
+    let text = runs.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    if let Ok(value) = text.parse() {
+        req.metadata_mut().insert(BUSY_RUNS_HEADER, value);
+    }
+}
+
 /// The wait a request asks for with [`WAIT_HEADER`], at most `max`; zero without one.
 pub fn requested_wait(metadata: &tonic::metadata::MetadataMap, max: Duration) -> Duration {
     let ms = metadata.get(WAIT_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -78,6 +120,19 @@ mod tests {
         ask_to_wait(&mut req, Duration::from_millis(1500));
         assert_eq!(requested_wait(req.metadata(), Duration::from_secs(5)), Duration::from_millis(1500));
         assert_eq!(requested_wait(req.metadata(), Duration::from_secs(1)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn busy_runs_round_trip_and_bad_lists_are_refused() {
+        let mut req = tonic::Request::new(());
+        assert_eq!(busy_runs(req.metadata()), Ok(vec![]));
+        name_busy_runs(&mut req, &[7, u64::MAX]);
+        assert_eq!(busy_runs(req.metadata()), Ok(vec![7, u64::MAX]));
+        req.metadata_mut().insert(BUSY_RUNS_HEADER, "7,seven".parse().unwrap());
+        assert!(busy_runs(req.metadata()).unwrap_err().contains("\"seven\" is not a run id"));
+        let many = (0..=MAX_BUSY_RUNS).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        req.metadata_mut().insert(BUSY_RUNS_HEADER, many.parse().unwrap());
+        assert!(busy_runs(req.metadata()).unwrap_err().contains("at most 256"));
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub struct SuperlinkArgs {
     /// flight survive a restart (past it, payload is held in memory only) (Sepal addition).
     #[arg(long, default_value_t = 4096)]
     max_kept_objects_mb: u64,
+    /// Most MiB one run may hold at the SuperLink in messages and payload objects; a push
+    /// past it is refused, storing nothing (Sepal addition).
+    #[arg(long, default_value_t = 4096)]
+    max_run_mb: usize,
+    /// Most instructions one run may have in flight (sent, not yet answered and pulled);
+    /// a push past it is refused (Sepal addition).
+    #[arg(long, default_value_t = 100_000)]
+    max_run_messages: usize,
+    /// Most runs whose ServerApps run at once; later runs stay pending, and their logs
+    /// say why, until one ends (Sepal addition).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrent_runs: u64,
     /// Where FABs are kept (accepted for compatibility; FABs are held with the state).
     #[arg(long)]
     storage_dir: Option<PathBuf>,
@@ -181,8 +193,17 @@ impl SuperlinkArgs {
         let isolation = Isolation::from(self.isolation);
         let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");
-        let wasm = self.wasm.settings(std::time::Duration::from_secs(86_400))?;
-        let limits = InputLimits { max_kept_object_bytes: self.max_kept_objects_mb << 20, ..InputLimits::default() };
+        let mut wasm = self.wasm.settings(std::time::Duration::from_secs(86_400))?;
+        // One sandbox slot per run that may run at once: a Wasm ServerApp holds its slot
+        // for the whole run, so admission, not the sandbox, decides who waits.
+        wasm.engine.concurrency = u32::try_from(self.max_concurrent_runs).unwrap_or(u32::MAX);
+        let limits = InputLimits {
+            max_kept_object_bytes: self.max_kept_objects_mb << 20,
+            max_run_bytes: self.max_run_mb.saturating_mul(1 << 20),
+            max_run_messages: self.max_run_messages,
+            max_concurrent_runs: self.max_concurrent_runs as usize,
+            ..InputLimits::default()
+        };
         let config =
             Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, limits, ..Config::new(isolation) };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {

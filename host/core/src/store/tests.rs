@@ -259,3 +259,58 @@ fn concurrent_puts() {
     }
     assert!(store.is_empty());
 }
+
+#[test]
+fn a_run_is_charged_for_what_it_holds_until_it_is_deleted() {
+    let store = ObjectStore::new();
+    let (tree, objects, id) = parts(2);
+    let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
+    store.preregister(1, &tree).unwrap();
+    assert_eq!(store.run_bytes(1), objects.len() * OBJECT_OVERHEAD);
+    push_all(&store, &objects);
+    assert_eq!(store.run_bytes(1), objects.len() * OBJECT_OVERHEAD + bytes);
+    // The same tree again charges nothing more; another run is charged in full.
+    store.preregister(1, &tree).unwrap();
+    store.preregister(7, &tree).unwrap();
+    assert_eq!(store.run_bytes(1), store.run_bytes(7));
+
+    store.delete_run(7);
+    assert_eq!(store.run_bytes(7), 0);
+    store.delete(&id);
+    assert_eq!(store.run_bytes(1), 0);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn a_run_at_its_limit_stores_nothing_more() {
+    let (tree, objects, _) = parts(2);
+    let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
+    let registered = objects.len() * OBJECT_OVERHEAD;
+    // Room for the registrations and all the bytes but one.
+    let store = ObjectStore::with_run_limit(registered + bytes - 1);
+    store.preregister(1, &tree).unwrap();
+    let mut refused = Vec::new();
+    for (id, content) in &objects {
+        match store.put(id, content.clone()) {
+            Ok(stored) => assert!(stored),
+            Err(ObjectError::RunQuota { run_id: 1, limit, .. }) => {
+                assert_eq!(limit, registered + bytes - 1);
+                refused.push(id.clone());
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(refused.len(), 1, "only the last object to come no longer fits");
+    assert_eq!(store.get(&refused[0]), ObjectLookup::Pending, "a refused object is not stored");
+    assert!(store.run_bytes(1) < registered + bytes);
+
+    // Registering a message that does not fit stores nothing; another run is not affected.
+    let (other_tree, _, _) = parts(3);
+    let before = store.len();
+    assert!(matches!(store.preregister(1, &other_tree), Err(ObjectError::RunQuota { .. })));
+    assert_eq!(store.len(), before);
+    store.preregister(2, &other_tree).unwrap();
+    assert!(matches!(store.try_insert_message(1, &message(4)), Err(ObjectError::RunQuota { .. })));
+    let small = Message::with_content(metadata(4), RecordDict::new());
+    assert!(store.try_insert_message(3, &small).is_ok());
+}

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use sepal_core::objects::message_to_objects;
 use sepal_core::records::Message;
 use sepal_core::routing::prepare_instruction;
 use sepal_proto::pb;
 use sepal_sandbox::{GridError, GridFuture, GridHost};
+use tonic::Status;
 
+use crate::error::Error;
 use crate::link::Link;
-use crate::state::{ReplyLookup, StoredMessage};
+use crate::state::ReplyLookup;
 
 /// How often a waiting `send-and-receive` re-checks time-based outcomes (a node whose
 /// heartbeats lapsed, an expired message), which no event announces.
@@ -50,6 +53,15 @@ fn state_error(e: impl std::fmt::Display) -> GridError {
     GridError::Abort(e.to_string())
 }
 
+/// A refused push: the app hears why (a limit, with its flag) and may go on; a failing
+/// state ends the run.
+fn refusal(e: Error) -> GridError {
+    match e {
+        Error::State(e) => state_error(e),
+        other => app_error(Status::from(other).message()),
+    }
+}
+
 impl LinkGrid {
     pub(crate) fn new(link: Arc<Link>, run_id: u64) -> LinkGrid {
         LinkGrid { link, run_id, uploading: Mutex::default() }
@@ -60,28 +72,30 @@ impl LinkGrid {
         self.link.require_running(self.run_id).map_err(state_error)
     }
 
-    /// Stores one instruction from the app; returns its id, or "" if it was not stored.
-    fn push_one(&self, bytes: &[u8]) -> Result<String, GridError> {
-        let msg = prepare_instruction(bytes, self.run_id).map_err(|e| app_error(e.to_string()))?;
-        let (tree, id) = self.link.objects.insert_message(self.run_id, &msg);
-        let mut wire = msg.to_wire_pb();
-        if let Some(meta) = wire.metadata.as_mut() {
-            meta.message_id = id;
-        }
-        match self.link.state.store_instruction(StoredMessage { message: wire, tree }) {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(rejected)) => {
-                tracing::warn!(run_id = self.run_id, "instruction not stored: {rejected}");
-                Ok(String::new())
-            }
-            Err(e) => Err(state_error(e)),
-        }
-    }
-
+    /// Stores the app's instructions under the same limits and quotas as a ServerAppIo
+    /// push (all or none); an id is "" for one whose node is unknown, as in Flower.
     async fn push(&self, messages: Vec<Vec<u8>>) -> Result<Vec<String>, GridError> {
         self.check()?;
-        let ids = messages.iter().map(|m| self.push_one(m)).collect::<Result<Vec<_>, _>>()?;
-        self.link.message_stored();
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut wires, mut trees, mut made) = (Vec::new(), Vec::new(), Vec::new());
+        for bytes in &messages {
+            let msg = prepare_instruction(bytes, self.run_id).map_err(|e| app_error(e.to_string()))?;
+            let (tree, objects, id) = message_to_objects(&msg);
+            for (object_id, content) in &objects {
+                self.link.check_object_size(object_id, content.len()).map_err(refusal)?;
+            }
+            let mut wire = msg.to_wire_pb();
+            if let Some(meta) = wire.metadata.as_mut() {
+                meta.message_id = id;
+            }
+            wires.push(wire);
+            trees.push(tree);
+            made.extend(objects);
+        }
+        let msgs = self.link.stored_messages(wires, trees).map_err(refusal)?;
+        let (ids, _) = self.link.push_instructions(self.run_id, msgs, made).map_err(refusal)?;
         Ok(ids)
     }
 
@@ -214,6 +228,7 @@ mod tests {
     use crate::state::memory::MemoryState;
     use crate::state::status;
     use crate::state::NewRun;
+    use crate::state::{Pick, StoredMessage};
 
     /// A running run, one online node, and an instruction the app sent to it that the node
     /// has pulled: (grid, node id, the instruction as delivered, the instruction id).
@@ -229,7 +244,8 @@ mod tests {
         let content = RecordDict::new().with("config", ConfigRecord::new().with("lr", ConfigValue::Double(0.1)).into());
         let bytes = pb::Message::from(&Message::with_content(meta, content)).encode_to_vec();
         let ids = grid.push(vec![bytes]).await.unwrap();
-        let delivered = link.state.next_instruction(node).unwrap().expect("the node gets its instruction");
+        let delivered =
+            link.state.next_instruction(node, &Pick::default()).unwrap().expect("the node gets its instruction");
         (grid, node, delivered.message, ids[0].clone())
     }
 
@@ -246,7 +262,7 @@ mod tests {
         wire.metadata.as_mut().unwrap().message_id = id;
         let stored = StoredMessage { message: wire, tree };
         grid.link.state.store_reply(stored.clone()).unwrap().unwrap();
-        grid.link.register_objects(grid.run_id, &[stored]).unwrap();
+        grid.link.objects.preregister(grid.run_id, &stored.tree).unwrap();
         on_node
     }
 

@@ -8,8 +8,8 @@ use sepal_proto::pb;
 
 use super::status::{self, RunState};
 use super::{
-    check_reply, expired, random_id, InstructionRejected, LinkState, LiveMessage, NewRun, ReplyLookup, ReplyRejected,
-    StateError, StateResult, StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE,
+    check_reply, expired, random_id, InstructionRejected, LinkState, LiveMessage, NewRun, Pick, ReplyLookup,
+    ReplyRejected, StateError, StateResult, StoredMessage, HEARTBEAT_NEVER, HEARTBEAT_PATIENCE,
 };
 use crate::clock::{now_iso, now_secs};
 
@@ -26,9 +26,13 @@ struct Inner {
     nodes: HashMap<u64, NodeEntry>,
     keys: HashMap<Vec<u8>, u64>,
     fabs: HashMap<String, Bytes>,
-    /// Instructions by id, and their arrival order (Flower hands them out oldest first).
+    /// Instructions by id.
     instructions: HashMap<String, Instruction>,
-    order: BTreeMap<u64, String>,
+    /// Instruction ids by run, in arrival order.
+    by_run: HashMap<u64, BTreeMap<u64, String>>,
+    /// Undelivered instruction ids by destination node, then run, in arrival order: a
+    /// node's next instruction is found without looking at anyone else's.
+    queues: HashMap<u64, HashMap<u64, BTreeMap<u64, String>>>,
     next_seq: u64,
     replies: HashMap<String, StoredMessage>,
 }
@@ -56,6 +60,37 @@ struct Instruction {
     seq: u64,
     delivered: bool,
     reply_id: Option<String>,
+}
+
+/// Applies `remove` to the map under `key` and drops that map once it is empty.
+fn remove_nested<K: std::hash::Hash + Eq, M: Emptiable>(
+    outer: &mut HashMap<K, M>,
+    key: K,
+    remove: impl FnOnce(&mut M) -> bool,
+) -> bool {
+    let Some(inner) = outer.get_mut(&key) else { return false };
+    let removed = remove(inner);
+    if inner.is_empty() {
+        outer.remove(&key);
+    }
+    removed
+}
+
+/// What [`remove_nested`] checks for emptiness.
+trait Emptiable {
+    fn is_empty(&self) -> bool;
+}
+
+impl<K, V> Emptiable for BTreeMap<K, V> {
+    fn is_empty(&self) -> bool {
+        BTreeMap::is_empty(self)
+    }
+}
+
+impl<K, V> Emptiable for HashMap<K, V> {
+    fn is_empty(&self) -> bool {
+        HashMap::is_empty(self)
+    }
 }
 
 impl MemoryState {
@@ -90,15 +125,54 @@ impl Inner {
     }
 
     fn remove_instruction(&mut self, id: &str) {
-        if let Some(ins) = self.instructions.remove(id) {
-            self.order.remove(&ins.seq);
-            if let Some(reply) = ins.reply_id {
-                self.replies.remove(&reply);
-            }
-            if let Some(run) = self.runs.get_mut(&ins.msg.metadata().run_id) {
-                run.gone.insert(id.to_string());
+        let Some(ins) = self.instructions.remove(id) else { return };
+        let meta = ins.msg.metadata();
+        remove_nested(&mut self.by_run, meta.run_id, |ids| ids.remove(&ins.seq).is_some());
+        if !ins.delivered {
+            remove_nested(&mut self.queues, meta.dst_node_id, |runs| {
+                remove_nested(runs, meta.run_id, |ids| ids.remove(&ins.seq).is_some())
+            });
+        }
+        if let Some(reply) = ins.reply_id {
+            self.replies.remove(&reply);
+        }
+        if let Some(run) = self.runs.get_mut(&meta.run_id) {
+            run.gone.insert(id.to_string());
+        }
+    }
+
+    /// Gives back the room of message maps that once held far more than they do now (a
+    /// run that flooded the state must not leave its peak behind).
+    fn shrink(&mut self) {
+        if self.instructions.capacity() > 1024 && self.instructions.len() < self.instructions.capacity() / 4 {
+            self.instructions.shrink_to_fit();
+            self.replies.shrink_to_fit();
+        }
+    }
+
+    /// Whether the run is running now (a silent ServerApp's run is failed first).
+    fn is_running(&mut self, run_id: u64) -> bool {
+        self.run_mut(run_id).is_ok_and(|e| RunState::of(&e.run) == Some(RunState::Running))
+    }
+
+    /// The oldest deliverable instruction of `run_id` for `node_id`, marked delivered;
+    /// expired ones met on the way leave the queue (they stay for the ServerApp's pull).
+    fn pop_instruction(&mut self, node_id: u64, run_id: u64, now: f64) -> Option<StoredMessage> {
+        let Inner { queues, instructions, .. } = self;
+        let queue = queues.get_mut(&node_id)?.get_mut(&run_id)?;
+        let mut found = None;
+        while let Some((_, id)) = queue.pop_first() {
+            let Some(ins) = instructions.get_mut(&id) else { continue };
+            if !ins.delivered && !expired(ins.msg.metadata(), now) {
+                ins.delivered = true;
+                found = Some(ins.msg.clone());
+                break;
             }
         }
+        if queue.is_empty() {
+            remove_nested(queues, node_id, |runs| runs.remove(&run_id).is_some());
+        }
+        found
     }
 
     fn lookup_reply(&mut self, id: &str, now: f64) -> ReplyLookup {
@@ -187,6 +261,18 @@ impl LinkState for MemoryState {
 
     fn pending_run_ids(&self) -> StateResult<Vec<u64>> {
         Ok(self.lock().pending())
+    }
+
+    fn active_run_ids(&self) -> StateResult<Vec<u64>> {
+        let inner = self.lock();
+        let mut active: Vec<(u64, u64)> = inner
+            .runs
+            .iter()
+            .filter(|(_, e)| matches!(RunState::of(&e.run), Some(RunState::Starting | RunState::Running)))
+            .map(|(id, e)| (e.seq, *id))
+            .collect();
+        active.sort_unstable();
+        Ok(active.into_iter().map(|(_, id)| id).collect())
     }
 
     fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool> {
@@ -307,21 +393,26 @@ impl LinkState for MemoryState {
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.order.insert(seq, id.clone());
+        let (run_id, node_id) = (meta.run_id, meta.dst_node_id);
+        inner.by_run.entry(run_id).or_default().insert(seq, id.clone());
+        inner.queues.entry(node_id).or_default().entry(run_id).or_default().insert(seq, id.clone());
         inner.instructions.insert(id.clone(), Instruction { msg, seq, delivered: false, reply_id: None });
         Ok(Ok(id))
     }
 
-    fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>> {
+    fn next_instruction(&self, node_id: u64, pick: &Pick) -> StateResult<Option<StoredMessage>> {
         let now = now_secs();
         let mut inner = self.lock();
-        let Inner { order, instructions, .. } = &mut *inner;
-        for id in order.values() {
-            let ins = instructions.get_mut(id).expect("order and instructions agree");
-            let meta = ins.msg.metadata();
-            if meta.dst_node_id == node_id && !ins.delivered && !expired(meta, now) {
-                ins.delivered = true;
-                return Ok(Some(ins.msg.clone()));
+        let Some(queue) = inner.queues.get(&node_id) else {
+            return Ok(None);
+        };
+        let mut runs: Vec<u64> = queue.keys().copied().filter(|r| !pick.skip_runs.contains(r)).collect();
+        runs.sort_by_key(|r| pick.turn_key(*r));
+        for run_id in runs {
+            if inner.is_running(run_id) {
+                if let Some(msg) = inner.pop_instruction(node_id, run_id, now) {
+                    return Ok(Some(msg));
+                }
             }
         }
         Ok(None)
@@ -371,17 +462,24 @@ impl LinkState for MemoryState {
     }
 
     fn instruction_ids_of_run(&self, run_id: u64) -> StateResult<Vec<String>> {
-        let inner = self.lock();
-        Ok(inner.order.values().filter(|id| inner.instructions[*id].msg.metadata().run_id == run_id).cloned().collect())
+        Ok(self.lock().by_run.get(&run_id).map(|ids| ids.values().cloned().collect()).unwrap_or_default())
     }
 
-    fn has_instruction_for(&self, node_id: u64) -> StateResult<bool> {
-        let now = now_secs();
-        let inner = self.lock();
-        Ok(inner.instructions.values().any(|i| {
-            let m = i.msg.metadata();
-            m.dst_node_id == node_id && !i.delivered && !expired(m, now)
-        }))
+    fn instruction_count(&self, run_id: u64) -> StateResult<usize> {
+        Ok(self.lock().by_run.get(&run_id).map_or(0, BTreeMap::len))
+    }
+
+    fn drop_run_messages(&self, run_id: u64) -> StateResult<usize> {
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner.by_run.get(&run_id).map(|ids| ids.values().cloned().collect()).unwrap_or_default();
+        for id in &ids {
+            inner.remove_instruction(id);
+        }
+        if let Some(run) = inner.runs.get_mut(&run_id) {
+            run.gone = HashSet::new();
+        }
+        inner.shrink();
+        Ok(ids.len())
     }
 
     fn live_messages(&self) -> StateResult<Vec<LiveMessage>> {

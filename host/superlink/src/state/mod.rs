@@ -197,6 +197,27 @@ pub(crate) fn random_id(taken: impl Fn(u64) -> StateResult<bool>) -> StateResult
     }
 }
 
+/// Which run a node's next instruction comes from: runs take turns. Among the running
+/// runs with an instruction waiting for the node, not in `skip_runs`, the first after
+/// `after_run` in id order (wrapping around), so that one run's many instructions cannot
+/// hold back another's. Within a run, the oldest instruction goes first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pick {
+    /// The run the node was last served from.
+    pub after_run: Option<u64>,
+    /// Runs the node cannot take more work from now (a Sepal SuperNode says which).
+    pub skip_runs: Vec<u64>,
+}
+
+impl Pick {
+    /// Whether `run_id` comes after [`Pick::after_run`] in a turn: its place in the order
+    /// the backends share (runs after the last one served first, then the rest, each part
+    /// by id).
+    pub fn turn_key(&self, run_id: u64) -> (bool, u64) {
+        (self.after_run.is_some_and(|after| run_id <= after), run_id)
+    }
+}
+
 /// The answer to one requested instruction id when the ServerApp pulls replies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyLookup {
@@ -248,6 +269,10 @@ pub trait LinkState: Send + Sync + 'static {
 
     /// Ids of the runs that are pending.
     fn pending_run_ids(&self) -> StateResult<Vec<u64>>;
+
+    /// Ids of the runs whose stored status is starting or running, oldest first (a run
+    /// whose ServerApp went silent is among them until [`LinkState::run`] fails it).
+    fn active_run_ids(&self) -> StateResult<Vec<u64>>;
 
     /// Records a ServerApp heartbeat; `false` unless the run is starting or running.
     fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool>;
@@ -301,9 +326,10 @@ pub trait LinkState: Send + Sync + 'static {
     /// Stores an instruction (ServerApp -> node) and returns its id.
     fn store_instruction(&self, msg: StoredMessage) -> StateResult<Result<String, InstructionRejected>>;
 
-    /// Hands out the oldest undelivered, unexpired instruction for a node, marking it
-    /// delivered.
-    fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>>;
+    /// Hands out an undelivered, unexpired instruction for a node, marking it delivered:
+    /// the oldest of the run [`Pick`] chooses. Instructions of runs that are not running
+    /// are never handed out.
+    fn next_instruction(&self, node_id: u64, pick: &Pick) -> StateResult<Option<StoredMessage>>;
 
     /// Stores a reply (node -> ServerApp) after checking it against its instruction.
     fn store_reply(&self, msg: StoredMessage) -> StateResult<Result<String, ReplyRejected>>;
@@ -315,11 +341,16 @@ pub trait LinkState: Send + Sync + 'static {
     /// Deletes instructions (and their replies).
     fn delete_messages(&self, instruction_ids: &[String]) -> StateResult<()>;
 
-    /// Ids of every stored instruction of a run.
+    /// Ids of every stored instruction of a run, oldest first.
     fn instruction_ids_of_run(&self, run_id: u64) -> StateResult<Vec<String>>;
 
-    /// Whether a node has an instruction waiting to be pulled.
-    fn has_instruction_for(&self, node_id: u64) -> StateResult<bool>;
+    /// How many instructions of a run are stored (delivered or not, answered or not).
+    fn instruction_count(&self, run_id: u64) -> StateResult<usize>;
+
+    /// Deletes every instruction and reply of a run that is over, and what tells its late
+    /// replies apart (a run that is over takes no reply); returns how many instructions
+    /// were deleted.
+    fn drop_run_messages(&self, run_id: u64) -> StateResult<usize>;
 
     /// The instructions and replies stored now (at start, the objects they need are put
     /// back in the object store).

@@ -112,7 +112,7 @@ impl Signer {
     /// [`RESIGN_AFTER`] old.
     pub fn sign_current(&self, md: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if !current.as_ref().is_some_and(|signed| signed.made.elapsed() < RESIGN_AFTER) {
+        if current.as_ref().is_none_or(|signed| signed.made.elapsed() >= RESIGN_AFTER) {
             let timestamp = crate::time::now_iso();
             let signature = self.signature(&timestamp)?;
             *current = Some(Signed { made: Instant::now(), timestamp, signature });

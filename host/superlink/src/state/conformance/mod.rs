@@ -45,6 +45,8 @@ pub(crate) fn run_all(make: Factory<'_>) {
     messages::deleted_messages_leave_tombstones(make);
     messages::live_messages_are_the_stored_instructions_and_replies(make);
     messages::kept_objects_come_back_until_forgotten(make);
+    messages::runs_take_turns_and_busy_runs_are_passed_over(make);
+    messages::only_running_runs_are_served_and_finished_ones_are_dropped(make);
     edge_values::ids_span_the_whole_u64_range(make);
     edge_values::nan_heartbeat_intervals_behave_like_flower(make);
 }
@@ -80,6 +82,15 @@ fn new_run(state: &dyn LinkState) -> u64 {
             ..Default::default()
         })
         .unwrap()
+}
+
+/// A run whose ServerApp is running (nodes are only handed instructions of such runs).
+fn running_run(state: &dyn LinkState) -> u64 {
+    let run_id = new_run(state);
+    for s in [super::status::STARTING, super::status::RUNNING] {
+        assert!(state.update_run_status(run_id, super::status::status(s, "", "")).unwrap());
+    }
+    run_id
 }
 
 fn status_of(state: &dyn LinkState, run_id: u64) -> pb::RunStatus {

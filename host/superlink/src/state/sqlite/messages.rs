@@ -4,13 +4,14 @@
 use prost::Message as _;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::codec::{decode_message, sql_id, sql_time, time_of};
+use super::codec::{decode_message, id_of, sql_id, sql_time, time_of};
 use super::nodes::node_exists;
 use super::runs::run_exists;
 use super::{Commit, SqliteState};
 use crate::clock::now_secs;
 use crate::state::{
-    check_reply, expired, InstructionRejected, LiveMessage, ReplyLookup, ReplyRejected, StateResult, StoredMessage,
+    check_reply, expired, status, InstructionRejected, LiveMessage, Pick, ReplyLookup, ReplyRejected, StateResult,
+    StoredMessage,
 };
 
 /// The instruction with this id.
@@ -101,22 +102,28 @@ pub(super) fn store_instruction(
     })
 }
 
-pub(super) fn next_instruction(state: &SqliteState, node_id: u64) -> StateResult<Option<StoredMessage>> {
+pub(super) fn next_instruction(state: &SqliteState, node_id: u64, pick: &Pick) -> StateResult<Option<StoredMessage>> {
     let now = now_secs();
     state.write(Commit::Durable, |conn| {
-        // A NULL expiry is a NaN one, which never counts as expired.
-        let row = conn
+        // The candidate runs with the first instruction of each, in the order of
+        // `Pick::turn_key` (run ids compared as the u64 they are); a NULL expiry is a NaN
+        // one, which never counts as expired.
+        let mut candidates: Vec<(u64, i64)> = conn
             .prepare_cached(
-                "SELECT seq, message, tree FROM instruction WHERE dst_node_id = ?1 AND delivered = 0 \
-                 AND (expires_at IS NULL OR expires_at >= ?2) ORDER BY seq LIMIT 1",
+                "SELECT i.run_id, MIN(i.seq) FROM instruction i JOIN run r ON r.run_id = i.run_id \
+                 WHERE i.dst_node_id = ?1 AND i.delivered = 0 AND (i.expires_at IS NULL OR i.expires_at >= ?2) \
+                 AND r.status = ?3 AND (r.active_until IS NULL OR r.active_until >= ?2) GROUP BY i.run_id",
             )?
-            .query_row(params![sql_id(node_id), now], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
-            })
-            .optional()?;
-        let Some((seq, message, tree)) = row else {
+            .query_map(params![sql_id(node_id), now, status::RUNNING], |r| Ok((id_of(r.get(0)?), r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        candidates.retain(|(run_id, _)| !pick.skip_runs.contains(run_id));
+        candidates.sort_by_key(|(run_id, _)| pick.turn_key(*run_id));
+        let Some(&(_, seq)) = candidates.first() else {
             return Ok(None);
         };
+        let (message, tree) = conn
+            .prepare_cached("SELECT message, tree FROM instruction WHERE seq = ?1")?
+            .query_row([seq], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
         conn.prepare_cached("UPDATE instruction SET delivered = 1 WHERE seq = ?1")?.execute([seq])?;
         decode_message(&message, &tree).map(Some)
     })
@@ -179,15 +186,20 @@ pub(super) fn instruction_ids_of_run(state: &SqliteState, run_id: u64) -> StateR
     })
 }
 
-pub(super) fn has_instruction_for(state: &SqliteState, node_id: u64) -> StateResult<bool> {
-    let now = now_secs();
+pub(super) fn instruction_count(state: &SqliteState, run_id: u64) -> StateResult<usize> {
     state.read(|conn| {
-        Ok(conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM instruction WHERE dst_node_id = ?1 AND delivered = 0 \
-                 AND (expires_at IS NULL OR expires_at >= ?2))",
-            )?
-            .query_row(params![sql_id(node_id), now], |r| r.get(0))?)
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM instruction WHERE run_id = ?1")?
+            .query_row([sql_id(run_id)], |r| r.get(0))?;
+        Ok(n as usize)
+    })
+}
+
+pub(super) fn drop_run(state: &SqliteState, run_id: u64) -> StateResult<usize> {
+    state.write(Commit::Durable, |conn| {
+        let n = conn.prepare_cached("DELETE FROM instruction WHERE run_id = ?1")?.execute([sql_id(run_id)])?;
+        conn.prepare_cached("DELETE FROM gone WHERE run_id = ?1")?.execute([sql_id(run_id)])?;
+        Ok(n)
     })
 }
 

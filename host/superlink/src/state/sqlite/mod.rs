@@ -45,7 +45,7 @@ use sepal_proto::pb;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 use super::{
-    InstructionRejected, LinkState, LiveMessage, NewRun, ReplyLookup, ReplyRejected, StateError, StateResult,
+    InstructionRejected, LinkState, LiveMessage, NewRun, Pick, ReplyLookup, ReplyRejected, StateError, StateResult,
     StoredMessage,
 };
 
@@ -208,6 +208,10 @@ impl LinkState for SqliteState {
         runs::pending_ids(self)
     }
 
+    fn active_run_ids(&self) -> StateResult<Vec<u64>> {
+        runs::active_ids(self)
+    }
+
     fn ack_app_heartbeat(&self, run_id: u64, interval: f64) -> StateResult<bool> {
         runs::ack_heartbeat(self, run_id, interval)
     }
@@ -268,8 +272,8 @@ impl LinkState for SqliteState {
         messages::store_instruction(self, msg)
     }
 
-    fn next_instruction(&self, node_id: u64) -> StateResult<Option<StoredMessage>> {
-        messages::next_instruction(self, node_id)
+    fn next_instruction(&self, node_id: u64, pick: &Pick) -> StateResult<Option<StoredMessage>> {
+        messages::next_instruction(self, node_id, pick)
     }
 
     fn store_reply(&self, msg: StoredMessage) -> StateResult<Result<String, ReplyRejected>> {
@@ -288,8 +292,12 @@ impl LinkState for SqliteState {
         messages::instruction_ids_of_run(self, run_id)
     }
 
-    fn has_instruction_for(&self, node_id: u64) -> StateResult<bool> {
-        messages::has_instruction_for(self, node_id)
+    fn instruction_count(&self, run_id: u64) -> StateResult<usize> {
+        messages::instruction_count(self, run_id)
+    }
+
+    fn drop_run_messages(&self, run_id: u64) -> StateResult<usize> {
+        messages::drop_run(self, run_id)
     }
 
     fn live_messages(&self) -> StateResult<Vec<LiveMessage>> {

@@ -187,6 +187,14 @@ pub(super) fn pending_ids(state: &SqliteState) -> StateResult<Vec<u64>> {
     })
 }
 
+pub(super) fn active_ids(state: &SqliteState) -> StateResult<Vec<u64>> {
+    state.read(|conn| {
+        let mut stmt = conn.prepare_cached("SELECT run_id FROM run WHERE status IN (?1, ?2) ORDER BY seq")?;
+        let ids = stmt.query_map([status::STARTING, status::RUNNING], |r| r.get::<_, i64>(0).map(id_of))?;
+        Ok(ids.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
 pub(super) fn ack_heartbeat(state: &SqliteState, run_id: u64, interval: f64) -> StateResult<bool> {
     state.write(Commit::Relaxed, |conn| {
         let Some(mut row) = live_run(conn, run_id)? else {

@@ -13,7 +13,9 @@ use sepal_proto::pb;
 use super::{SqliteState, APPLICATION_ID, SCHEMA_VERSION};
 use crate::state::conformance::{self, message};
 use crate::state::status;
-use crate::state::{LinkState, NewRun, ReplyLookup, ReplyRejected, StateError, StoredMessage, NO_HEARTBEAT_DETAILS};
+use crate::state::{
+    LinkState, NewRun, Pick, ReplyLookup, ReplyRejected, StateError, StoredMessage, NO_HEARTBEAT_DETAILS,
+};
 
 fn open(path: &Path) -> SqliteState {
     SqliteState::open(path).unwrap()
@@ -221,7 +223,7 @@ fn fill_messages(state: &SqliteState, running: u64, a: u64, b: u64) -> (StoredMe
     let undelivered = with_tree(message(running, 1, a, "", "undelivered", 600.0));
     state.store_instruction(undelivered.clone()).unwrap().unwrap();
     state.store_instruction(with_tree(message(running, 1, b, "", "answered", 600.0))).unwrap().unwrap();
-    assert_eq!(state.next_instruction(b).unwrap().unwrap().id(), "answered");
+    assert_eq!(state.next_instruction(b, &Pick::default()).unwrap().unwrap().id(), "answered");
     let reply = with_tree(message(running, b, 1, "answered", "reply-b", 300.0));
     state.store_reply(reply.clone()).unwrap().unwrap();
     state.store_instruction(message(running, 1, a, "", "dropped", 600.0)).unwrap().unwrap();
@@ -251,10 +253,9 @@ fn check_first_restart(state: &SqliteState, before: &Before) -> u64 {
     assert_eq!(state.fab("c0ffee").unwrap().unwrap(), Bytes::from_static(b"PK\x03\x04 a fab"));
     assert_eq!(state.instruction_ids_of_run(running).unwrap(), ["undelivered", "answered"]);
     // The undelivered instruction is delivered once, as it was stored.
-    assert!(state.has_instruction_for(a).unwrap());
-    assert_eq!(state.next_instruction(a).unwrap(), Some(before.undelivered.clone()));
-    assert_eq!(state.next_instruction(a).unwrap(), None);
-    assert_eq!(state.next_instruction(b).unwrap(), None, "the delivered flag survives");
+    assert_eq!(state.next_instruction(a, &Pick::default()).unwrap(), Some(before.undelivered.clone()));
+    assert_eq!(state.next_instruction(a, &Pick::default()).unwrap(), None);
+    assert_eq!(state.next_instruction(b, &Pick::default()).unwrap(), None, "the delivered flag survives");
     // The stored reply is still pullable, once.
     assert_eq!(state.take_replies(&["answered".to_string()]).unwrap(), vec![ReplyLookup::Reply(before.reply.clone())]);
     assert_eq!(
@@ -327,6 +328,9 @@ fn crash_writer_child() {
     };
     let state = open(Path::new(&path));
     let run_id = state.create_run(NewRun { fab_id: "acme/crash".into(), ..Default::default() }).unwrap();
+    for s in [status::STARTING, status::RUNNING] {
+        assert!(state.update_run_status(run_id, status::status(s, "", "")).unwrap());
+    }
     let node = state.create_node(600.0).unwrap();
     state.bind_public_key(node, b"crash-key").unwrap();
     state.add_log(run_id, "last words\n").unwrap();
@@ -352,7 +356,7 @@ fn acknowledged_writes_survive_a_crash() {
     assert_eq!(state.run(run_id).unwrap().unwrap().fab_id, "acme/crash");
     assert_eq!(state.logs_after(run_id, 0.0).unwrap().0, "last words\n");
     let node = state.node_for_key(b"crash-key").unwrap().expect("the key binding survived");
-    assert_eq!(state.next_instruction(node).unwrap().unwrap().id(), "crash-ins");
+    assert_eq!(state.next_instruction(node, &Pick::default()).unwrap().unwrap().id(), "crash-ins");
 }
 
 #[test]

@@ -40,6 +40,12 @@
 //! - `garbage`: returns a context that is no protobuf (component crate, past the SDK).
 //! - `garbage-push`: pushes bytes that are no protobuf, and a message to node 0, through
 //!   the grid, and logs what the grid answered (`SERVER garbage-push: ...`).
+//! - Attacks on what runs share (the [`quota`] module), each logging one
+//!   `SERVER <attack>: ...` line and finishing: `push-nowhere:N:MIB` (N pushes of MIB MiB
+//!   to a node that does not exist), `push-hoard:N:MIB` (one push of N messages of MIB MiB
+//!   to the first node, then a small one), `push-flood:N:BATCH` (N tiny `ok` messages to
+//!   the first node, BATCH per push, then finish at once), `spin-nodes:K` (K `loop`
+//!   messages to every node at once, waiting `reply-timeout` for their error replies).
 //!
 //! Everything here also builds natively; `cargo test` checks the harmless paths.
 
@@ -137,6 +143,19 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context, raw_push: RawPush) -> Res
         "env" => info!("SERVER env: {}", env_report()),
         "socket" => info!("SERVER socket: {}", connect(ctx.run_config.get_str_or("target", ""))),
         "flood" => info!("SERVER flood: {}", flood(arg.parse().ok())),
+        "push-nowhere" => info!("SERVER push-nowhere: {}", quota::push_nowhere(grid, num(arg, 0), num(arg, 1))),
+        "push-hoard" => {
+            let node = first_node(grid, ctx)?;
+            info!("SERVER push-hoard: {}", quota::push_hoard(grid, node, num(arg, 0), num(arg, 1)));
+        }
+        "push-flood" => {
+            let node = first_node(grid, ctx)?;
+            info!("SERVER push-flood: {}", quota::push_flood(grid, node, num(arg, 0), num(arg, 1)));
+        }
+        "spin-nodes" => {
+            let nodes = grid.wait_for_nodes(1, Some(reply_timeout(ctx)))?;
+            info!("SERVER spin-nodes: {}", quota::spin_nodes(grid, &nodes, num(arg, 0), reply_timeout(ctx))?);
+        }
         "garbage-push" => {
             let raw = raw_push(&[vec![0xff; 32]]);
             info!("SERVER garbage-push: raw bytes -> {raw:?}");
@@ -146,6 +165,22 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context, raw_push: RawPush) -> Res
         other => return Err(AppError::new(format!("unknown attack {other:?}"))),
     }
     Ok(())
+}
+
+/// The `i`-th `:`-separated number of an attack's argument (0 if absent).
+fn num(arg: &str, i: usize) -> usize {
+    arg.split(':').nth(i).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The run config's `reply-timeout`.
+fn reply_timeout(ctx: &Context) -> Duration {
+    Duration::try_from_secs_f64(ctx.run_config.get_f64_or("reply-timeout", 60.0).max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// The lowest node id, once a node is connected.
+fn first_node(grid: &mut dyn Grid, ctx: &Context) -> Result<u64, AppError> {
+    let nodes = grid.wait_for_nodes(1, Some(reply_timeout(ctx)))?;
+    Ok(nodes.iter().copied().min().ok_or("no node")?)
 }
 
 /// Sends the first node one instruction per `client-attacks` entry and logs each outcome.
@@ -271,6 +306,8 @@ fn flood(lines: Option<u64>) -> String {
     }
     format!("flooded {i} lines")
 }
+
+pub mod quota;
 
 #[cfg(test)]
 mod tests;

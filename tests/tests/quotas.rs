@@ -1,0 +1,157 @@
+//! What one run may take from the others (issue #11), end to end: a real `sepal superlink`
+//! and `sepal supernode`s run a hostile Wasm ServerApp (`tests/apps/hostile`, attacks in
+//! its `quota` module) beside or before the Wasm quickstart, which must still finish in
+//! about the time it takes alone, while the hostile run is refused with an error that
+//! names the limit and the SuperLink stays within a stated memory bound.
+//!
+//! Needs `cargo build -p sepal-cli` and the `wasm32-wasip2` target.
+
+use std::time::{Duration, Instant};
+
+use sepal_tests::wasm_apps::{quickstart, wasm_app, SepalFederation};
+
+/// Upper bound for any one run here to finish.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Two quick rounds of the quickstart: the good run.
+const GOOD_RUN: &str = "num-server-rounds=2";
+
+/// The most the good run may take beside a hostile one: a small multiple of its time
+/// alone, with slack for a shared, noisy machine (a hostile run that held it up would
+/// take minutes to hours, as before these limits).
+fn bound(alone: Duration) -> Duration {
+    alone * 5 + Duration::from_secs(15)
+}
+
+/// Submits the quickstart and returns its id.
+fn submit_good(fed: &SepalFederation) -> u64 {
+    fed.submit(&quickstart(), GOOD_RUN).unwrap()
+}
+
+/// Waits for a run to complete; its log.
+fn completed(fed: &SepalFederation, run_id: u64) -> String {
+    let status = fed.wait_finished(run_id, RUN_TIMEOUT).unwrap();
+    let log = fed.log_show(run_id).unwrap();
+    assert_eq!(status.status, "finished:completed", "run {run_id}: {status:?}; log:\n{log}");
+    log
+}
+
+/// The quickstart alone, start to finish.
+fn good_run_alone(fed: &SepalFederation) -> Duration {
+    let started = Instant::now();
+    completed(fed, submit_good(fed));
+    started.elapsed()
+}
+
+/// Submits a hostile ServerApp attack (`attack="..."` plus `extra` run config).
+fn submit_attack(fed: &SepalFederation, attack: &str, extra: &str) -> u64 {
+    fed.submit(&wasm_app("hostile"), &format!("attack=\"{attack}\" {extra}")).unwrap()
+}
+
+/// The line the hostile ServerApp logs for `attack` (`SERVER <verb>: ...`).
+fn outcome(log: &str, verb: &str) -> String {
+    let marker = format!("SERVER {verb}: ");
+    let line = log.lines().find(|l| l.contains(&marker)).unwrap_or_else(|| panic!("no {marker:?} in:\n{log}"));
+    line[line.find(&marker).unwrap() + marker.len()..].to_string()
+}
+
+#[test]
+fn pushes_past_a_runs_quotas_are_refused_whole_and_the_superlink_stays_small() {
+    let superlink = ["--max-run-mb", "64", "--max-run-messages", "1000", "--wasm-memory-mb", "256"];
+    let mut fed = SepalFederation::start(2, &superlink, &[]).unwrap();
+    let alone = good_run_alone(&fed);
+
+    // 120 pushes of 8 MiB to a node that does not exist (960 MiB in all), beside the
+    // quickstart: each is refused and leaves nothing behind.
+    let hostile = submit_attack(&fed, "push-nowhere:120:8", "");
+    let started = Instant::now();
+    completed(&fed, submit_good(&fed));
+    let beside = started.elapsed();
+    assert_eq!(outcome(&completed(&fed, hostile), "push-nowhere"), "120 pushes, 0 stored");
+    assert!(beside <= bound(alone), "the quickstart took {beside:?} beside the flood, {alone:?} alone");
+    let peak_mib = fed.superlink().memory_kib("VmHWM").unwrap() / 1024;
+    eprintln!("SuperLink peak resident memory: {peak_mib} MiB");
+    assert!(peak_mib < 400, "the SuperLink's resident memory peaked at {peak_mib} MiB");
+
+    // 6 x 16 MiB in one push passes the 64 MiB a run may hold: refused as a whole,
+    // naming the flag; a small push after it still goes through.
+    let hoard = submit_attack(&fed, "push-hoard:6:16", "");
+    let said = outcome(&completed(&fed, hoard), "push-hoard");
+    assert!(said.starts_with("refused: ") && said.contains("--max-run-mb"), "{said}");
+    assert!(said.ends_with("small push stored 1"), "{said}");
+
+    // More messages in flight than a run may have: refused at the limit, naming the flag.
+    let flood = submit_attack(&fed, "push-flood:5000:500", "");
+    let said = outcome(&completed(&fed, flood), "push-flood");
+    assert!(said.starts_with("refused after 1000: ") && said.contains("--max-run-messages"), "{said}");
+
+    completed(&fed, submit_good(&fed));
+    fed.ensure_running().unwrap();
+}
+
+#[test]
+fn a_finished_run_leaves_no_work_behind_for_the_nodes() {
+    let mut fed = SepalFederation::start(2, &[], &[]).unwrap();
+    let alone = good_run_alone(&fed);
+
+    // 100,000 instructions for one node, and the run ends at once: the node must not
+    // spend the next run's time on them.
+    let flood = submit_attack(&fed, "push-flood:100000:10000", "");
+    assert_eq!(outcome(&completed(&fed, flood), "push-flood"), "pushed 100000");
+    let started = Instant::now();
+    completed(&fed, submit_good(&fed));
+    let after = started.elapsed();
+    assert!(after <= bound(alone), "the quickstart took {after:?} after the flood, {alone:?} alone");
+    let superlink = fed.superlink().log();
+    assert!(superlink.contains("its messages still stored are dropped"), "the SuperLink did not drop the flood");
+    fed.ensure_running().unwrap();
+}
+
+#[test]
+fn runs_past_the_concurrency_limit_wait_visibly_and_can_be_stopped() {
+    let mut fed = SepalFederation::start(2, &["--max-concurrent-runs", "2"], &[]).unwrap();
+    let exec = fed.exec_addr().to_string();
+    let stop = |fed: &SepalFederation, run_id: u64| {
+        fed.cli(&["stop", &run_id.to_string(), "--superlink", &exec]).unwrap();
+        let status = fed.wait_finished(run_id, Duration::from_secs(30)).unwrap();
+        assert_eq!(status.status, "finished:stopped", "run {run_id}");
+    };
+    let sleepers = [submit_attack(&fed, "sleep", ""), submit_attack(&fed, "sleep", "")];
+    for &run_id in &sleepers {
+        wait_for_status(&fed, run_id, "running");
+    }
+
+    // Both slots are taken: a third run waits, pending, and its log says why.
+    let waiting = submit_good(&fed);
+    let given_up = submit_good(&fed);
+    wait_for_log(&fed, waiting, "--max-concurrent-runs");
+    let listed = fed.ls().unwrap();
+    let status_of = |id: u64| listed.iter().find(|(r, _)| *r == id).map(|(_, s)| s.clone());
+    assert_eq!(status_of(waiting).as_deref(), Some("pending"), "{listed:?}");
+    assert!(fed.log_show(waiting).unwrap().contains("waiting to start"));
+
+    // A waiting run can be stopped; once a slot frees, the next one runs to completion.
+    stop(&fed, given_up);
+    stop(&fed, sleepers[0]);
+    completed(&fed, waiting);
+    stop(&fed, sleepers[1]);
+    fed.ensure_running().unwrap();
+}
+
+/// Polls until the run has `status`; fails after [`RUN_TIMEOUT`].
+fn wait_for_status(fed: &SepalFederation, run_id: u64, status: &str) {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while fed.status(run_id).unwrap().status != status {
+        assert!(Instant::now() < deadline, "run {run_id} never became {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls until the run's log contains `needle`; fails after [`RUN_TIMEOUT`].
+fn wait_for_log(fed: &SepalFederation, run_id: u64, needle: &str) {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while !fed.log_show(run_id).unwrap().contains(needle) {
+        assert!(Instant::now() < deadline, "run {run_id}'s log never said {needle:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
