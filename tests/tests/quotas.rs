@@ -138,6 +138,26 @@ fn runs_past_the_concurrency_limit_wait_visibly_and_can_be_stopped() {
     fed.ensure_running().unwrap();
 }
 
+#[test]
+fn a_runs_slow_messages_do_not_hold_up_another_run_on_the_same_nodes() {
+    let mut fed = SepalFederation::start(2, &[], &["--wasm-time-limit", "20"]).unwrap();
+    let alone = good_run_alone(&fed);
+
+    // Five messages per node that spin until the node stops them (20 s each): 100 s of
+    // work per node, one run's share at a time.
+    let spinner = submit_attack(&fed, "spin-nodes:5", "reply-timeout=300.0");
+    wait_for_status(&fed, spinner, "running");
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    completed(&fed, submit_good(&fed));
+    let beside = started.elapsed();
+    assert!(beside <= bound(alone), "the quickstart took {beside:?} beside the spinning run, {alone:?} alone");
+    assert_eq!(fed.status(spinner).unwrap().status, "running", "the spinning run still has work in hand");
+    let exec = fed.exec_addr().to_string();
+    fed.cli(&["stop", &spinner.to_string(), "--superlink", &exec]).unwrap();
+    fed.ensure_running().unwrap();
+}
+
 /// Polls until the run has `status`; fails after [`RUN_TIMEOUT`].
 fn wait_for_status(fed: &SepalFederation, run_id: u64, status: &str) {
     let deadline = Instant::now() + RUN_TIMEOUT;

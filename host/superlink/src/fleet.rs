@@ -99,11 +99,13 @@ impl FleetService {
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let wait = requested_wait(&req);
-        let busy = sepal_wire::busy_runs(req.metadata()).map_err(Error::InvalidArgument)?;
+        if let Some(busy) = sepal_wire::busy_runs(req.metadata()).map_err(Error::InvalidArgument)? {
+            self.link.node_busy_with(node_id, busy);
+        }
         let mut stored = self.link.events.message_stored.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         let msg = loop {
-            if let Some(msg) = self.link.next_instruction(node_id, busy.clone())? {
+            if let Some(msg) = self.link.next_instruction(node_id)? {
                 break Some(msg);
             }
             tokio::select! {
@@ -147,6 +149,8 @@ impl FleetService {
         let mut results = std::collections::HashMap::new();
         let mut objects_to_push = Vec::new();
         for msg in msgs {
+            // Accepted or not, the node is done with the message this answers.
+            self.link.node_done_with(node_id, msg.metadata().run_id);
             match self.accept_reply(&msg, node_id) {
                 Ok((id, missing)) => {
                     results.insert(id, 0);

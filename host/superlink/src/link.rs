@@ -34,6 +34,10 @@ pub struct Link {
     released: Mutex<HashSet<u64>>,
     /// The pending run last told why it waits to start.
     told_to_wait: Mutex<Option<u64>>,
+    /// Per node that runs one message per run at once (a Sepal SuperNode that names its
+    /// busy runs): the runs it has a message of in hand, kept up to date between its
+    /// pulls as messages are handed out and replies come back.
+    busy: Mutex<HashMap<u64, HashSet<u64>>>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -88,6 +92,7 @@ impl Link {
             last_served: Mutex::default(),
             released: Mutex::default(),
             told_to_wait: Mutex::default(),
+            busy: Mutex::default(),
         })
     }
 
@@ -181,13 +186,31 @@ impl Link {
         Ok((ids, to_push))
     }
 
-    /// The node's next instruction: runs take turns (see [`Pick`]), and `busy` runs (the
-    /// node takes no more of their work now) are passed over.
-    pub fn next_instruction(&self, node_id: u64, busy: Vec<u64>) -> Result<Option<StoredMessage>> {
+    /// Records which runs a node that runs one message per run at once has a message of
+    /// in hand now (what it said in its pull).
+    pub fn node_busy_with(&self, node_id: u64, runs: Vec<u64>) {
+        lock(&self.busy).insert(node_id, runs.into_iter().collect());
+    }
+
+    /// Records that a node is done with its message of `run_id` (it replied).
+    pub fn node_done_with(&self, node_id: u64, run_id: u64) {
+        if let Some(runs) = lock(&self.busy).get_mut(&node_id) {
+            runs.remove(&run_id);
+        }
+    }
+
+    /// The node's next instruction: runs take turns (see [`Pick`]); a node that runs one
+    /// message per run at once is not handed a second one of a run it is busy with.
+    pub fn next_instruction(&self, node_id: u64) -> Result<Option<StoredMessage>> {
         let after_run = lock(&self.last_served).get(&node_id).copied();
-        let msg = self.state.next_instruction(node_id, &Pick { after_run, skip_runs: busy })?;
+        let skip_runs = lock(&self.busy).get(&node_id).map(|r| r.iter().copied().collect()).unwrap_or_default();
+        let msg = self.state.next_instruction(node_id, &Pick { after_run, skip_runs })?;
         if let Some(msg) = &msg {
-            lock(&self.last_served).insert(node_id, msg.metadata().run_id);
+            let run_id = msg.metadata().run_id;
+            lock(&self.last_served).insert(node_id, run_id);
+            if let Some(runs) = lock(&self.busy).get_mut(&node_id) {
+                runs.insert(run_id);
+            }
         }
         Ok(msg)
     }
@@ -195,6 +218,7 @@ impl Link {
     /// Records that a node left (wakes waiters on nodes).
     pub fn node_left(&self, node_id: u64) {
         lock(&self.last_served).remove(&node_id);
+        lock(&self.busy).remove(&node_id);
         self.node_changed();
     }
 

@@ -10,6 +10,10 @@ use crate::retry::RetryPolicy;
 
 pub use sepal_executor::Isolation;
 
+/// How many messages a SuperNode handles at once by default: runs beside a slow one keep
+/// their pace on a small machine, and memory stays a few sandbox instances.
+pub const DEFAULT_MAX_CONCURRENT_MESSAGES: usize = 4;
+
 /// How a SuperNode runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +39,9 @@ pub struct Config {
     /// Limits and grants for Wasm ClientApps (memory, time, captured output; a data
     /// directory, connections).
     pub wasm: sepal_executor::Settings,
+    /// Most messages handled at once (one per run at a time; Python ClientApps one at a
+    /// time in all).
+    pub max_concurrent_messages: usize,
 }
 
 impl Config {
@@ -42,7 +49,7 @@ impl Config {
     /// says, with Flower's defaults elsewhere: no node config, ClientAppIo on
     /// `0.0.0.0:9094`, subprocess isolation with `flwr-clientapp`, unlimited reconnection,
     /// no ClientApp timeout beyond the message's TTL, the sandbox's default limits and no
-    /// grants for Wasm ClientApps.
+    /// grants for Wasm ClientApps, [`DEFAULT_MAX_CONCURRENT_MESSAGES`] at once.
     pub fn new(superlink: impl Into<String>, tls: sepal_wire::ClientTls) -> Self {
         Config {
             superlink: superlink.into(),
@@ -55,6 +62,7 @@ impl Config {
             retry: RetryPolicy::default(),
             clientapp_timeout: None,
             wasm: sepal_executor::Settings::default(),
+            max_concurrent_messages: DEFAULT_MAX_CONCURRENT_MESSAGES,
         }
     }
 }

@@ -89,14 +89,16 @@ impl Fleet {
     }
 
     /// Pulls at most one instruction, asking the SuperLink to wait up to `wait` for one,
-    /// and (a Sepal SuperLink) to carry its objects inline.
-    pub async fn pull(&self, node_id: u64, wait: Duration) -> Result<Option<Pulled>, Status> {
+    /// and (a Sepal SuperLink) to carry its objects inline and to pass over the runs the
+    /// node is `busy` with.
+    pub async fn pull(&self, node_id: u64, wait: Duration, busy: &[u64]) -> Result<Option<Pulled>, Status> {
         let res = self
             .retry
             .run("PullMessages", || {
                 let mut c = self.client.clone();
                 let mut req = Request::new(pb::PullMessagesRequest { node: node(node_id), message_ids: vec![] });
                 sepal_wire::ask_to_wait(&mut req, wait);
+                sepal_wire::name_busy_runs(&mut req, busy);
                 req.metadata_mut().insert(INLINE_OBJECTS_HEADER, MetadataValue::from_static("1"));
                 // The wait is a hint; never let a held call outlive it by much.
                 req.set_timeout(wait + Duration::from_secs(10));

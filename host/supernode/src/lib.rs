@@ -30,7 +30,7 @@ use sepal_wire::auth::Signer;
 use sepal_wire::{dial_address, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
 
-pub use config::{Config, Isolation};
+pub use config::{Config, Isolation, DEFAULT_MAX_CONCURRENT_MESSAGES};
 
 /// Why a SuperNode stopped.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,8 @@ pub async fn serve_signed(
         },
         Isolation::Process => clientapps::python::PythonMode::Process,
     };
-    let python = Arc::new(clientapps::python::PythonRunner::new(state.clone(), mode));
+    let python = clientapps::python::PythonRunner::new(state.clone(), mode);
+    let python = Arc::new(clientapps::OneAtATime::new(python));
     // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
     // clientapp`), is an external process served over ClientAppIo.
     let runner: Arc<dyn clientapps::Runner> = match config.isolation {

@@ -1,8 +1,16 @@
-//! The SuperNode's main loop: register, heartbeat, pull an instruction, fetch what it
-//! needs, run the ClientApp, push the reply; reconnect whenever the SuperLink goes away.
+//! The SuperNode's main loop: register, heartbeat, pull instructions, and for each fetch
+//! what it needs, run the ClientApp and push the reply; reconnect whenever the SuperLink
+//! goes away.
+//!
+//! Several messages run at once, up to `max_concurrent_messages`, but at most one per run:
+//! a run's next message waits for its previous one, so one run's slow messages take one
+//! worker and never another run's turn. The node tells a Sepal SuperLink which runs it is
+//! busy with ([`sepal_wire::BUSY_RUNS_HEADER`]), so that it is offered other runs' work;
+//! a message of a busy run that comes anyway (a Flower SuperLink) waits here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +35,12 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running SuperNode.
 pub struct SuperNode {
+    shared: Arc<Shared>,
+    max_concurrent: usize,
+}
+
+/// What every message's handling shares.
+struct Shared {
     fleet: Fleet,
     state: Arc<NodeState>,
     objects: Arc<ObjectStore>,
@@ -68,36 +82,120 @@ impl SuperNode {
         objects: Arc<ObjectStore>,
         runner: Arc<dyn Runner>,
     ) -> Self {
-        Self {
+        let shared = Shared {
             fleet,
             state,
             objects,
             runner,
             node_config: config.node_config.clone(),
             clientapp_timeout: config.clientapp_timeout,
-        }
+        };
+        Self { shared: Arc::new(shared), max_concurrent: config.max_concurrent_messages.max(1) }
     }
 
     /// Registers and serves instructions until `shutdown`, then unregisters.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Status> {
-        self.register().await?;
-        let heartbeat = tokio::spawn(heartbeat(self.fleet.clone(), self.state.clone()));
-        tokio::pin!(shutdown);
-        let result = loop {
-            tokio::select! {
-                _ = &mut shutdown => break Ok(()),
-                step = self.step() => if let Err(e) = step { break Err(e) },
-            }
-        };
+        let shared = &self.shared;
+        shared.register().await?;
+        let heartbeat = tokio::spawn(heartbeat(shared.fleet.clone(), shared.state.clone()));
+        let result = self.serve(shutdown).await;
         heartbeat.abort();
-        let node_id = self.state.node_id();
-        match self.fleet.delete_node(node_id).await {
+        let node_id = shared.state.node_id();
+        match shared.fleet.delete_node(node_id).await {
             Ok(()) => tracing::info!(node_id, "node unregistered"),
             Err(e) => tracing::warn!(node_id, "could not unregister the node: {}", e.message()),
         }
         result
     }
 
+    /// Pulls while a worker is free and hands each instruction to a worker of its own, one
+    /// per run at a time. A pull in flight is never dropped (its instruction would be lost):
+    /// it is awaited across workers finishing.
+    async fn serve(&self, shutdown: impl Future<Output = ()>) -> Result<(), Status> {
+        type PullFuture = Pin<Box<dyn Future<Output = Result<Option<Pulled>, Status>> + Send>>;
+        let mut workers = tokio::task::JoinSet::new();
+        let mut worker_runs = HashMap::new();
+        let mut in_hand = InHand::default();
+        let mut pull: Option<PullFuture> = None;
+        tokio::pin!(shutdown);
+        loop {
+            if pull.is_none() && workers.len() < self.max_concurrent && in_hand.waiting() < self.max_concurrent {
+                pull = Some(Box::pin(self.shared.clone().pull_next(in_hand.busy_runs())));
+            }
+            let next = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                Some(done) = workers.join_next_with_id() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!("a message's handling failed: {e}");
+                            e.id()
+                        }
+                    };
+                    worker_runs.remove(&id).and_then(|run_id| in_hand.finish(run_id))
+                }
+                pulled = async { pull.as_mut().expect("polled only when set").await }, if pull.is_some() => {
+                    pull = None;
+                    pulled?.and_then(|p| in_hand.take(p))
+                }
+            };
+            if let Some(pulled) = next {
+                let run_id = run_of(&pulled);
+                let handle = workers.spawn(self.shared.clone().handle(pulled));
+                worker_runs.insert(handle.id(), run_id);
+            }
+        }
+    }
+}
+
+/// The run an instruction belongs to (0 if it has no metadata; its handling says so).
+fn run_of(pulled: &Pulled) -> u64 {
+    pulled.message.metadata.as_ref().map_or(0, |m| m.run_id)
+}
+
+/// The runs the node has a message of in hand, and messages of those runs that came while
+/// one was running.
+#[derive(Default)]
+struct InHand {
+    runs: HashMap<u64, VecDeque<Pulled>>,
+}
+
+impl InHand {
+    fn busy_runs(&self) -> Vec<u64> {
+        self.runs.keys().copied().collect()
+    }
+
+    /// How many messages wait for their run's previous one.
+    fn waiting(&self) -> usize {
+        self.runs.values().map(VecDeque::len).sum()
+    }
+
+    /// A pulled message: to start now, or `None` when it waits behind its run's.
+    fn take(&mut self, pulled: Pulled) -> Option<Pulled> {
+        match self.runs.get_mut(&run_of(&pulled)) {
+            Some(queue) => {
+                queue.push_back(pulled);
+                None
+            }
+            None => {
+                self.runs.insert(run_of(&pulled), VecDeque::new());
+                Some(pulled)
+            }
+        }
+    }
+
+    /// A message of `run_id` is done: the run's next one, if one waits.
+    fn finish(&mut self, run_id: u64) -> Option<Pulled> {
+        let queue = self.runs.get_mut(&run_id)?;
+        let next = queue.pop_front();
+        if next.is_none() {
+            self.runs.remove(&run_id);
+        }
+        next
+    }
+}
+
+impl Shared {
     async fn register(&self) -> Result<(), Status> {
         let node_id = self.fleet.create_node().await?;
         self.state.set_node_id(node_id);
@@ -105,30 +203,27 @@ impl SuperNode {
         Ok(())
     }
 
-    /// One pull and, if it brought an instruction, its handling.
-    async fn step(&self) -> Result<(), Status> {
+    /// One pull (naming the runs the node is `busy` with); `None` when it brought nothing.
+    /// A SuperLink that answers at once (Flower's) is asked again after a pause.
+    async fn pull_next(self: Arc<Self>, busy: Vec<u64>) -> Result<Option<Pulled>, Status> {
         let started = Instant::now();
-        let pulled = match self.fleet.pull(self.state.node_id(), PULL_WAIT).await {
+        let pulled = match self.fleet.pull(self.state.node_id(), PULL_WAIT, &busy).await {
             Ok(p) => p,
             Err(s) if is_unknown_node(&s) => {
                 tracing::warn!("the SuperLink no longer knows this node (it restarted?); registering again");
-                return self.register().await;
+                self.register().await?;
+                return Ok(None);
             }
             Err(s) if s.code() == Code::DeadlineExceeded => None,
             Err(s) => return Err(s),
         };
-        match pulled {
-            Some(pulled) => self.handle(pulled).await,
-            None => {
-                if started.elapsed() < PULL_WAIT / 2 {
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                }
-            }
+        if pulled.is_none() && started.elapsed() < PULL_WAIT / 2 {
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        Ok(())
+        Ok(pulled)
     }
 
-    async fn handle(&self, pulled: Pulled) {
+    async fn handle(self: Arc<Self>, pulled: Pulled) {
         let Pulled { message, tree, objects } = pulled;
         let Some(meta) = message.metadata.clone() else {
             tracing::error!("the SuperLink sent a message without metadata; ignored");
@@ -317,3 +412,36 @@ async fn heartbeat(fleet: Fleet, state: Arc<NodeState>) {
 const HEARTBEAT_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest pause between heartbeat retries (Flower's `MAX_RETRY_DELAY`).
 const HEARTBEAT_RETRY_MAX: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pulled(run_id: u64, id: &str) -> Pulled {
+        let metadata = pb::Metadata { run_id, message_id: id.into(), ..Default::default() };
+        Pulled {
+            message: pb::Message { metadata: Some(metadata), ..Default::default() },
+            tree: Default::default(),
+            objects: vec![],
+        }
+    }
+
+    fn id(p: Option<Pulled>) -> Option<String> {
+        p.and_then(|p| p.message.metadata).map(|m| m.message_id)
+    }
+
+    #[test]
+    fn a_runs_next_message_waits_for_its_previous_one_and_other_runs_do_not() {
+        let mut in_hand = InHand::default();
+        assert_eq!(id(in_hand.take(pulled(1, "a1"))).as_deref(), Some("a1"));
+        assert_eq!(id(in_hand.take(pulled(1, "a2"))), None, "run 1 is busy");
+        assert_eq!(id(in_hand.take(pulled(2, "b1"))).as_deref(), Some("b1"), "run 2 is not");
+        let mut busy = in_hand.busy_runs();
+        busy.sort_unstable();
+        assert_eq!((busy, in_hand.waiting()), (vec![1, 2], 1));
+        assert_eq!(id(in_hand.finish(1)).as_deref(), Some("a2"));
+        assert_eq!(id(in_hand.finish(1)), None);
+        assert_eq!(id(in_hand.finish(2)), None);
+        assert!(in_hand.busy_runs().is_empty());
+    }
+}

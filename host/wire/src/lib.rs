@@ -46,20 +46,21 @@ pub const INLINE_OBJECTS_HEADER: &str = "sepal-inline-objects";
 /// by PullObject / PushObject as in Flower.
 pub const INLINE_OBJECTS_MAX_BYTES: usize = 8 << 20;
 
-/// Metadata by which a Sepal SuperNode names, in a PullMessages, the runs it takes no more
-/// work from now (comma-separated run ids: its workers for them are busy), so that a
-/// Sepal SuperLink offers another run's instruction instead. Flower's components never
-/// send it.
+/// Metadata by which a Sepal SuperNode that runs several messages at once, one per run,
+/// says so in a PullMessages, naming the runs it has a message of in hand now
+/// (comma-separated run ids, possibly none). A Sepal SuperLink then offers it no second
+/// message of those runs until it replies, and the pull can wait for another run's work.
+/// Flower's components never send it.
 pub const BUSY_RUNS_HEADER: &str = "sepal-busy-runs";
 
 /// The most run ids [`BUSY_RUNS_HEADER`] may carry.
 pub const MAX_BUSY_RUNS: usize = 256;
 
-/// The runs a request names with [`BUSY_RUNS_HEADER`]; empty without one. A malformed or
-/// too long list is an error that says what was wrong.
-pub fn busy_runs(metadata: &tonic::metadata::MetadataMap) -> Result<Vec<u64>, String> {
+/// The runs a request names with [`BUSY_RUNS_HEADER`]; `None` without the header. A
+/// malformed or too long list is an error that says what was wrong.
+pub fn busy_runs(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Vec<u64>>, String> {
     let Some(value) = metadata.get(BUSY_RUNS_HEADER) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let text = value.to_str().map_err(|_| format!("{BUSY_RUNS_HEADER} is not ASCII"))?;
     let ids = text
@@ -74,14 +75,12 @@ pub fn busy_runs(metadata: &tonic::metadata::MetadataMap) -> Result<Vec<u64>, St
     if ids.len() > MAX_BUSY_RUNS {
         return Err(format!("{BUSY_RUNS_HEADER} names {} runs; at most {MAX_BUSY_RUNS} are accepted", ids.len()));
     }
-    Ok(ids)
+    Ok(Some(ids))
 }
 
-/// Names the runs this request takes no more work from (see [`BUSY_RUNS_HEADER`]).
+/// Says that the caller runs one message per run at once and names the runs it has a
+/// message of in hand (see [`BUSY_RUNS_HEADER`]).
 pub fn name_busy_runs<T>(req: &mut tonic::Request<T>, runs: &[u64]) {
-    if runs.is_empty() {
-        return;
-    }
     let text = runs.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     if let Ok(value) = text.parse() {
         req.metadata_mut().insert(BUSY_RUNS_HEADER, value);
@@ -125,9 +124,11 @@ mod tests {
     #[test]
     fn busy_runs_round_trip_and_bad_lists_are_refused() {
         let mut req = tonic::Request::new(());
-        assert_eq!(busy_runs(req.metadata()), Ok(vec![]));
+        assert_eq!(busy_runs(req.metadata()), Ok(None));
+        name_busy_runs(&mut req, &[]);
+        assert_eq!(busy_runs(req.metadata()), Ok(Some(vec![])));
         name_busy_runs(&mut req, &[7, u64::MAX]);
-        assert_eq!(busy_runs(req.metadata()), Ok(vec![7, u64::MAX]));
+        assert_eq!(busy_runs(req.metadata()), Ok(Some(vec![7, u64::MAX])));
         req.metadata_mut().insert(BUSY_RUNS_HEADER, "7,seven".parse().unwrap());
         assert!(busy_runs(req.metadata()).unwrap_err().contains("\"seven\" is not a run id"));
         let many = (0..=MAX_BUSY_RUNS).map(|i| i.to_string()).collect::<Vec<_>>().join(",");

@@ -65,6 +65,11 @@ pub struct SupernodeArgs {
     /// reply with an error (Sepal addition; default: the message's TTL).
     #[arg(long)]
     clientapp_timeout: Option<f64>,
+    /// Most messages handled at once, at most one per run (Python ClientApps one at a
+    /// time in all), so that a run's slow messages cannot hold up another run (Sepal
+    /// addition).
+    #[arg(long, default_value_t = sepal_supernode::DEFAULT_MAX_CONCURRENT_MESSAGES as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    max_concurrent_messages: u64,
     /// Limits and grants for Wasm ClientApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
@@ -120,6 +125,7 @@ impl SupernodeArgs {
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
+            max_concurrent_messages: self.max_concurrent_messages as usize,
             wasm: self.wasm.settings(Duration::from_secs(600))?,
         };
         sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;
