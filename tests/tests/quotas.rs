@@ -4,11 +4,14 @@
 //! about the time it takes alone, while the hostile run is refused with an error that
 //! names the limit and the SuperLink stays within a stated memory bound.
 //!
-//! Needs `cargo build -p sepal-cli` and the `wasm32-wasip2` target.
+//! Needs `cargo build -p sepal-cli` and the `wasm32-wasip2` target; the Python ServerApp
+//! test also the venv from scripts/python-env.sh (flwr 1.20.0).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sepal_tests::wasm_apps::{quickstart, wasm_app, SepalFederation};
+use sepal_tests::wasm_apps::{quickstart, sepal_run, wasm_app, SepalFederation};
+use sepal_tests::{Federation, Impl};
 
 /// Upper bound for any one run here to finish.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -21,6 +24,14 @@ const GOOD_RUN: &str = "num-server-rounds=2";
 /// take minutes to hours, as before these limits).
 fn bound(alone: Duration) -> Duration {
     alone * 5 + Duration::from_secs(15)
+}
+
+/// Held by each test: they compare the quickstart's time alone with its time beside a
+/// hostile run, which another test's hostile run on the same two cores would distort.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Submits the quickstart and returns its id.
@@ -57,6 +68,7 @@ fn outcome(log: &str, verb: &str) -> String {
 
 #[test]
 fn pushes_past_a_runs_quotas_are_refused_whole_and_the_superlink_stays_small() {
+    let _serial = one_at_a_time();
     let superlink = ["--max-run-mb", "64", "--max-run-messages", "1000", "--wasm-memory-mb", "256"];
     let mut fed = SepalFederation::start(2, &superlink, &[]).unwrap();
     let alone = good_run_alone(&fed);
@@ -68,6 +80,7 @@ fn pushes_past_a_runs_quotas_are_refused_whole_and_the_superlink_stays_small() {
     completed(&fed, submit_good(&fed));
     let beside = started.elapsed();
     assert_eq!(outcome(&completed(&fed, hostile), "push-nowhere"), "120 pushes, 0 stored");
+    eprintln!("quickstart: {alone:?} alone, {beside:?} beside 120 refused pushes of 8 MiB");
     assert!(beside <= bound(alone), "the quickstart took {beside:?} beside the flood, {alone:?} alone");
     let peak_mib = fed.superlink().memory_kib("VmHWM").unwrap() / 1024;
     eprintln!("SuperLink peak resident memory: {peak_mib} MiB");
@@ -76,7 +89,9 @@ fn pushes_past_a_runs_quotas_are_refused_whole_and_the_superlink_stays_small() {
     // 6 x 16 MiB in one push passes the 64 MiB a run may hold: refused as a whole,
     // naming the flag; a small push after it still goes through.
     let hoard = submit_attack(&fed, "push-hoard:6:16", "");
-    let said = outcome(&completed(&fed, hoard), "push-hoard");
+    let log = completed(&fed, hoard);
+    assert!(log.contains("SEPAL   : push refused: "), "the run's log does not say why:\n{log}");
+    let said = outcome(&log, "push-hoard");
     assert!(said.starts_with("refused: ") && said.contains("--max-run-mb"), "{said}");
     assert!(said.ends_with("small push stored 1"), "{said}");
 
@@ -91,6 +106,7 @@ fn pushes_past_a_runs_quotas_are_refused_whole_and_the_superlink_stays_small() {
 
 #[test]
 fn a_finished_run_leaves_no_work_behind_for_the_nodes() {
+    let _serial = one_at_a_time();
     let mut fed = SepalFederation::start(2, &[], &[]).unwrap();
     let alone = good_run_alone(&fed);
 
@@ -101,6 +117,7 @@ fn a_finished_run_leaves_no_work_behind_for_the_nodes() {
     let started = Instant::now();
     completed(&fed, submit_good(&fed));
     let after = started.elapsed();
+    eprintln!("quickstart: {alone:?} alone, {after:?} right after a run that left 100,000 instructions");
     assert!(after <= bound(alone), "the quickstart took {after:?} after the flood, {alone:?} alone");
     let superlink = fed.superlink().log();
     assert!(superlink.contains("its messages still stored are dropped"), "the SuperLink did not drop the flood");
@@ -109,6 +126,7 @@ fn a_finished_run_leaves_no_work_behind_for_the_nodes() {
 
 #[test]
 fn runs_past_the_concurrency_limit_wait_visibly_and_can_be_stopped() {
+    let _serial = one_at_a_time();
     let mut fed = SepalFederation::start(2, &["--max-concurrent-runs", "2"], &[]).unwrap();
     let exec = fed.exec_addr().to_string();
     let stop = |fed: &SepalFederation, run_id: u64| {
@@ -140,6 +158,7 @@ fn runs_past_the_concurrency_limit_wait_visibly_and_can_be_stopped() {
 
 #[test]
 fn a_runs_slow_messages_do_not_hold_up_another_run_on_the_same_nodes() {
+    let _serial = one_at_a_time();
     let mut fed = SepalFederation::start(2, &[], &["--wasm-time-limit", "20"]).unwrap();
     let alone = good_run_alone(&fed);
 
@@ -151,11 +170,37 @@ fn a_runs_slow_messages_do_not_hold_up_another_run_on_the_same_nodes() {
     let started = Instant::now();
     completed(&fed, submit_good(&fed));
     let beside = started.elapsed();
+    eprintln!("quickstart: {alone:?} alone, {beside:?} beside a run spinning on both nodes");
     assert!(beside <= bound(alone), "the quickstart took {beside:?} beside the spinning run, {alone:?} alone");
     assert_eq!(fed.status(spinner).unwrap().status, "running", "the spinning run still has work in hand");
     let exec = fed.exec_addr().to_string();
     fed.cli(&["stop", &spinner.to_string(), "--superlink", &exec]).unwrap();
     fed.ensure_running().unwrap();
+}
+
+#[test]
+fn a_python_serverapp_is_held_to_the_same_quotas() {
+    let _serial = one_at_a_time();
+    let fed = Federation::builder()
+        .superlink(Impl::Sepal)
+        .supernode(Impl::Sepal)
+        .superlink_arg("--max-run-messages")
+        .superlink_arg("20")
+        .start()
+        .unwrap();
+    let flwr = fed.flwr_app(&Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/flood-py")).unwrap();
+    // flwr-serverapp pushes 50 instructions at once to a run that may have 20 in flight,
+    // beside a Wasm quickstart that never has more than 2.
+    let flood = flwr.run(&["--run-config", "messages=50"]).unwrap();
+    let good = sepal_run(fed.exec_addr(), &quickstart(), GOOD_RUN).unwrap();
+    flwr.wait_for_status(good, |s| s == "finished:completed", RUN_TIMEOUT).unwrap();
+    flwr.wait_for_status(flood, |s| s.starts_with("finished"), RUN_TIMEOUT).unwrap();
+    let log = flwr.log_show(flood).unwrap();
+    // Flower's grid shows the refusal as its "2GB gRPC limit" error and carries on with
+    // nothing pushed; the run's log says what really happened.
+    let said = log.lines().find(|l| l.starts_with("SEPAL   : push refused: ")).unwrap_or_else(|| panic!("{log}"));
+    assert!(said.contains("50 more would pass its limit of 20 (--max-run-messages)"), "{said}");
+    assert!(log.contains("FLOOD pushed 0 messages"), "the push went through:\n{log}");
 }
 
 /// Polls until the run has `status`; fails after [`RUN_TIMEOUT`].

@@ -71,15 +71,22 @@ impl Error {
     }
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let code = err.code();
-        let text = match &err {
+impl Error {
+    /// What the status message says.
+    pub fn text(&self) -> String {
+        match self {
             // Flower's exact wording, which its clients compare against.
             Error::State(StateError::PublicKeyInUse) => "Public key already in use".to_string(),
             Error::Object(quota @ ObjectError::RunQuota { .. }) => format!("{quota} (--max-run-mb)"),
             other => other.to_string(),
-        };
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = err.code();
+        let text = err.text();
         match code {
             Code::Internal => tracing::error!(code = ?code, "{text}"),
             Code::PermissionDenied => tracing::info!(code = ?code, "{text}"),

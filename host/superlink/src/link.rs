@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use sepal_core::error::ObjectError;
 use sepal_core::records::{Error as MsgError, Message, Metadata};
 use sepal_proto::pb;
 use tokio::sync::{watch, Notify};
@@ -34,6 +35,8 @@ pub struct Link {
     released: Mutex<HashSet<u64>>,
     /// The pending run last told why it waits to start.
     told_to_wait: Mutex<Option<u64>>,
+    /// Runs whose log already says that a push passed one of their quotas.
+    told_over_quota: Mutex<HashSet<u64>>,
     /// Per node that runs one message per run at once (a Sepal SuperNode that names its
     /// busy runs): the runs it has a message of in hand, kept up to date between its
     /// pulls as messages are handed out and replies come back.
@@ -92,6 +95,7 @@ impl Link {
             last_served: Mutex::default(),
             released: Mutex::default(),
             told_to_wait: Mutex::default(),
+            told_over_quota: Mutex::default(),
             busy: Mutex::default(),
         })
     }
@@ -143,6 +147,20 @@ impl Link {
         }
         self.objects.delete_run(run_id);
         lock(&self.push_locks).remove(&run_id);
+        lock(&self.told_over_quota).remove(&run_id);
+    }
+
+    /// A push of `run_id` refused for `e`: a refusal over a quota is also said in the run's
+    /// log (once per run), since a Python ServerApp's grid shows RESOURCE_EXHAUSTED as
+    /// Flower's "2GB gRPC limit" and carries on.
+    fn refused(&self, run_id: u64, e: Error) -> Error {
+        let over_quota = matches!(e, Error::ResourceExhausted(_) | Error::Object(ObjectError::RunQuota { .. }));
+        if over_quota && lock(&self.told_over_quota).insert(run_id) {
+            let why = e.text();
+            let _ = self.add_log(run_id, &format!("SEPAL   : push refused: {why}\n"));
+            return Error::ResourceExhausted(why);
+        }
+        e
     }
 
     /// Stores a ServerApp's instructions for `run_id` within the run's quotas: all are
@@ -161,14 +179,18 @@ impl Link {
         let held = self.state.instruction_count(run_id)?;
         let limit = self.limits.max_run_messages;
         if held + msgs.len() > limit {
-            return Err(Error::ResourceExhausted(format!(
-                "run {run_id} has {held} messages in flight; {} more would pass its limit of {limit} \
-                 (--max-run-messages)",
-                msgs.len()
-            )));
+            return Err(self.refused(
+                run_id,
+                Error::ResourceExhausted(format!(
+                    "run {run_id} has {held} messages in flight; {} more would pass its limit of {limit} \
+                     (--max-run-messages)",
+                    msgs.len()
+                )),
+            ));
         }
         let trees: Vec<&pb::ObjectTree> = msgs.iter().map(|m| &m.tree).collect();
-        let mut to_push = self.objects.register_messages(run_id, &trees, made)?;
+        let mut to_push =
+            self.objects.register_messages(run_id, &trees, made).map_err(|e| self.refused(run_id, e.into()))?;
         let mut ids = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let root = msg.tree.object_id.clone();
@@ -186,10 +208,13 @@ impl Link {
         Ok((ids, to_push))
     }
 
-    /// Records which runs a node that runs one message per run at once has a message of
-    /// in hand now (what it said in its pull).
-    pub fn node_busy_with(&self, node_id: u64, runs: Vec<u64>) {
-        lock(&self.busy).insert(node_id, runs.into_iter().collect());
+    /// Records what a node that runs one message per run at once said in its pull: the
+    /// runs it has a message of in hand. Only runs it was handed a message of and has not
+    /// replied to count, and of those only the ones it still names: its list was made
+    /// before the pull left, so a reply that arrived meanwhile must not make a run busy
+    /// again, and a message it gave up on must not keep its run busy forever.
+    pub fn node_busy_with(&self, node_id: u64, reported: Vec<u64>) {
+        lock(&self.busy).entry(node_id).or_default().retain(|run| reported.contains(run));
     }
 
     /// Records that a node is done with its message of `run_id` (it replied).
@@ -334,10 +359,11 @@ impl Link {
             .collect()
     }
 
-    /// Stores a pushed object; `false` when it was not expected or its hash is wrong.
-    pub fn push_object(&self, object_id: &str, content: Bytes) -> Result<bool> {
+    /// Stores a pushed object of `run_id`; `false` when it was not expected or its hash is
+    /// wrong.
+    pub fn push_object(&self, run_id: u64, object_id: &str, content: Bytes) -> Result<bool> {
         self.check_object_size(object_id, content.len())?;
-        match self.objects.put(object_id, content) {
+        match self.objects.put(object_id, content).map_err(|e| self.refused(run_id, e.into())) {
             Ok(true) => {
                 Events::bump(&self.events.object_stored);
                 Ok(true)
@@ -346,7 +372,7 @@ impl Link {
                 tracing::warn!(object_id, "pushed object not stored: not preregistered or hash mismatch");
                 Ok(false)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -486,4 +512,49 @@ pub fn require_valid(msgs: &[StoredMessage], is_reply: bool) -> Result<()> {
 /// Shorthand used by several services.
 pub fn finished(sub_status: &str, details: &str) -> pb::RunStatus {
     status::status(status::FINISHED, sub_status, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::conformance::message;
+    use crate::state::memory::MemoryState;
+    use crate::state::NewRun;
+
+    /// A link with two running runs and one node; `(link, node, run a, run b)`.
+    fn link_with_two_runs() -> (Arc<Link>, u64, u64, u64) {
+        let link = Link::new(Arc::new(MemoryState::new()), InputLimits::default());
+        let runs: Vec<u64> = (0..2).map(|_| link.state.create_run(NewRun::default()).unwrap()).collect();
+        for &run_id in &runs {
+            for s in [status::STARTING, status::RUNNING] {
+                assert!(link.update_run_status(run_id, status::status(s, "", "")).unwrap());
+            }
+        }
+        let node = link.state.create_node(30.0).unwrap();
+        (link, node, runs[0], runs[1])
+    }
+
+    #[test]
+    fn a_node_that_names_its_busy_runs_gets_one_message_per_run_until_it_replies() {
+        let (link, node, a, b) = link_with_two_runs();
+        for (run_id, id) in [(a, "a1"), (a, "a2"), (b, "b1")] {
+            link.state.store_instruction(message(run_id, 1, node, "", id, 60.0)).unwrap().unwrap();
+        }
+        link.node_busy_with(node, vec![]);
+        let first = link.next_instruction(node).unwrap().unwrap();
+        let second = link.next_instruction(node).unwrap().unwrap();
+        assert_ne!(first.metadata().run_id, second.metadata().run_id, "one message per run");
+        assert!(link.next_instruction(node).unwrap().is_none(), "both runs are busy");
+
+        // The node replies for run a before its next pull arrives, still naming a as busy
+        // (its list was made before): a is free all the same.
+        link.node_done_with(node, a);
+        link.node_busy_with(node, vec![a, b]);
+        assert_eq!(link.next_instruction(node).unwrap().unwrap().id(), "a2");
+
+        // A node that stops naming a run (it gave up on the message) frees it too.
+        link.node_busy_with(node, vec![]);
+        link.state.store_instruction(message(b, 1, node, "", "b2", 60.0)).unwrap().unwrap();
+        assert_eq!(link.next_instruction(node).unwrap().unwrap().id(), "b2");
+    }
 }

@@ -15,7 +15,6 @@ use sepal_core::records::Message;
 use sepal_core::routing::prepare_instruction;
 use sepal_proto::pb;
 use sepal_sandbox::{GridError, GridFuture, GridHost};
-use tonic::Status;
 
 use crate::error::Error;
 use crate::link::Link;
@@ -58,7 +57,10 @@ fn state_error(e: impl std::fmt::Display) -> GridError {
 fn refusal(e: Error) -> GridError {
     match e {
         Error::State(e) => state_error(e),
-        other => app_error(Status::from(other).message()),
+        other => {
+            tracing::warn!("a Wasm ServerApp's push was refused: {}", other.text());
+            app_error(other.text())
+        }
     }
 }
 
@@ -293,7 +295,7 @@ mod tests {
             let sepal_core::store::ObjectLookup::Available(bytes) = on_node.get(&object_id) else {
                 panic!("the node holds {object_id}");
             };
-            assert!(grid.link.push_object(&object_id, bytes).unwrap());
+            assert!(grid.link.push_object(grid.run_id, &object_id, bytes).unwrap());
         }
         let out = grid.pull(std::slice::from_ref(&id)).await.unwrap();
         let reply = Message::try_from(pb::Message::decode(out[0].1.as_slice()).unwrap()).unwrap();
