@@ -1,0 +1,192 @@
+//! What the three services share: the state, the object store, wake-ups, and the rules
+//! that more than one service applies: run status gates (here), message validation and
+//! objects ([`messages`]), per-run quotas and admission ([`quotas`]), and which run a
+//! node serves next ([`turns`]).
+
+mod messages;
+mod quotas;
+mod turns;
+
+pub use messages::{require_valid, validate_message};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sepal_proto::pb;
+use tokio::sync::{watch, Notify};
+
+use crate::error::{Error, Result};
+use crate::limits::InputLimits;
+use crate::objects::Objects;
+use crate::state::status::{self, RunState};
+use crate::state::LinkState;
+
+/// The shared core of a SuperLink.
+pub struct Link {
+    /// Runs, nodes, messages, logs, FABs.
+    pub state: Arc<dyn LinkState>,
+    /// Message payload objects (in memory, and kept in the state when it keeps them).
+    pub objects: Objects,
+    /// Wake-ups for whoever waits on the state.
+    pub events: Events,
+    /// How much input is accepted.
+    pub limits: InputLimits,
+    /// Per run: held while a push is checked against the run's quotas and stored.
+    push_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    /// Per node: the run it was last handed an instruction from (runs take turns).
+    last_served: Mutex<HashMap<u64, u64>>,
+    /// Finished runs whose messages and objects were let go of.
+    released: Mutex<HashSet<u64>>,
+    /// The pending run last told why it waits to start.
+    told_to_wait: Mutex<Option<u64>>,
+    /// Runs whose log already says that a push passed one of their quotas.
+    told_over_quota: Mutex<HashSet<u64>>,
+    /// Per node that runs one message per run at once (a Sepal SuperNode that names its
+    /// busy runs): the runs it has a message of in hand, kept up to date between its
+    /// pulls as messages are handed out and replies come back.
+    busy: Mutex<HashMap<u64, HashSet<u64>>>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wake-ups, so that waiters react to changes instead of polling on a timer.
+#[derive(Default)]
+pub struct Events {
+    /// A run was submitted (the launcher waits on this).
+    pub run_submitted: Notify,
+    /// A run's log or status changed (StreamLogs waits on this).
+    pub run_changed: watch::Sender<u64>,
+    /// An instruction or reply was stored.
+    pub message_stored: watch::Sender<u64>,
+    /// A node registered or left.
+    pub node_changed: watch::Sender<u64>,
+    /// A pushed object was stored (a reply's upload progressed).
+    pub object_stored: watch::Sender<u64>,
+    /// The SuperLink is shutting down: held calls and log streams end now.
+    pub closing: watch::Sender<bool>,
+}
+
+impl Events {
+    /// Completes once the SuperLink starts shutting down.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    fn bump(tx: &watch::Sender<u64>) {
+        tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Link {
+    /// A link over the given state, its objects restored from the state when it keeps them.
+    pub fn new(state: Arc<dyn LinkState>, limits: InputLimits) -> Arc<Self> {
+        let objects = Objects::new(state.clone(), limits.max_kept_object_bytes, limits.max_run_bytes);
+        match objects.restore() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(objects = n, "payload objects of messages in flight restored from the state"),
+            Err(e) => tracing::error!("cannot restore payload objects from the state: {e}"),
+        }
+        Arc::new(Self {
+            state,
+            objects,
+            events: Events::default(),
+            limits,
+            push_locks: Mutex::default(),
+            last_served: Mutex::default(),
+            released: Mutex::default(),
+            told_to_wait: Mutex::default(),
+            told_over_quota: Mutex::default(),
+            busy: Mutex::default(),
+        })
+    }
+
+    /// The run's status, or `RunNotFound`.
+    pub fn run_status(&self, run_id: u64) -> Result<pb::RunStatus> {
+        let run = self.state.run(run_id)?.ok_or(Error::RunNotFound(run_id))?;
+        Ok(run.status.unwrap_or_default())
+    }
+
+    /// Fails with PERMISSION_DENIED (Flower's wording) unless the run is running.
+    pub fn require_running(&self, run_id: u64) -> Result<()> {
+        let status = self.run_status(run_id)?;
+        match RunState::parse(&status.status) {
+            Some(RunState::Running) => Ok(()),
+            Some(RunState::Finished) => {
+                self.release_run(run_id);
+                Err(Error::RunRefused(RunState::refusal(&status)))
+            }
+            _ => Err(Error::RunRefused(RunState::refusal(&status))),
+        }
+    }
+
+    /// Applies a status change; a finished run drops its objects. Returns whether the
+    /// transition was allowed.
+    pub fn update_run_status(&self, run_id: u64, new: pb::RunStatus) -> Result<bool> {
+        let finished = new.status == status::FINISHED;
+        let changed = self.state.update_run_status(run_id, new)?;
+        if changed {
+            if finished {
+                self.release_run(run_id);
+            }
+            Events::bump(&self.events.run_changed);
+        }
+        Ok(changed)
+    }
+
+    /// Lets go of everything a finished run holds (once): its instructions, delivered or
+    /// not, and replies, their objects, and its quota bookkeeping. Nodes are never offered
+    /// its work again.
+    fn release_run(&self, run_id: u64) {
+        if !lock(&self.released).insert(run_id) {
+            return;
+        }
+        match self.state.drop_run_messages(run_id) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(run_id, instructions = n, "the run is over: its messages still stored are dropped"),
+            Err(e) => tracing::warn!(run_id, "cannot drop the finished run's messages: {e}"),
+        }
+        self.objects.delete_run(run_id);
+        lock(&self.push_locks).remove(&run_id);
+        lock(&self.told_over_quota).remove(&run_id);
+    }
+
+    /// Hands the oldest pending run to a ServerApp (pending -> starting), unless as many
+    /// runs as allowed already have one.
+    pub fn claim_pending_run(&self) -> Result<Option<u64>> {
+        match self.state.pending_run_ids()?.first() {
+            Some(&oldest) if self.may_start_run(oldest)? => {}
+            _ => return Ok(None),
+        }
+        let claimed = self.state.claim_pending_run()?;
+        if claimed.is_some() {
+            Events::bump(&self.events.run_changed);
+        }
+        Ok(claimed)
+    }
+
+    /// Appends text to a run's log and wakes log streams.
+    pub fn add_log(&self, run_id: u64, text: &str) -> Result<()> {
+        self.state.add_log(run_id, text)?;
+        Events::bump(&self.events.run_changed);
+        Ok(())
+    }
+
+    /// Records that a node registered or left (wakes waiters on nodes).
+    pub fn node_changed(&self) {
+        Events::bump(&self.events.node_changed);
+    }
+
+    /// Records that a message was stored (wakes waiters on messages).
+    pub fn message_stored(&self) {
+        Events::bump(&self.events.message_stored);
+    }
+}
+
+/// Shorthand used by several services.
+pub fn finished(sub_status: &str, details: &str) -> pb::RunStatus {
+    status::status(status::FINISHED, sub_status, details)
+}
