@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Sepal's benchmarks against Python Flower 1.20.0 on this machine (docs/benchmarks.md):
 #
-#   scripts/bench.sh [e2e|dispatch|fleet-load|large-model|sandbox ...] [--smoke] [--doc FILE]
+#   scripts/bench.sh [e2e|dispatch|fleet-load|large-model|sandbox|noisy ...] [--smoke] [--doc FILE]
 #
 # No scenario: all of them. Results are printed and replace the scenario's section of
 # docs/benchmarks.md (with --smoke: printed only, unless --doc is given). Installs what it

@@ -44,12 +44,20 @@ pub enum Scenario {
     LargeModel,
     /// Wasm vs native FedAvg aggregation, and per-message sandbox overhead.
     Sandbox,
+    /// The quickstart alone and beside a hostile run.
+    Noisy,
 }
 
 impl Scenario {
     /// Every scenario, in the order of docs/benchmarks.md.
-    pub const ALL: [Scenario; 5] =
-        [Scenario::E2e, Scenario::Dispatch, Scenario::FleetLoad, Scenario::LargeModel, Scenario::Sandbox];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::E2e,
+        Scenario::Dispatch,
+        Scenario::FleetLoad,
+        Scenario::LargeModel,
+        Scenario::Sandbox,
+        Scenario::Noisy,
+    ];
 
     /// The scenario's name on the command line and in the doc's markers.
     pub fn id(self) -> &'static str {
@@ -59,6 +67,7 @@ impl Scenario {
             Scenario::FleetLoad => "fleet-load",
             Scenario::LargeModel => "large-model",
             Scenario::Sandbox => "sandbox",
+            Scenario::Noisy => "noisy",
         }
     }
 
@@ -71,6 +80,7 @@ impl Scenario {
             Scenario::FleetLoad => scenarios::fleet_load::run(opts),
             Scenario::LargeModel => scenarios::large_model::run(opts),
             Scenario::Sandbox => scenarios::sandbox::run(opts),
+            Scenario::Noisy => scenarios::noisy::run(opts),
         }?;
         report.elapsed = started.elapsed();
         report.command = format!("scripts/bench.sh {}{}", self.id(), if opts.smoke { " --smoke" } else { "" });

@@ -47,3 +47,8 @@ fn large_model() {
 fn sandbox() {
     smoke(Scenario::Sandbox);
 }
+
+#[test]
+fn noisy() {
+    smoke(Scenario::Noisy);
+}

@@ -4,4 +4,5 @@ pub mod dispatch;
 pub mod e2e;
 pub mod fleet_load;
 pub mod large_model;
+pub mod noisy;
 pub mod sandbox;
