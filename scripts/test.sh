@@ -2,7 +2,7 @@
 # The project's one test command (CI runs exactly this via .ci/run).
 #
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
-# network access to crates.io and PyPI. Installs the pinned Python Flower into .venv
+# network access to crates.io, PyPI and Debian (apt-get, for ssh-keygen if missing). Installs the pinned Python Flower into .venv
 # (scripts/python-env.sh), builds the tests and the `sepal` binary, runs the README's main
 # command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
@@ -14,6 +14,14 @@ if command -v rustup >/dev/null 2>&1; then
         || echo "test.sh: warning: 'rustup target add wasm32-wasip2' failed (offline?); continuing" >&2
 else
     echo "test.sh: warning: rustup not found; not adding wasm32-wasip2" >&2
+fi
+
+# Node-key tests make keys as operators do, with ssh-keygen (Debian: openssh-client).
+if ! command -v ssh-keygen >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "+ $sudo apt-get install -y openssh-client"
+    $sudo apt-get install -y openssh-client || { $sudo apt-get update && $sudo apt-get install -y openssh-client; }
 fi
 
 echo "+ scripts/python-env.sh"

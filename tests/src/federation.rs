@@ -57,6 +57,8 @@ pub struct FederationBuilder {
     supernodes: usize,
     superlink_args: Vec<String>,
     supernode_args: Vec<String>,
+    /// Extra arguments of one SuperNode only, `(i, arg)`.
+    supernode_args_at: Vec<(usize, String)>,
     env: Vec<(String, String)>,
     /// Per-node overrides of `supernode` (mixed federations).
     supernode_overrides: Vec<(usize, Impl)>,
@@ -65,6 +67,9 @@ pub struct FederationBuilder {
     /// `(what SuperNodes dial, where the SuperLink serves Fleet)`, for something of the
     /// caller's in between (e.g. a proxy).
     fleet_via: Option<(SocketAddr, SocketAddr)>,
+    /// Sepal's SuperLink and SuperNodes started as `flower-superlink` / `flower-supernode`
+    /// (symlinks to the `sepal` binary), as a deployment script written for Flower runs them.
+    flower_names: bool,
 }
 
 /// PEM files for a TLS federation: the CA that signed the SuperLink's certificate, and the
@@ -82,10 +87,12 @@ impl Default for FederationBuilder {
             supernodes: 2,
             superlink_args: Vec::new(),
             supernode_args: Vec::new(),
+            supernode_args_at: Vec::new(),
             env: Vec::new(),
             supernode_overrides: Vec::new(),
             tls: None,
             fleet_via: None,
+            flower_names: false,
         }
     }
 }
@@ -132,6 +139,11 @@ impl FederationBuilder {
         self.supernode_args.push(a.into());
         self
     }
+    /// An extra argument for SuperNode `i` only (e.g. its own key), after the shared ones.
+    pub fn supernode_arg_at(mut self, i: usize, a: impl Into<String>) -> Self {
+        self.supernode_args_at.push((i, a.into()));
+        self
+    }
     /// TLS on Fleet and Exec: the SuperLink gets `--ssl-ca-certfile/--ssl-certfile/--ssl-keyfile`
     /// and every SuperNode `--root-certificates` instead of `--insecure`, and
     /// [`Federation::flwr`] federations use `root-certificates`. ServerAppIo and ClientAppIo
@@ -145,6 +157,13 @@ impl FederationBuilder {
     /// proxy that forwards to `superlink`).
     pub fn fleet_via(mut self, supernodes: SocketAddr, superlink: SocketAddr) -> Self {
         self.fleet_via = Some((supernodes, superlink));
+        self
+    }
+    /// Starts Sepal's SuperLink and SuperNodes under Flower's program names: the `sepal`
+    /// binary symlinked as `<dir>/bin/flower-superlink` and `flower-supernode`, run with
+    /// Flower's flags and no subcommand.
+    pub fn flower_names(mut self) -> Self {
+        self.flower_names = true;
         self
     }
     /// An extra environment variable for every process of the federation.
@@ -320,6 +339,17 @@ impl Federation {
         self.supernodes[i].wait_for_port(self.clientappio[i], START_TIMEOUT)
     }
 
+    /// Starts the external ServerApp process again (process isolation), e.g. after a test
+    /// killed it; the old one is stopped first if it still runs.
+    pub fn restart_serverapp(&mut self) -> Result<()> {
+        if let Some(i) = self.apps.iter().position(|p| p.name() == "serverapp") {
+            let mut old = self.apps.remove(i);
+            old.stop(STOP_GRACE);
+            self.archive_log(&old);
+        }
+        self.start_serverapp()
+    }
+
     /// Renames a stopped process's log `<name>.log` to the first free `<name>.<n>.log`, so
     /// that its restart writes a fresh `<name>.log`.
     fn archive_log(&self, stopped: &Proc) {
@@ -367,9 +397,11 @@ impl Federation {
         env
     }
 
-    fn command(&self, which: Impl, python_program: &str, sepal_sub: &str, name: &str) -> Command {
+    fn command(&self, which: Impl, python_program: &str, sepal_sub: &str, name: &str) -> Result<Command> {
+        let flower_named = self.spec.flower_names && python_program.starts_with("flower-");
         let mut cmd = match which {
             Impl::Python => Command::new(venv().join("bin").join(python_program)),
+            Impl::Sepal if flower_named => Command::new(self.sepal_as(python_program)?),
             Impl::Sepal => {
                 let mut c = Command::new(sepal_bin());
                 c.arg(sepal_sub);
@@ -377,7 +409,19 @@ impl Federation {
             }
         };
         cmd.envs(self.env_for(name)).current_dir(self.dir());
-        cmd
+        Ok(cmd)
+    }
+
+    /// `<dir>/bin/<program>`, a symlink to the `sepal` binary (made on first use).
+    fn sepal_as(&self, program: &str) -> Result<PathBuf> {
+        let bin = self.dir().join("bin");
+        let link = bin.join(program);
+        if !link.exists() {
+            std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+            std::os::unix::fs::symlink(sepal_bin(), &link)
+                .with_context(|| format!("linking {} to the sepal binary", link.display()))?;
+        }
+        Ok(link)
     }
 
     fn spawn(&self, name: &str, cmd: Command) -> Result<Proc> {
@@ -385,7 +429,7 @@ impl Federation {
     }
 
     fn start_superlink(&mut self) -> Result<()> {
-        let mut cmd = self.command(self.spec.superlink, "flower-superlink", "superlink", "superlink");
+        let mut cmd = self.command(self.spec.superlink, "flower-superlink", "superlink", "superlink")?;
         match &self.spec.tls {
             Some(t) => cmd
                 .arg("--ssl-ca-certfile")
@@ -426,7 +470,7 @@ impl Federation {
         let n = self.spec.supernodes;
         let imp =
             self.spec.supernode_overrides.iter().rev().find(|(at, _)| *at == i).map_or(self.spec.supernode, |o| o.1);
-        let mut cmd = self.command(imp, "flower-supernode", "supernode", &name);
+        let mut cmd = self.command(imp, "flower-supernode", "supernode", &name)?;
         match &self.spec.tls {
             Some(t) => cmd.arg("--root-certificates").arg(&t.ca),
             None => cmd.arg("--insecure"),
@@ -442,11 +486,12 @@ impl Federation {
             cmd.args(["--isolation", "process"]);
         }
         cmd.args(&self.spec.supernode_args);
+        cmd.args(self.spec.supernode_args_at.iter().filter(|(at, _)| *at == i).map(|(_, a)| a));
         self.spawn(&name, cmd)
     }
 
     fn start_serverapp(&mut self) -> Result<()> {
-        let mut cmd = self.command(self.spec.apps, "flwr-serverapp", "serverapp", "serverapp");
+        let mut cmd = self.command(self.spec.apps, "flwr-serverapp", "serverapp", "serverapp")?;
         cmd.arg("--insecure").arg("--serverappio-api-address").arg(self.serverappio.to_string());
         let p = self.spawn("serverapp", cmd)?;
         self.apps.push(p);
@@ -455,7 +500,7 @@ impl Federation {
 
     fn start_clientapp(&mut self, i: usize) -> Result<()> {
         let name = format!("clientapp-{i}");
-        let mut cmd = self.command(self.spec.apps, "flwr-clientapp", "clientapp", &name);
+        let mut cmd = self.command(self.spec.apps, "flwr-clientapp", "clientapp", &name)?;
         cmd.arg("--insecure").arg("--clientappio-api-address").arg(self.clientappio[i].to_string());
         let p = self.spawn(&name, cmd)?;
         self.apps.push(p);

@@ -335,6 +335,23 @@ pub fn final_line(log: &str) -> Option<String> {
     })
 }
 
+/// Makes a fresh app with Flower's own template, as Flower's CI does:
+/// `flwr new <name> --framework numpy --username flwrlabs` in `parent` (a FedAvg ServerApp
+/// on the strategy API, 3 rounds, that prints `[ROUND n]` and `Run finished`).
+pub fn new_app(parent: &Path, name: &str) -> Result<PathBuf> {
+    let mut cmd = Command::new(venv().join("bin").join("flwr"));
+    cmd.args(["new", name, "--framework", "numpy", "--username", "flwrlabs"])
+        .current_dir(parent)
+        .env("FLWR_TELEMETRY_ENABLED", "0")
+        .stdin(Stdio::null());
+    let out = run_with_timeout(cmd, CLI_TIMEOUT)?;
+    let dir = parent.join(name);
+    if !out.status.success() || !dir.join("pyproject.toml").is_file() {
+        bail!("flwr new {name} failed ({}): {}{}", out.status, out.stdout, out.stderr);
+    }
+    Ok(dir)
+}
+
 /// `text` without ANSI escape sequences (`ESC [ … letter`).
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -365,7 +382,6 @@ fn parse_runs(v: &Value) -> Result<Vec<RunInfo>> {
         .collect()
 }
 
-/// ListRuns for one run; over TLS verified with `ca` when given.
 /// The run as the Exec API's `ListRuns` returns it (over TLS when `ca` is given).
 pub fn list_run(exec: SocketAddr, run_id: u64, ca: Option<&Path>) -> Result<sepal_proto::pb::Run> {
     use sepal_proto::pb::{exec_client::ExecClient, ListRunsRequest};

@@ -5,39 +5,23 @@
 //! P-384, Flower's): the listed node runs a round; an unlisted Python SuperNode is refused
 //! ("Public key not recognized") and exits (Flower 1.20: status 0).
 //!
-//! Needs `ssh-keygen` (skipped without it), `cargo build -p sepal-cli` and the venv from
+//! Needs `ssh-keygen` (scripts/test.sh installs it), `cargo build -p sepal-cli` and the venv from
 //! scripts/python-env.sh.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sepal_tests::federation::Impl;
+use sepal_tests::kit::{allow_list, ssh_keygen};
 use sepal_tests::{free_addr, venv_bin, Federation, EXAMPLE, RUN_TIMEOUT};
-
-/// Makes `dir/name` and `dir/name.pub` with ssh-keygen (an ECDSA key of `bits`); `None`
-/// if it is not installed.
-fn keygen(dir: &Path, name: &str, bits: &str) -> Option<(PathBuf, PathBuf)> {
-    let path = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ecdsa", "-b", bits, "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .status();
-    status.is_ok_and(|s| s.success()).then(|| (path.clone(), path.with_extension("pub")))
-}
 
 #[test]
 fn sepal_superlink_allowlist_with_python_supernodes() {
     let started = Instant::now();
     let keys = tempfile::tempdir().unwrap();
-    let (Some(listed), Some(unlisted)) = (keygen(keys.path(), "listed", "256"), keygen(keys.path(), "unlisted", "384"))
-    else {
-        eprintln!("ssh-keygen not available: skipped");
-        return;
-    };
-    let csv = keys.path().join("keys.csv");
-    std::fs::copy(&listed.1, &csv).unwrap();
+    let listed = ssh_keygen(keys.path(), "listed", 256).unwrap();
+    let unlisted = ssh_keygen(keys.path(), "unlisted", 384).unwrap();
+    let csv = allow_list(keys.path(), "keys.csv", &[&listed.1]).unwrap();
     let fed = Federation::builder()
         .superlink(Impl::Sepal)
         .supernode(Impl::Python)

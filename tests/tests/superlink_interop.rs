@@ -51,3 +51,35 @@ fn sepal_superlink_flwr_ls_log_stop() {
     assert!(!printed.contains("_InactiveRpcError"), "flwr printed a raw exception:\n{printed}");
     assert_eq!(flwr.ls().unwrap().len(), 2, "no run was made of it");
 }
+
+/// A straggler (issue #17): on Flower's strategy API the round timeout is also the TTL of
+/// the round's messages, so a node that trains past it makes its Python SuperNode push a
+/// reply whose TTL is not positive. The SuperLink drops that reply with OK, as Flower's
+/// does; the SuperNode lives on and trains in the next rounds.
+#[test]
+fn a_straggler_python_supernode_survives_and_serves_the_next_round() {
+    let mut fed = Federation::sepal(2, Isolation::Subprocess).unwrap();
+    let flwr = fed.flwr_app(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/straggler-py")).unwrap();
+    let run_id = flwr.run(&[]).unwrap();
+    let status = flwr.wait_for_status(run_id, |s| s.starts_with("finished"), sepal_tests::RUN_TIMEOUT);
+    assert_eq!(status.unwrap_or_else(|e| panic!("{e:#}\n{}", fed.log_tails(40))), "finished:completed");
+
+    let log = flwr.log_show(run_id).unwrap();
+    let round = |n: usize| {
+        let start = log.find(&format!("[ROUND {n}]")).unwrap_or_else(|| panic!("no [ROUND {n}] in:\n{log}"));
+        let end = log[start..].find(&format!("[ROUND {}]", n + 1)).map_or(log.len(), |e| start + e);
+        log[start..end].to_string()
+    };
+    assert!(
+        round(1).contains("aggregate_fit: received 1 results"),
+        "round 1 did not go on without the straggler:\n{log}"
+    );
+    for n in [2, 3] {
+        assert!(round(n).contains("aggregate_fit: received 2 results and 0 failures"), "round {n}:\n{log}");
+    }
+    let superlink = fed.superlink_proc().expect("a SuperLink").log();
+    assert!(superlink.contains("reply dropped"), "no late reply reached the SuperLink:\n{}", fed.log_tails(40));
+    for node in fed.supernode_procs() {
+        node.ensure_running().unwrap_or_else(|e| panic!("a Python SuperNode did not survive the straggler: {e:#}"));
+    }
+}

@@ -1,6 +1,7 @@
 //! The in-process test kit: a SuperLink ([`TestLink`]) and SuperNodes ([`TestNode`]) that
 //! start in the test's own tokio runtime on free loopback ports and stop when dropped, and
-//! the FABs tests submit ([`fab`]) and TLS certificates ([`make_certs`]). Tests talk to them over real gRPC, as Flower's
+//! the FABs tests submit ([`fab`]), TLS certificates ([`make_certs`]) and SuperNode keys
+//! ([`ssh_keygen`]). Tests talk to them over real gRPC, as Flower's
 //! components would.
 //!
 //! ```no_run
@@ -14,6 +15,7 @@
 
 mod certs;
 mod fab;
+mod keys;
 mod link;
 mod node;
 mod serverapp;
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 
 pub use certs::{make_certs, stranger_ca_pem, TestCerts};
 pub use fab::{fab, fab_from_dir};
+pub use keys::{allow_list, ssh_keygen};
 pub use link::{SignedFleet, TestLink};
 pub use node::TestNode;
 pub use sepal_fab::testing::PyProject;
