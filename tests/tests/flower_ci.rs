@@ -147,9 +147,19 @@ fn exec_api_scenario(setup: Setup) {
     s.run_to_completion(&["--run-config", "num-server-rounds=1"]).unwrap();
 }
 
+/// The bare scenario, then the end of Flower's script: the SuperLink is stopped (SIGTERM)
+/// while its SuperNodes still hold calls open, and it exits by itself, cleanly.
 #[test]
 fn bare() {
-    superlink_scenario(Setup::default());
+    let mut s = Scenario::start(Setup { no_retries: true, ..Setup::default() }).unwrap();
+    s.run_to_completion(&[]).unwrap();
+    let superlink = s.fed.superlink_proc().expect("a SuperLink");
+    superlink.signal_group(Signal::TERM);
+    let status = poll("the SuperLink to exit", Duration::from_secs(20), Duration::from_millis(100), || {
+        Ok(superlink.exit_status())
+    });
+    let status = status.unwrap_or_else(|e| panic!("{e:#}\n{}", superlink.log_tail(20)));
+    assert!(status.success(), "the SuperLink exited with {status}:\n{}", superlink.log_tail(20));
 }
 
 #[test]
