@@ -102,7 +102,7 @@ impl FleetService {
         if let Some(busy) = sepal_wire::busy_runs(req.metadata()).map_err(Error::InvalidArgument)? {
             self.link.node_busy_with(node_id, busy);
         }
-        let mut stored = self.link.events.message_stored.subscribe();
+        let mut stored = self.link.events.instructions.subscribe(node_id);
         let deadline = tokio::time::Instant::now() + wait;
         let msg = loop {
             if let Some(msg) = self.link.next_instruction(node_id)? {
@@ -148,12 +148,14 @@ impl FleetService {
         self.link.require_running(run_id)?;
         let mut results = std::collections::HashMap::new();
         let mut objects_to_push = Vec::new();
+        let mut runs_answered = Vec::new();
         for msg in msgs {
             // Accepted or not, the node is done with the message this answers.
             self.link.node_done_with(node_id, msg.metadata().run_id);
             match self.accept_reply(&msg, node_id) {
                 Ok((id, missing)) => {
                     results.insert(id, 0);
+                    runs_answered.push(msg.metadata().run_id);
                     for id in missing {
                         if !objects_to_push.contains(&id) {
                             objects_to_push.push(id);
@@ -175,7 +177,10 @@ impl FleetService {
                 Err(e) => tracing::warn!(node_id, object_id = object.object_id, "inline object not stored: {e}"),
             }
         }
-        self.link.message_stored();
+        runs_answered.dedup();
+        for run in runs_answered {
+            self.link.events.replies.wake(run);
+        }
         Ok(pb::PushMessagesResponse {
             reconnect: Some(pb::Reconnect { reconnect: RECONNECT_AFTER }),
             results,

@@ -62,7 +62,7 @@ impl ServerAppIoService {
     /// answer is one Flower would give, only later.
     async fn pull_messages(&self, req: pb::PullAppMessagesRequest) -> Result<pb::PullAppMessagesResponse> {
         let deadline = tokio::time::Instant::now() + REPLY_HOLD;
-        let mut stored = self.link.events.message_stored.subscribe();
+        let mut stored = self.link.events.replies.subscribe(req.run_id);
         let mut nodes = self.link.events.node_changed.subscribe();
         let mut wanted = req.message_ids;
         let mut res = pb::PullAppMessagesResponse::default();

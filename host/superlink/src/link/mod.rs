@@ -6,8 +6,10 @@
 mod messages;
 mod quotas;
 mod turns;
+mod wakeups;
 
 pub use messages::{require_valid, validate_message};
+pub use wakeups::Wakeups;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,8 +61,10 @@ pub struct Events {
     pub run_submitted: Notify,
     /// A run's log or status changed (StreamLogs waits on this).
     pub run_changed: watch::Sender<u64>,
-    /// An instruction or reply was stored.
-    pub message_stored: watch::Sender<u64>,
+    /// By node: an instruction for it was stored, or it finished one (its next may be due).
+    pub instructions: Wakeups,
+    /// By run: a reply of the run was stored.
+    pub replies: Wakeups,
     /// A node registered or left.
     pub node_changed: watch::Sender<u64>,
     /// A pushed object was stored (a reply's upload progressed).
@@ -150,6 +154,7 @@ impl Link {
             Err(e) => tracing::warn!(run_id, "cannot drop the finished run's messages: {e}"),
         }
         self.objects.delete_run(run_id);
+        self.events.replies.forget(run_id);
         lock(&self.push_locks).remove(&run_id);
         lock(&self.told_over_quota).remove(&run_id);
     }
@@ -180,10 +185,6 @@ impl Link {
         Events::bump(&self.events.node_changed);
     }
 
-    /// Records that a message was stored (wakes waiters on messages).
-    pub fn message_stored(&self) {
-        Events::bump(&self.events.message_stored);
-    }
 }
 
 /// Shorthand used by several services.

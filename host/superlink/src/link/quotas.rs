@@ -52,6 +52,9 @@ impl Link {
         let mut to_push =
             self.objects.register_messages(run_id, &trees, made).map_err(|e| self.refused(run_id, e.into()))?;
         let mut ids = Vec::with_capacity(msgs.len());
+        let mut nodes: Vec<u64> = msgs.iter().map(|m| m.metadata().dst_node_id).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
         for msg in msgs {
             let root = msg.tree.object_id.clone();
             match self.state.store_instruction(msg)? {
@@ -64,7 +67,9 @@ impl Link {
             }
         }
         to_push.retain(|id| self.objects.contains(id));
-        self.message_stored();
+        for node in nodes {
+            self.events.instructions.wake(node);
+        }
         Ok((ids, to_push))
     }
 

@@ -19,7 +19,9 @@ impl Link {
     /// Records that a node is done with its message of `run_id` (it replied).
     pub fn node_done_with(&self, node_id: u64, run_id: u64) {
         if let Some(runs) = lock(&self.busy).get_mut(&node_id) {
-            runs.remove(&run_id);
+            if runs.remove(&run_id) {
+                self.events.instructions.wake(node_id);
+            }
         }
     }
 
@@ -43,6 +45,7 @@ impl Link {
     pub fn node_left(&self, node_id: u64) {
         lock(&self.last_served).remove(&node_id);
         lock(&self.busy).remove(&node_id);
+        self.events.instructions.forget(node_id);
         self.node_changed();
     }
 }

@@ -171,7 +171,7 @@ impl LinkGrid {
     }
 
     async fn send_and_receive(&self, messages: Vec<Vec<u8>>, timeout: Duration) -> Result<Vec<Vec<u8>>, GridError> {
-        let mut stored = self.link.events.message_stored.subscribe();
+        let mut stored = self.link.events.replies.subscribe(self.run_id);
         let mut nodes = self.link.events.node_changed.subscribe();
         let mut objects = self.link.events.object_stored.subscribe();
         let mut pending: Vec<String> = self.push(messages).await?.into_iter().filter(|id| !id.is_empty()).collect();
