@@ -110,8 +110,7 @@ impl Link {
 
     /// The run's status, or `RunNotFound`.
     pub fn run_status(&self, run_id: u64) -> Result<pb::RunStatus> {
-        let run = self.state.run(run_id)?.ok_or(Error::RunNotFound(run_id))?;
-        Ok(run.status.unwrap_or_default())
+        self.state.run_status(run_id)?.ok_or(Error::RunNotFound(run_id))
     }
 
     /// Fails with PERMISSION_DENIED (Flower's wording) unless the run is running.

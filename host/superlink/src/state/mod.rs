@@ -257,6 +257,13 @@ pub trait LinkState: Send + Sync + 'static {
     /// ServerApp missed its heartbeats becomes finished:failed).
     fn run(&self, run_id: u64) -> StateResult<Option<pb::Run>>;
 
+    /// The run's status only, brought up to date as [`LinkState::run`] does. Every Fleet
+    /// and ServerAppIo call checks it, so backends that hold runs in memory answer it
+    /// without copying the whole run.
+    fn run_status(&self, run_id: u64) -> StateResult<Option<pb::RunStatus>> {
+        Ok(self.run(run_id)?.map(|run| run.status.unwrap_or_default()))
+    }
+
     /// Every run id.
     fn run_ids(&self) -> StateResult<Vec<u64>>;
 

@@ -58,9 +58,13 @@ pub(super) fn silent_serverapp_fails_the_run(make: Factory<'_>) {
     state.claim_pending_run().unwrap();
     assert!(state.ack_app_heartbeat(run_id, 0.0).unwrap());
     std::thread::sleep(std::time::Duration::from_millis(20));
+    // The status alone is brought up to date as the whole run is.
+    let alone = state.run_status(run_id).unwrap().unwrap();
     let st = status_of(&*state, run_id);
+    assert_eq!(alone, st);
     assert_eq!((st.status.as_str(), st.sub_status.as_str()), (FINISHED, status::FAILED));
     assert_eq!(st.details, NO_HEARTBEAT_DETAILS);
+    assert_eq!(state.run_status(999).unwrap(), None);
     assert!(!state.ack_app_heartbeat(run_id, 10.0).unwrap(), "finished runs take no heartbeat");
     assert!(!state.ack_app_heartbeat(999, 10.0).unwrap());
 }

@@ -134,6 +134,11 @@ impl LinkState for MemoryState {
         Ok(inner.run_mut(run_id).ok().map(|e| e.run.clone()))
     }
 
+    fn run_status(&self, run_id: u64) -> StateResult<Option<pb::RunStatus>> {
+        let mut inner = self.lock();
+        Ok(inner.run_mut(run_id).ok().map(|e| e.run.status.clone().unwrap_or_default()))
+    }
+
     fn run_ids(&self) -> StateResult<Vec<u64>> {
         let mut ids: Vec<u64> = self.lock().runs.keys().copied().collect();
         ids.sort_unstable();
