@@ -15,6 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(grpc)
         .build_server(grpc)
         .codec_path("sepal_wire::codec::WireCodec")
+        // Payload objects as `Bytes`: decoded as a slice of the received buffer and sent
+        // without a copy into a `Vec` first (they are the bulk of every message).
+        .bytes(".flwr.proto.PushObjectRequest.object_content")
+        .bytes(".flwr.proto.PullObjectResponse.object_content")
+        .bytes(".flwr.proto.InlineObject.object_content")
         .compile_fds(fds)?;
     Ok(())
 }

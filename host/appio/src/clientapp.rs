@@ -310,7 +310,7 @@ impl ClientApp {
         let objects: HashMap<String, Bytes> = objects.into_iter().collect();
         let (node, run_id) = (inputs.node(), reply.metadata.run_id);
         push_objects(&res.objects_to_push, &objects, |object_id, content| {
-            let req = pb::PushObjectRequest { node, run_id, object_id, object_content: content.to_vec() };
+            let req = pb::PushObjectRequest { node, run_id, object_id, object_content: content };
             let client = self.node.clone();
             async move { unary!(client, push_object, req).map(|r| r.stored) }
         })

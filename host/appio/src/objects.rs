@@ -75,7 +75,7 @@ where
         loop {
             let res = pull(id.clone()).await?;
             if res.object_available {
-                objects.insert(id, Bytes::from(res.object_content));
+                objects.insert(id, res.object_content);
                 break;
             }
             if !res.object_found {
@@ -154,7 +154,7 @@ mod tests {
                 Ok(pb::PullObjectResponse {
                     object_found: true,
                     object_available: available,
-                    object_content: id.into_bytes(),
+                    object_content: id.into_bytes().into(),
                 })
             }
         })

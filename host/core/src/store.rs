@@ -40,7 +40,7 @@ impl ObjectLookup {
             ObjectLookup::NotFound => pb::PullObjectResponse::default(),
             ObjectLookup::Pending => pb::PullObjectResponse { object_found: true, ..Default::default() },
             ObjectLookup::Available(content) => {
-                pb::PullObjectResponse { object_found: true, object_available: true, object_content: content.to_vec() }
+                pb::PullObjectResponse { object_found: true, object_available: true, object_content: content }
             }
         }
     }

@@ -171,7 +171,7 @@ impl FleetService {
             if !objects_to_push.contains(&object.object_id) {
                 continue;
             }
-            match self.link.push_object(run_id, &object.object_id, object.object_content.into()) {
+            match self.link.push_object(run_id, &object.object_id, object.object_content) {
                 Ok(true) => objects_to_push.retain(|id| *id != object.object_id),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(node_id, object_id = object.object_id, "inline object not stored: {e}"),
@@ -248,7 +248,7 @@ impl FleetService {
         self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
         self.link.require_running(body.run_id)?;
-        let stored = self.link.push_object(body.run_id, &body.object_id, body.object_content.into())?;
+        let stored = self.link.push_object(body.run_id, &body.object_id, body.object_content)?;
         Ok(pb::PushObjectResponse { stored })
     }
 

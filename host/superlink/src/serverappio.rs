@@ -179,7 +179,7 @@ impl ServerAppIoService {
     fn push_object(&self, req: pb::PushObjectRequest) -> Result<pb::PushObjectResponse> {
         self.link.require_running(req.run_id)?;
         Self::require_superlink_node(&req.node)?;
-        let stored = self.link.push_object(req.run_id, &req.object_id, req.object_content.into())?;
+        let stored = self.link.push_object(req.run_id, &req.object_id, req.object_content)?;
         Ok(pb::PushObjectResponse { stored })
     }
 

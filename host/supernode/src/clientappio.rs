@@ -162,7 +162,7 @@ impl ClientAppIo for ClientAppIoService {
 
     async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Reply<pb::PushObjectResponse> {
         let req = req.into_inner();
-        let stored = self.objects.put(&req.object_id, req.object_content.into()).map_err(Refusal::BadObject);
+        let stored = self.objects.put(&req.object_id, req.object_content).map_err(Refusal::BadObject);
         reply(stored.map(|stored| pb::PushObjectResponse { stored }))
     }
 

@@ -108,7 +108,7 @@ impl Fleet {
         let offers_inline = res.metadata().contains_key(INLINE_OBJECTS_HEADER);
         self.inline_push.store(offers_inline, Ordering::Relaxed);
         let res = res.into_inner();
-        let objects = res.sepal_objects.into_iter().map(|o| (o.object_id, Bytes::from(o.object_content))).collect();
+        let objects = res.sepal_objects.into_iter().map(|o| (o.object_id, o.object_content)).collect();
         let first = res.messages_list.into_iter().zip(res.message_object_trees).next();
         Ok(first.map(|(message, tree)| Pulled { message, tree, objects }))
     }
@@ -204,7 +204,7 @@ impl Fleet {
                     node: node(node_id),
                     run_id,
                     object_id: object_id.to_string(),
-                    object_content: content.to_vec(),
+                    object_content: content.clone(), // a reference count, not a copy
                 };
                 async move { c.push_object(req).await }
             })

@@ -327,7 +327,7 @@ impl Shared {
         loop {
             let res = self.fleet.pull_object(node_id, run_id, id).await?;
             if res.object_available {
-                return Ok(res.object_content.into());
+                return Ok(res.object_content);
             }
             if !res.object_found || Instant::now() > give_up {
                 let why = format!("object {id} is not available on the SuperLink");
@@ -359,7 +359,7 @@ impl Shared {
             };
             let inline = inline
                 .into_iter()
-                .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content.to_vec() })
+                .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content })
                 .collect();
             let wanted = self.fleet.push_reply(node_id, reply, tree, inline).await?;
             for id in wanted {

@@ -86,12 +86,8 @@ impl PlayedServerApp {
         let res = self.sio.push_messages(req).await.expect("PushMessages").into_inner();
         assert_eq!(res.message_ids, vec![id.clone()]);
         for (object_id, content) in objects.into_iter().filter(|(id, _)| res.objects_to_push.contains(id)) {
-            let req = pb::PushObjectRequest {
-                node: superlink(),
-                run_id: self.run_id,
-                object_id,
-                object_content: content.to_vec(),
-            };
+            let req =
+                pb::PushObjectRequest { node: superlink(), run_id: self.run_id, object_id, object_content: content };
             assert!(self.sio.push_object(req).await.expect("PushObject").into_inner().stored);
         }
         id
@@ -126,7 +122,7 @@ impl PlayedServerApp {
                 obj = self.sio.pull_object(req.clone()).await.expect("PullObject").into_inner();
             }
             assert!(obj.object_available, "reply object {} never arrived", t.object_id);
-            objects.insert(t.object_id.clone(), Bytes::from(obj.object_content));
+            objects.insert(t.object_id.clone(), obj.object_content);
             stack.extend(t.children.iter());
         }
         objects

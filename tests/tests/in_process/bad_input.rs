@@ -173,7 +173,12 @@ async fn serverappio_refuses_unknown_runs_and_malformed_messages() {
     assert_status(sio.push_messages(req).await, Code::InvalidArgument, "needs its tree");
 
     let res = sio
-        .push_object(pb::PushObjectRequest { node: node(7), run_id, object_id: "a".repeat(64), object_content: vec![] })
+        .push_object(pb::PushObjectRequest {
+            node: node(7),
+            run_id,
+            object_id: "a".repeat(64),
+            object_content: Default::default(),
+        })
         .await;
     assert_status(res, Code::FailedPrecondition, "Unexpected node ID");
 
@@ -355,7 +360,12 @@ async fn oversized_input_is_resource_exhausted_and_the_server_keeps_serving() {
         ..Default::default()
     };
     sio.push_messages(req).await.unwrap();
-    let big = pb::PushObjectRequest { node: node(1), run_id, object_id: "a".repeat(64), object_content: vec![0; 2000] };
+    let big = pb::PushObjectRequest {
+        node: node(1),
+        run_id,
+        object_id: "a".repeat(64),
+        object_content: vec![0; 2000].into(),
+    };
     assert_status(sio.push_object(big).await, Code::ResourceExhausted, "the limit is 1000");
 
     let healthy = sio.pull_object(pb::PullObjectRequest { node: node(1), run_id, object_id: "a".repeat(64) }).await;

@@ -80,7 +80,7 @@ async fn a_sepal_supernode_gets_the_objects_inline_and_pushes_its_reply_inline()
         message_object_trees: vec![reply_tree],
         sepal_objects: objects
             .into_iter()
-            .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content.to_vec() })
+            .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content })
             .collect(),
     };
     let pushed = fleet.push_messages(req).await.unwrap().into_inner();

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sepal_core::records::{ConfigValue, Message, Metadata, MetricValue, Record, RecordDict};
 use sepal_core::routing::now_secs;
 use sepal_core::{message_from_objects, message_to_objects};
@@ -63,8 +62,7 @@ async fn client_app_once(addr: SocketAddr) {
     let mut stack = vec![tree];
     while let Some(t) = stack.pop() {
         let req = pb::PullObjectRequest { node, run_id, object_id: t.object_id.clone() };
-        objects
-            .insert(t.object_id.clone(), Bytes::from(io.pull_object(req).await.unwrap().into_inner().object_content));
+        objects.insert(t.object_id.clone(), io.pull_object(req).await.unwrap().into_inner().object_content);
         stack.extend(t.children.iter());
     }
     let instruction = message_from_objects(wire, tree, &objects).unwrap();
@@ -112,7 +110,7 @@ async fn client_app_once(addr: SocketAddr) {
     let wanted = io.push_message(req).await.unwrap().into_inner().objects_to_push;
     for (object_id, content) in objects {
         if wanted.contains(&object_id) {
-            let req = pb::PushObjectRequest { node: None, run_id, object_id, object_content: content.to_vec() };
+            let req = pb::PushObjectRequest { node: None, run_id, object_id, object_content: content };
             assert!(io.push_object(req).await.unwrap().into_inner().stored);
         }
     }

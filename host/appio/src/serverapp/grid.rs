@@ -124,7 +124,7 @@ impl GrpcGrid {
     async fn push_objects(&self, wanted: &[String], objects: &HashMap<String, Bytes>) -> Result<(), GridError> {
         let run_id = self.run_id;
         push_objects(wanted, objects, |object_id, content| {
-            let req = pb::PushObjectRequest { node: superlink(), run_id, object_id, object_content: content.to_vec() };
+            let req = pb::PushObjectRequest { node: superlink(), run_id, object_id, object_content: content };
             let link = self.link.clone();
             async move { unary!(link, push_object, req).map(|r| r.stored) }
         })

@@ -85,7 +85,7 @@ impl Link {
         let (objects, complete) = self.objects.collect(tree, sepal_wire::INLINE_OBJECTS_MAX_BYTES);
         let objects = objects
             .into_iter()
-            .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content.to_vec() })
+            .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content })
             .collect();
         (objects, complete)
     }

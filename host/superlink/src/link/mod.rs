@@ -183,7 +183,6 @@ impl Link {
     pub fn node_changed(&self) {
         Events::bump(&self.events.node_changed);
     }
-
 }
 
 /// Shorthand used by several services.
