@@ -5,6 +5,7 @@
 
 mod commands;
 mod exec;
+mod logging;
 mod output;
 mod shutdown;
 
@@ -45,11 +46,15 @@ enum Command {
     Stop(commands::stop::StopArgs),
 }
 
-/// Logs to stderr; `SEPAL_LOG` (an `EnvFilter` spec) overrides the command's default level.
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEPAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+impl Command {
+    /// The command's log format (`--log-format` on the servers; text elsewhere).
+    fn log_format(&self) -> logging::LogFormat {
+        match self {
+            Command::Superlink(args) => args.log.log_format,
+            Command::Supernode(args) => args.log.log_format,
+            _ => logging::LogFormat::Text,
+        }
+    }
 }
 
 /// The command chosen by the program name (`flower-superlink`, `flower-supernode`, with
@@ -69,7 +74,7 @@ fn main() -> std::process::ExitCode {
     // A clap error prints the help, version or usage error and exits as clap always does.
     let command = parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     // The demo prints the run's own log; the servers' logs would drown it.
-    init_tracing(if matches!(command, Command::Demo(_)) { "warn" } else { "info" });
+    logging::init(if matches!(command, Command::Demo(_)) { "warn" } else { "info" }, command.log_format());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

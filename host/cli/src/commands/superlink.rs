@@ -110,6 +110,9 @@ pub struct SuperlinkArgs {
     /// Limits and grants for Wasm ServerApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
+    /// Log format (Sepal addition).
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 /// Accepts Flower's deployment executor (under the names Flower's docs and scripts use);

@@ -73,6 +73,9 @@ pub struct SupernodeArgs {
     /// Limits and grants for Wasm ClientApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
+    /// Log format (Sepal addition).
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 impl SupernodeArgs {
