@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod launcher;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 pub mod objects;
 pub mod server;
 pub mod serverapp;

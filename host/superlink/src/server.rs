@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
+use sepal_metrics::{RpcLayer, RpcMetrics};
 use sepal_proto::pb::exec_server::ExecServer;
 use sepal_proto::pb::fleet_server::FleetServer;
 use sepal_proto::pb::server_app_io_server::ServerAppIoServer;
@@ -13,6 +15,7 @@ use sepal_wire::{dial_address, ServerTls, TlsFileError, MAX_GRPC_MESSAGE};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
+use tower_layer::{Identity, Stack};
 
 use crate::exec::ExecService;
 use crate::fleet::FleetService;
@@ -78,6 +81,8 @@ pub struct Listeners {
     pub fleet: TcpListener,
     /// Exec (default port 9093).
     pub exec: TcpListener,
+    /// `/metrics` and `/healthz` over HTTP (`--metrics-address`; `None`: off).
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -87,19 +92,30 @@ impl Listeners {
             serverappio: TcpListener::bind(serverappio).await?,
             fleet: TcpListener::bind(fleet).await?,
             exec: TcpListener::bind(exec).await?,
+            metrics: None,
         })
+    }
+
+    /// Also serves metrics and the health check on `addr`.
+    pub async fn with_metrics(mut self, addr: SocketAddr) -> std::io::Result<Self> {
+        self.metrics = Some(TcpListener::bind(addr).await?);
+        Ok(self)
     }
 }
 
-fn base_server() -> Server {
-    Server::builder()
+/// A server whose calls are recorded by `layer`.
+fn base_server(layer: &RpcLayer) -> Server<Stack<RpcLayer, Identity>> {
+    Server::builder().layer(layer.clone())
 }
 
 /// A server for Fleet or Exec: with TLS when configured.
-fn public_server(tls: Option<&ServerTlsConfig>) -> Result<Server, tonic::transport::Error> {
+fn public_server(
+    tls: Option<&ServerTlsConfig>,
+    layer: &RpcLayer,
+) -> Result<Server<Stack<RpcLayer, Identity>>, tonic::transport::Error> {
     match tls {
-        Some(tls) => base_server().tls_config(tls.clone()),
-        None => Ok(base_server()),
+        Some(tls) => Server::builder().tls_config(tls.clone()).map(|s| s.layer(layer.clone())),
+        None => Ok(base_server(layer)),
     }
 }
 
@@ -112,7 +128,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     // Bad TLS files stop the start before anything runs.
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
-    let (mut fleet_server, mut exec_server) = (public_server(tls.as_ref())?, public_server(tls.as_ref())?);
+    let mut registry = Registry::default();
+    let layer = RpcLayer::new(listeners.metrics.is_some().then(|| RpcMetrics::register(&mut registry)));
+    let (mut fleet_server, mut exec_server) =
+        (public_server(tls.as_ref(), &layer)?, public_server(tls.as_ref(), &layer)?);
     let link = Link::new(state, config.limits.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let closing = link.clone();
@@ -128,6 +147,18 @@ pub async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+
+    if let Some(listener) = listeners.metrics {
+        let exposition = std::sync::Arc::new(crate::metrics::exposition(link.clone(), registry));
+        let addr = listener.local_addr().ok();
+        tracing::info!(address = ?addr, "metrics at /metrics, health at /healthz");
+        let shutdown = stopped();
+        tokio::spawn(async move {
+            if let Err(e) = sepal_metrics::serve(listener, exposition, shutdown).await {
+                tracing::error!("the metrics server stopped: {e}");
+            }
+        });
+    }
 
     let launcher = match config.isolation {
         Isolation::Subprocess => {
@@ -160,7 +191,7 @@ pub async fn serve(
                 .add_service(health_fleet)
                 .add_service(fleet)
                 .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.fleet), stopped()),
-            base_server()
+            base_server(&layer)
                 .add_service(health_sio)
                 .add_service(serverappio)
                 .serve_with_incoming_shutdown(sepal_wire::net::incoming(listeners.serverappio), stopped()),

@@ -110,6 +110,10 @@ pub struct SuperlinkArgs {
     /// Limits and grants for Wasm ServerApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
+    /// Serve Prometheus metrics at `/metrics` and a health check at `/healthz` over HTTP
+    /// on this address, e.g. 127.0.0.1:9464 (Sepal addition; off by default).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_address: Option<String>,
     /// Log format (Sepal addition).
     #[command(flatten)]
     pub log: crate::logging::LogArgs,
@@ -191,8 +195,13 @@ impl SuperlinkArgs {
         let serverappio = resolve("--serverappio-api-address", &self.serverappio_api_address).await?;
         let fleet = resolve("--fleet-api-address", &self.fleet_api_address).await?;
         let exec = resolve("--exec-api-address", &self.exec_api_address).await?;
-        let listeners =
+        let mut listeners =
             Listeners::bind(serverappio, fleet, exec).await.context("cannot bind the SuperLink's addresses")?;
+        if let Some(addr) = &self.metrics_address {
+            let addr = resolve("--metrics-address", addr).await?;
+            listeners =
+                listeners.with_metrics(addr).await.with_context(|| format!("cannot bind --metrics-address {addr}"))?;
+        }
         let isolation = Isolation::from(self.isolation);
         let security = if tls.is_some() { "TLS on Fleet and Exec" } else { "insecure" };
         tracing::info!(%serverappio, %fleet, %exec, ?isolation, "SuperLink serving (Flower 1.20 APIs, {security})");

@@ -1,0 +1,63 @@
+//! `sepal superlink --metrics-address`: Prometheus metrics and a health check over HTTP,
+//! scraped around a run of the Wasm quickstart the way Prometheus and a load balancer
+//! would.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use sepal_tests::wasm_apps::{quickstart, SepalFederation};
+use sepal_tests::{free_addr, poll};
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` (exactly as exposed), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_move_with_a_run_and_health_answers() {
+    let metrics = free_addr();
+    let addr = metrics.to_string();
+    let fed = SepalFederation::start(2, &["--metrics-address", &addr], &[]).unwrap();
+    sepal_tests::wait_for_port(metrics, Duration::from_secs(30)).unwrap();
+
+    let (status, body) = get(metrics, "/healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    // Both nodes registered (the federation waits for them) and nothing ran yet.
+    let before = poll("2 nodes online", Duration::from_secs(30), Duration::from_millis(200), || {
+        let (_, text) = get(metrics, "/metrics");
+        Ok((sample(&text, "sepal_nodes_online") == Some(2.0)).then_some(text))
+    })
+    .unwrap();
+    assert_eq!(sample(&before, "sepal_runs{status=\"finished\"}"), Some(0.0), "{before}");
+    let pushes = "sepal_grpc_calls_total{service=\"flwr.proto.Fleet\",method=\"PushMessages\",code=\"Ok\"}";
+    let pushed_before = sample(&before, pushes).unwrap_or(0.0);
+
+    let run_id = fed.submit(&quickstart(), "num-server-rounds=2").unwrap();
+    let status = fed.wait_finished(run_id, Duration::from_secs(120)).unwrap();
+    assert_eq!(status.status, "finished:completed");
+
+    let (code, after) = get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&after, "sepal_runs{status=\"finished\"}"), Some(1.0), "{after}");
+    assert_eq!(sample(&after, "sepal_runs{status=\"running\"}"), Some(0.0), "{after}");
+    // 2 rounds x (train + evaluate) x 2 nodes replies at least.
+    let pushed = sample(&after, pushes).unwrap_or(0.0) - pushed_before;
+    assert!(pushed >= 8.0, "{pushed} replies pushed:\n{after}");
+    assert!(after.contains("sepal_grpc_call_seconds_bucket{"), "{after}");
+    assert_eq!(sample(&after, "sepal_messages_in_flight"), Some(0.0), "{after}");
+    assert!(after.trim_end().ends_with("# EOF"), "not OpenMetrics text:\n{after}");
+    assert_eq!(get(metrics, "/nope").0, 404);
+}
