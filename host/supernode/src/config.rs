@@ -42,6 +42,8 @@ pub struct Config {
     /// Most messages handled at once (one per run at a time; Python ClientApps one at a
     /// time in all).
     pub max_concurrent_messages: usize,
+    /// Where to serve `/metrics` and `/healthz` over HTTP (`None`: nowhere).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             clientapp_timeout: None,
             wasm: sepal_executor::Settings::default(),
             max_concurrent_messages: DEFAULT_MAX_CONCURRENT_MESSAGES,
+            metrics_address: None,
         }
     }
 }

@@ -17,14 +17,17 @@ pub mod clientapps;
 pub mod config;
 pub mod fleet;
 pub mod main_loop;
+pub mod metrics;
 pub mod node;
 pub mod retry;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
 use sepal_core::store::ObjectStore;
 use sepal_executor::Executor;
+use sepal_metrics::{RpcLayer, RpcMetrics};
 use sepal_proto::pb::client_app_io_server::ClientAppIoServer;
 use sepal_wire::auth::Signer;
 use sepal_wire::{dial_address, MAX_GRPC_MESSAGE};
@@ -117,17 +120,37 @@ pub async fn serve_signed(
     let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let metrics = metrics::NodeMetrics::default();
+    let mut registry = Registry::default();
+    let rpc = config.metrics_address.map(|_| {
+        metrics.register(&mut registry);
+        RpcMetrics::register(&mut registry)
+    });
+    let metrics_server = match config.metrics_address {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+            tracing::info!(%addr, "metrics at /metrics, health at /healthz");
+            let exposition = Arc::new(metrics::exposition(registry, state.clone()));
+            Some(tokio::spawn(sepal_metrics::serve(listener, exposition, std::future::pending())))
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-        sepal_wire::net::incoming(listener),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(RpcLayer::new(rpc))
+            .add_service(service)
+            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
     tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
-    let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner);
+    let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner, metrics);
     let result = node.run(shutdown).await;
     let _ = stop_tx.send(());
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     // An external ClientApp may hold a call open (a held poll): give calls a moment, then
     // close.
     let abort = server.abort_handle();

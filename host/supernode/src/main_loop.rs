@@ -25,6 +25,7 @@ use tonic::{Code, Status};
 use crate::clientapps::{Job, Runner};
 use crate::config::Config;
 use crate::fleet::{Fleet, Pulled, HEARTBEAT_INTERVAL};
+use crate::metrics::{NodeMetrics, Outcome};
 use crate::node::{NodeState, RunEntry};
 
 /// How long a pull may be held by a Sepal SuperLink waiting for an instruction.
@@ -45,6 +46,7 @@ struct Shared {
     state: Arc<NodeState>,
     objects: Arc<ObjectStore>,
     runner: Arc<dyn Runner>,
+    metrics: NodeMetrics,
     node_config: HashMap<String, pb::Scalar>,
     clientapp_timeout: Option<Duration>,
 }
@@ -81,12 +83,14 @@ impl SuperNode {
         state: Arc<NodeState>,
         objects: Arc<ObjectStore>,
         runner: Arc<dyn Runner>,
+        metrics: NodeMetrics,
     ) -> Self {
         let shared = Shared {
             fleet,
             state,
             objects,
             runner,
+            metrics,
             node_config: config.node_config.clone(),
             clientapp_timeout: config.clientapp_timeout,
         };
@@ -224,6 +228,7 @@ impl Shared {
     }
 
     async fn handle(self: Arc<Self>, pulled: Pulled) {
+        let arrived = Instant::now();
         let Pulled { message, tree, objects } = pulled;
         let Some(meta) = message.metadata.clone() else {
             tracing::error!("the SuperLink sent a message without metadata; ignored");
@@ -239,6 +244,7 @@ impl Shared {
             }
             Err(Prepare::RunNotRunning(why)) => {
                 tracing::info!(run_id = meta.run_id, "run is not running ({why}); message ignored");
+                self.metrics.record(Outcome::Ignored, arrived.elapsed());
                 return;
             }
             Err(Prepare::Link(s)) => {
@@ -247,18 +253,19 @@ impl Shared {
             }
             Err(Prepare::Unusable(e)) => Err(e),
         };
-        let (reply, reply_tree) = match result {
+        let (outcome, (reply, reply_tree)) = match result {
             Ok(done) => {
                 self.state.set_context(meta.run_id, done.context);
-                (done.reply, done.tree)
+                (Outcome::Replied, (done.reply, done.tree))
             }
             Err(e) => {
                 tracing::warn!(run_id = meta.run_id, "ClientApp failed: {e}");
-                self.error_reply(&meta, &e)
+                (Outcome::Failed, self.error_reply(&meta, &e))
             }
         };
         self.push(meta.run_id, reply, reply_tree).await;
         self.objects.delete(&meta.message_id);
+        self.metrics.record(outcome, arrived.elapsed());
     }
 
     /// Makes sure the run, its FAB and the instruction's objects are here: those that came

@@ -73,6 +73,10 @@ pub struct SupernodeArgs {
     /// Limits and grants for Wasm ClientApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
+    /// Serve Prometheus metrics at `/metrics` and a health check at `/healthz` over HTTP
+    /// on this address, e.g. 127.0.0.1:9465 (Sepal addition; off by default).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_address: Option<String>,
     /// Log format (Sepal addition).
     #[command(flatten)]
     pub log: crate::logging::LogArgs,
@@ -118,6 +122,10 @@ impl SupernodeArgs {
         let max_wait = self.max_wait_time.map(Duration::try_from_secs_f64).transpose().context("--max-wait-time")?;
         let clientapp_timeout =
             self.clientapp_timeout.map(Duration::try_from_secs_f64).transpose().context("--clientapp-timeout")?;
+        let metrics_address = match &self.metrics_address {
+            Some(addr) => Some(resolve("--metrics-address", addr).await?),
+            None => None,
+        };
         let config = Config {
             superlink: self.superlink,
             tls,
@@ -130,6 +138,7 @@ impl SupernodeArgs {
             clientapp_timeout,
             max_concurrent_messages: self.max_concurrent_messages as usize,
             wasm: self.wasm.settings(Duration::from_secs(600))?,
+            metrics_address,
         };
         sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;
         Ok(())
