@@ -27,6 +27,11 @@ fi
 echo "+ scripts/python-env.sh"
 scripts/python-env.sh
 
+# The user-authentication tests run a real OpenID provider (tests/oidc: the pinned
+# oidc-provider package on the machine's Node.js).
+echo "+ npm ci --prefix tests/oidc"
+npm ci --prefix tests/oidc --no-audit --no-fund
+
 # One build serves everything: `cargo test --no-run` also builds the `sepal` binary (the
 # interop tests start it), with the same features as the tests, so nothing is built twice.
 echo "+ cargo test --workspace --no-run"

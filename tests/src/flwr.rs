@@ -189,6 +189,16 @@ impl Flwr {
         Ok(flwr)
     }
 
+    /// Turns on user authentication for the federation (`enable-user-auth = true`): the
+    /// `flwr` CLI then sends the tokens `flwr login` saved with every call.
+    pub fn enable_user_auth(&self) -> Result<()> {
+        let path = self.app_dir.join("pyproject.toml");
+        let mut text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        // The harness's federation is the file's last table.
+        text.push_str("enable-user-auth = true\n");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// The app directory.
     pub fn app_dir(&self) -> &Path {
         &self.app_dir

@@ -23,6 +23,7 @@
 pub mod federation;
 pub mod flwr;
 pub mod kit;
+pub mod oidc;
 pub mod procs;
 pub mod scenarios;
 pub mod wasm_apps;

@@ -44,6 +44,8 @@ enum Command {
     Log(commands::log::LogArgs),
     /// Stop a run (`flwr stop`).
     Stop(commands::stop::StopArgs),
+    /// Log in to a SuperLink that authenticates users (`flwr login`).
+    Login(commands::login::LoginArgs),
 }
 
 impl Command {
@@ -94,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Command::Ls(args) => args.run().await,
             Command::Log(args) => args.run().await,
             Command::Stop(args) => args.run().await,
+            Command::Login(args) => args.run().await,
         }
     });
     match result {

@@ -29,6 +29,12 @@ pub enum Error {
     /// The request exceeds a size limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A service the SuperLink depends on (the identity provider) cannot be used now.
+    #[error("{0}")]
+    Unavailable(String),
     /// The call is not offered by this SuperLink.
     #[error("{0}")]
     Unimplemented(String),
@@ -55,7 +61,8 @@ impl Error {
     fn code(&self) -> Code {
         match self {
             Error::RunNotFound(_) | Error::NotFound(_) => Code::NotFound,
-            Error::RunRefused(_) => Code::PermissionDenied,
+            Error::RunRefused(_) | Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::clock::now_iso;
@@ -18,6 +19,7 @@ use crate::error::{reply, Error, Reply, Result};
 use crate::limits::too_large;
 use crate::link::{finished, Link};
 use crate::state::{status, NewRun, RunState};
+use crate::users::{self, Tokens, User, UserAuth};
 
 /// The `flwr` CLI compares against this exact text.
 const RUN_ID_NOT_FOUND: &str = "Run ID not found";
@@ -29,17 +31,67 @@ const LOG_RECHECK: Duration = Duration::from_secs(1);
 /// The Exec service.
 pub struct ExecService {
     link: Arc<Link>,
+    /// User authentication (`None`: anyone who reaches the API may use every run).
+    users: Option<Arc<UserAuth>>,
+}
+
+/// Who makes a call: the user (`None` with authentication off), and the tokens to hand
+/// back when theirs were renewed on the way.
+struct Caller {
+    user: Option<User>,
+    renewed: Option<Tokens>,
 }
 
 impl ExecService {
-    /// An Exec service over `link`.
+    /// An Exec service over `link`, open to anyone who reaches it.
     pub fn new(link: Arc<Link>) -> Self {
-        Self { link }
+        Self { link, users: None }
+    }
+
+    /// An Exec service over `link` that authenticates users with `users`.
+    pub fn with_users(link: Arc<Link>, users: Option<Arc<UserAuth>>) -> Self {
+        Self { link, users }
+    }
+
+    /// Authenticates the caller of `call` (anyone, when authentication is off).
+    async fn caller(&self, call: &'static str, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let Some(users) = &self.users else {
+            return Ok(Caller { user: None, renewed: None });
+        };
+        match users.authenticate(metadata).await {
+            Ok((user, renewed)) => Ok(Caller { user: Some(user), renewed }),
+            Err(e) => {
+                let e = Error::from(e);
+                tracing::info!(target: "sepal::audit", user = "-", call, outcome = %e, "refused: not authenticated");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The reply to `caller`'s `call`: logged (with authentication on), and carrying the
+    /// renewed tokens, if any, as initial metadata.
+    fn answer<T>(&self, caller: &Caller, call: &'static str, run_id: Option<u64>, result: Result<T>) -> Reply<T> {
+        if let Some(user) = &caller.user {
+            let run = run_id.map_or_else(|| "-".to_string(), |id| id.to_string());
+            match &result {
+                Ok(_) => {
+                    tracing::info!(target: "sepal::audit", user = %user.id, call, run, outcome = "ok", "exec call")
+                }
+                Err(e) => {
+                    tracing::info!(target: "sepal::audit", user = %user.id, call, run, outcome = %e.text(), "exec call refused")
+                }
+            }
+        }
+        let mut response = reply(result)?;
+        if let Some(tokens) = &caller.renewed {
+            attach_tokens(response.metadata_mut(), tokens);
+        }
+        Ok(response)
     }
 
     /// Submits a run. A FAB or run config that cannot be used is refused with the reason
     /// (see [`not_started`] for the status).
-    fn start_run(&self, req: pb::StartRunRequest) -> Result<pb::StartRunResponse> {
+    fn start_run(&self, req: pb::StartRunRequest, user: Option<&User>) -> Result<pb::StartRunResponse> {
         let fab = req.fab.ok_or_else(|| Error::InvalidArgument("StartRun without a FAB".into()))?;
         let limits = &self.link.limits;
         if fab.content.len() > limits.max_fab_bytes {
@@ -88,25 +140,35 @@ impl ExecService {
             fab_hash: hash.clone(),
             override_config: req.override_config,
             federation_options: req.federation_options.unwrap_or_default(),
-            flwr_aid: String::new(),
+            flwr_aid: user.map(|u| u.id.clone()).unwrap_or_default(),
         };
         self.link.state.store_fab(&hash, fab.content.into())?;
         let run_id = self.link.state.create_run(new)?;
-        tracing::info!(run_id, fab_id = %manifest.fab_id(), "run submitted");
+        tracing::info!(run_id, fab_id = %manifest.fab_id(), user = user.map(|u| u.id.as_str()), "run submitted");
         self.link.events.run_submitted.notify_one();
         Ok(pb::StartRunResponse { run_id: Some(run_id) })
     }
 
-    fn existing_run(&self, run_id: u64) -> Result<pb::Run> {
-        self.link.state.run(run_id)?.ok_or_else(|| Error::NotFound(RUN_ID_NOT_FOUND.into()))
+    /// The run `run_id`, if it exists and `user` (when authentication is on) may use it.
+    fn existing_run(&self, run_id: u64, user: Option<&User>) -> Result<pb::Run> {
+        let run = self.link.state.run(run_id)?.ok_or_else(|| Error::NotFound(RUN_ID_NOT_FOUND.into()))?;
+        if let Some(user) = user {
+            user.may_use(&run)?;
+        }
+        Ok(run)
     }
 
-    fn list_runs(&self, req: pb::ListRunsRequest) -> Result<pb::ListRunsResponse> {
+    fn list_runs(&self, req: pb::ListRunsRequest, user: Option<&User>) -> Result<pb::ListRunsResponse> {
         let runs = match req.run_id {
-            Some(run_id) => vec![self.existing_run(run_id)?],
+            Some(run_id) => vec![self.existing_run(run_id, user)?],
             None => {
                 let ids = self.link.state.run_ids()?;
-                ids.into_iter().filter_map(|id| self.link.state.run(id).transpose()).collect::<Result<Vec<_>, _>>()?
+                let all = ids
+                    .into_iter()
+                    .filter_map(|id| self.link.state.run(id).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                // A user sees their own runs; an admin, and everyone with authentication off, all.
+                all.into_iter().filter(|run| user.is_none_or(|u| u.may_use(run).is_ok())).collect()
             }
         };
         let mut run_dict = HashMap::new();
@@ -119,8 +181,8 @@ impl ExecService {
         Ok(pb::ListRunsResponse { run_dict, now: now_iso() })
     }
 
-    fn stop_run(&self, req: pb::StopRunRequest) -> Result<pb::StopRunResponse> {
-        let run = self.existing_run(req.run_id)?;
+    fn stop_run(&self, req: pb::StopRunRequest, user: Option<&User>) -> Result<pb::StopRunResponse> {
+        let run = self.existing_run(req.run_id, user)?;
         if run.status.as_ref().is_some_and(|s| s.status == status::FINISHED) {
             return Err(Error::FailedPrecondition(format!("Run ID {} is already finished", req.run_id)));
         }
@@ -128,7 +190,7 @@ impl ExecService {
         if success {
             let ids = self.link.state.instruction_ids_of_run(req.run_id)?;
             self.link.state.delete_messages(&ids)?;
-            tracing::info!(run_id = req.run_id, "run stopped by user");
+            tracing::info!(run_id = req.run_id, user = user.map(|u| u.id.as_str()), "run stopped by user");
         }
         Ok(pb::StopRunResponse { success })
     }
@@ -198,37 +260,74 @@ fn not_started(e: Error) -> Error {
     }
 }
 
+/// Puts renewed tokens where the `flwr` CLI reads them: the reply's initial metadata,
+/// both keys (it keeps them only when both are there).
+fn attach_tokens(metadata: &mut MetadataMap, tokens: &Tokens) {
+    match (MetadataValue::try_from(tokens.access.as_str()), MetadataValue::try_from(tokens.refresh.as_str())) {
+        (Ok(access), Ok(refresh)) => {
+            metadata.insert(users::ACCESS_TOKEN_KEY, access);
+            metadata.insert(users::REFRESH_TOKEN_KEY, refresh);
+        }
+        _ => tracing::error!("the identity provider's renewed tokens cannot be sent as gRPC metadata (not ASCII)"),
+    }
+}
+
 #[tonic::async_trait]
 impl Exec for ExecService {
     async fn start_run(&self, req: Request<pb::StartRunRequest>) -> Reply<pb::StartRunResponse> {
-        reply(ExecService::start_run(self, req.into_inner()).map_err(not_started))
+        let caller = self.caller("StartRun", req.metadata()).await?;
+        let result = ExecService::start_run(self, req.into_inner(), caller.user.as_ref()).map_err(not_started);
+        let run_id = result.as_ref().ok().and_then(|r| r.run_id);
+        self.answer(&caller, "StartRun", run_id, result)
     }
 
     async fn stop_run(&self, req: Request<pb::StopRunRequest>) -> Reply<pb::StopRunResponse> {
-        reply(ExecService::stop_run(self, req.into_inner()))
+        let caller = self.caller("StopRun", req.metadata()).await?;
+        let req = req.into_inner();
+        let run_id = req.run_id;
+        let result = ExecService::stop_run(self, req, caller.user.as_ref());
+        self.answer(&caller, "StopRun", Some(run_id), result)
     }
 
     type StreamLogsStream = LogStream;
 
     async fn stream_logs(&self, req: Request<pb::StreamLogsRequest>) -> Reply<LogStream> {
+        let caller = self.caller("StreamLogs", req.metadata()).await?;
         let req = req.into_inner();
-        self.existing_run(req.run_id).map_err(Status::from)?;
+        let checked = self.existing_run(req.run_id, caller.user.as_ref()).map(|_| ());
+        self.answer(&caller, "StreamLogs", Some(req.run_id), checked)?;
         let (tx, rx) = mpsc::channel(16);
         // Flower resumes strictly after the last stamp the client saw.
         let after = if req.after_timestamp > 0.0 { req.after_timestamp } else { 0.0 };
         tokio::spawn(stream_logs(self.link.clone(), req.run_id, after, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as LogStream))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as LogStream);
+        if let Some(tokens) = &caller.renewed {
+            attach_tokens(response.metadata_mut(), tokens);
+        }
+        Ok(response)
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Reply<pb::ListRunsResponse> {
-        reply(ExecService::list_runs(self, req.into_inner()))
+        let caller = self.caller("ListRuns", req.metadata()).await?;
+        let req = req.into_inner();
+        let run_id = req.run_id;
+        let result = ExecService::list_runs(self, req, caller.user.as_ref());
+        self.answer(&caller, "ListRuns", run_id, result)
     }
 
     async fn get_login_details(&self, _req: Request<pb::GetLoginDetailsRequest>) -> Reply<pb::GetLoginDetailsResponse> {
-        reply(Err(Error::Unimplemented("user authentication is not enabled on this SuperLink".into())))
+        let Some(users) = &self.users else {
+            return reply(Err(Error::Unimplemented(AUTH_OFF.into())));
+        };
+        reply(users.login_details().await.map_err(Error::from))
     }
 
-    async fn get_auth_tokens(&self, _req: Request<pb::GetAuthTokensRequest>) -> Reply<pb::GetAuthTokensResponse> {
-        reply(Err(Error::Unimplemented("user authentication is not enabled on this SuperLink".into())))
+    async fn get_auth_tokens(&self, req: Request<pb::GetAuthTokensRequest>) -> Reply<pb::GetAuthTokensResponse> {
+        let Some(users) = &self.users else {
+            return reply(Err(Error::Unimplemented(AUTH_OFF.into())));
+        };
+        reply(users.auth_tokens(&req.into_inner().device_code).await.map_err(Error::from))
     }
 }
+
+const AUTH_OFF: &str = "user authentication is not enabled on this SuperLink";

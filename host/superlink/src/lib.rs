@@ -17,6 +17,8 @@
 //! - [`serverapp`]: Wasm ServerApps run in-process (through `sepal-executor`), with a grid
 //!   wired to the link state.
 //! - [`server`]: binds the listeners and serves until shutdown.
+//! - [`users`]: user authentication on the Exec API (`--user-auth-config`): the OpenID
+//!   provider client, the config file, run ownership.
 
 pub mod clock;
 pub mod error;
@@ -31,6 +33,7 @@ pub mod server;
 pub mod serverapp;
 pub mod serverappio;
 pub mod state;
+pub mod users;
 
 pub use limits::InputLimits;
 pub use server::{serve, Config, Isolation, Listeners, ServeError};

@@ -23,6 +23,7 @@ use crate::launcher::{self, LauncherConfig};
 use crate::link::Link;
 use crate::serverappio::ServerAppIoService;
 use crate::state::LinkState;
+use crate::users::UserAuth;
 
 pub use sepal_executor::Isolation;
 
@@ -43,6 +44,10 @@ pub struct Config {
     /// key with a valid signature). Not stored in the link state: it is read afresh from
     /// the CSV at every start, which is also what Flower does in effect.
     pub node_allowlist: Option<Allowlist>,
+    /// `--user-auth-config`: users authenticate with an OpenID provider to use the Exec
+    /// API, and runs belong to who submitted them (`None`: anyone who reaches it may use
+    /// every run). Needs [`Self::tls`].
+    pub user_auth: Option<Arc<UserAuth>>,
 }
 
 impl Config {
@@ -54,6 +59,7 @@ impl Config {
             wasm: sepal_executor::Settings::default(),
             tls: None,
             node_allowlist: None,
+            user_auth: None,
             limits: Default::default(),
         }
     }
@@ -68,6 +74,10 @@ pub enum ServeError {
     /// A TLS file cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsFileError),
+    /// User authentication is configured without TLS: tokens would cross the network in
+    /// the clear.
+    #[error("user authentication (--user-auth-config) needs TLS on the Exec API; remove --insecure and give the --ssl-* files")]
+    UserAuthWithoutTls,
     /// The Wasm sandbox could not be set up.
     #[error("cannot set up the Wasm sandbox: {0}")]
     Sandbox(#[from] sepal_sandbox::SandboxError),
@@ -128,6 +138,17 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     // Bad TLS files stop the start before anything runs.
     let tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+    if config.user_auth.is_some() && tls.is_none() {
+        return Err(ServeError::UserAuthWithoutTls);
+    }
+    if let Some(users) = config.user_auth.clone() {
+        // Say early whether the provider can be reached; calls retry it as they need it.
+        tokio::spawn(async move {
+            if let Err(e) = users.provider().discovery().await {
+                tracing::warn!("the identity provider cannot be used yet (logins will fail until it can): {e}");
+            }
+        });
+    }
     let mut registry = Registry::default();
     let layer = RpcLayer::new(listeners.metrics.is_some().then(|| RpcMetrics::register(&mut registry)));
     let (mut fleet_server, mut exec_server) =
@@ -180,7 +201,7 @@ pub async fn serve(
     let serverappio = ServerAppIoServer::new(ServerAppIoService::new(link.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let exec = ExecServer::new(ExecService::new(link.clone()))
+    let exec = ExecServer::new(ExecService::with_users(link.clone(), config.user_auth.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
 

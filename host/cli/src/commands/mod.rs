@@ -7,6 +7,7 @@ pub mod clientapp;
 pub mod demo;
 pub mod isolation;
 pub mod log;
+pub mod login;
 pub mod ls;
 pub mod run;
 pub mod serverapp;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _};
 use sepal_superlink::state::memory::MemoryState;
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
+use sepal_superlink::users::{UserAuth, UserAuthConfig};
 use sepal_superlink::{Config, InputLimits, Isolation, Listeners};
 use sepal_wire::auth::Allowlist;
 use sepal_wire::ServerTls;
@@ -65,6 +66,14 @@ pub struct SuperlinkArgs {
     /// CSV of SuperNode public keys allowed to connect.
     #[arg(long)]
     auth_list_public_keys: Option<PathBuf>,
+    /// YAML file that turns on user authentication on the Exec API: users sign in with
+    /// `flwr login` at an OpenID provider, and see and stop only their own runs (needs
+    /// TLS; docs/operating.md, "Authenticating users").
+    #[arg(long)]
+    user_auth_config: Option<PathBuf>,
+    /// Do not check the identity provider's TLS certificate (local tests only).
+    #[arg(long)]
+    disable_oidc_tls_cert_verification: bool,
     /// Deprecated in Flower and ignored.
     #[arg(long, hide = true)]
     auth_superlink_private_key: Option<PathBuf>,
@@ -188,6 +197,31 @@ impl SuperlinkArgs {
             }
             None => None,
         };
+        let user_auth = match &self.user_auth_config {
+            Some(path) => {
+                if tls.is_none() {
+                    bail!(
+                        "--user-auth-config needs TLS on the Exec API (tokens must not cross the network in the clear): \
+                         remove --insecure and give --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile"
+                    );
+                }
+                let verify = !self.disable_oidc_tls_cert_verification;
+                if !verify {
+                    tracing::warn!(
+                        "--disable-oidc-tls-cert-verification: the identity provider's certificate is not checked"
+                    );
+                }
+                let cfg = UserAuthConfig::load(path, verify)?;
+                tracing::info!(issuer = %cfg.oidc.issuer, admins = cfg.admins.len(), "users authenticate on the Exec API");
+                Some(Arc::new(UserAuth::new(cfg).map_err(anyhow::Error::msg)?))
+            }
+            None => {
+                if self.disable_oidc_tls_cert_verification {
+                    tracing::warn!("--disable-oidc-tls-cert-verification has no effect without --user-auth-config");
+                }
+                None
+            }
+        };
         // Check the TLS files before binding anything.
         if let Some(files) = &tls {
             files.load()?;
@@ -216,8 +250,15 @@ impl SuperlinkArgs {
             max_concurrent_runs: self.max_concurrent_runs as usize,
             ..InputLimits::default()
         };
-        let config =
-            Config { serverapp_bin: self.serverapp_bin, wasm, tls, node_allowlist, limits, ..Config::new(isolation) };
+        let config = Config {
+            serverapp_bin: self.serverapp_bin,
+            wasm,
+            tls,
+            node_allowlist,
+            limits,
+            user_auth,
+            ..Config::new(isolation)
+        };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())
         } else {

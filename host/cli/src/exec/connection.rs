@@ -2,15 +2,17 @@
 //! ([`ExecTarget`]), and the connected client ([`Exec`]) with Flower's message size limits.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use sepal_proto::pb::exec_client::ExecClient;
 use sepal_wire::ClientTls;
 use sepal_wire::MAX_GRPC_MESSAGE;
-use tonic::transport::Channel;
 use tonic::Status;
 
+use super::credentials::{AuthChannel, Session};
 use super::errors::rpc_error;
 
 /// How long connecting to the SuperLink may take.
@@ -23,12 +25,15 @@ pub struct ExecTarget {
     pub address: String,
     /// Plaintext, or TLS with a CA or the system's roots.
     pub tls: ClientTls,
+    /// The login's tokens (federations with `enable-user-auth = true`), sent with every
+    /// call.
+    pub credentials: Option<PathBuf>,
 }
 
 impl ExecTarget {
     /// A plaintext target.
     pub fn insecure(address: impl Into<String>) -> Self {
-        Self { address: address.into(), tls: ClientTls::Insecure }
+        Self { address: address.into(), tls: ClientTls::Insecure, credentials: None }
     }
 }
 
@@ -54,8 +59,8 @@ impl From<&str> for ExecTarget {
 
 /// An Exec API client and the address it talks to (for messages).
 pub struct Exec {
-    /// The client, with Flower's message size limits.
-    pub client: ExecClient<Channel>,
+    /// The client, with Flower's message size limits (and the login's tokens).
+    pub client: ExecClient<AuthChannel>,
     /// `HOST:PORT`.
     pub address: String,
 }
@@ -64,7 +69,9 @@ impl Exec {
     /// Connects to the Exec API at `target`: a federation's [`ExecTarget`], or a bare
     /// `HOST:PORT` (plaintext).
     pub async fn connect(target: impl Into<ExecTarget>) -> anyhow::Result<Exec> {
-        let ExecTarget { address, tls } = target.into();
+        let ExecTarget { address, tls, credentials } = target.into();
+        // Not logged in: say so before connecting.
+        let session = credentials.map(Session::open).transpose()?.map(Arc::new);
         let address = address.as_str();
         if address.contains("://") {
             bail!("{address:?} is not a valid SuperLink address: expected HOST:PORT, without a scheme");
@@ -79,7 +86,7 @@ impl Exec {
             .connect()
             .await
             .map_err(|e| anyhow!("cannot reach the SuperLink at {address}: {}", error_chain(&e)))?;
-        let client = ExecClient::new(channel)
+        let client = ExecClient::new(AuthChannel::new(channel, session))
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
         Ok(Exec { client, address: address.to_string() })

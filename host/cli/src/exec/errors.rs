@@ -16,8 +16,8 @@ pub fn rpc_error(status: &Status, address: &str, what: &str) -> anyhow::Error {
         Code::Unavailable => anyhow!("cannot reach the SuperLink at {address}: {detail}"),
         Code::NotFound if message == RUN_ID_NOT_FOUND => anyhow!("{RUN_ID_NOT_FOUND}"),
         Code::Unauthenticated => anyhow!(
-            "authentication failed at {address} ({detail}): the SuperLink requires user authentication, \
-             which sepal's CLI does not support yet"
+            "authentication failed at {address} ({detail}); log in with `sepal login` (or `flwr login`) and try again \
+             (the federation needs enable-user-auth = true)"
         ),
         // The SuperLink's own words for a submission it refused (FAB, run config).
         Code::PermissionDenied if detail.starts_with("Run not started: ") => anyhow!("{detail}"),

@@ -117,7 +117,8 @@ fn direct(address: &str, tls: ClientTls) -> anyhow::Result<Federation> {
     if address.is_empty() || !address.contains(':') {
         bail!("--superlink {address:?}: expected HOST:PORT (the SuperLink's Exec API, e.g. 127.0.0.1:9093)");
     }
-    Ok(Federation { name: None, address: ExecTarget { address: address.to_string(), tls }, options: ConfigMap::new() })
+    let address = ExecTarget { address: address.to_string(), tls, credentials: None };
+    Ok(Federation { name: None, address, options: ConfigMap::new() })
 }
 
 /// The directory holding an app's pyproject.toml for `path` (an app directory or a `.fab`

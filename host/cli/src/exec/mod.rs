@@ -9,11 +9,14 @@
 //! - [`connection`]: the Exec gRPC client, [`Exec`], and where it connects,
 //!   [`ExecTarget`](connection::ExecTarget).
 //! - [`errors`]: failed calls turned into messages that say what to do.
+//! - [`credentials`]: the tokens of a login (`sepal login` or `flwr login`), sent with
+//!   every call and renewed as the SuperLink hands back new ones.
 
 mod connection;
+pub mod credentials;
 mod errors;
 mod federation;
 mod pyproject;
 
-pub use connection::Exec;
+pub use connection::{Exec, ExecTarget};
 pub use federation::{project_dir_of, AppFederationArgs, FederationArgs};

@@ -111,14 +111,15 @@ fn to_toml(value: &ConfigValue) -> toml::Value {
     }
 }
 
-/// The checks `flwr` makes before connecting, plus Sepal's: no user auth. `root-certificates`
-/// is relative to `app_dir` and read now.
+/// The checks `flwr` makes before connecting. `root-certificates` is relative to
+/// `app_dir` and read now; with `enable-user-auth = true`, the login's tokens are kept
+/// under `app_dir` as `flwr` keeps them.
 fn check_federation(name: &str, config: toml::Table, app_dir: &Path) -> anyhow::Result<Federation> {
-    if config.get("enable-user-auth").and_then(toml::Value::as_bool) == Some(true) {
-        bail!(
-            "federation `{name}` sets enable-user-auth = true: user authentication is not supported by sepal's CLI yet"
-        );
-    }
+    let user_auth = match config.get("enable-user-auth") {
+        None => false,
+        Some(toml::Value::Boolean(on)) => *on,
+        Some(_) => bail!("federation `{name}`: `enable-user-auth` must be true or false"),
+    };
     let address = match config.get("address") {
         Some(toml::Value::String(address)) => address.clone(),
         Some(_) => bail!("federation `{name}`: `address` must be a string (HOST:PORT of the SuperLink's Exec API)"),
@@ -128,6 +129,10 @@ fn check_federation(name: &str, config: toml::Table, app_dir: &Path) -> anyhow::
         ),
     };
     let tls = tls_of(name, &config, app_dir)?;
+    if user_auth && tls == ClientTls::Insecure {
+        bail!("federation `{name}`: user authentication (enable-user-auth) needs TLS; remove `insecure = true`");
+    }
+    let credentials = user_auth.then(|| super::credentials::credentials_path(app_dir, name));
     let options = match config.get("options") {
         None => ConfigMap::new(),
         Some(toml::Value::Table(options)) => {
@@ -135,7 +140,7 @@ fn check_federation(name: &str, config: toml::Table, app_dir: &Path) -> anyhow::
         }
         Some(_) => bail!("federation `{name}`: `options` must be a table"),
     };
-    Ok(Federation { name: Some(name.to_string()), address: ExecTarget { address, tls }, options })
+    Ok(Federation { name: Some(name.to_string()), address: ExecTarget { address, tls, credentials }, options })
 }
 
 /// The connection's security from `insecure` and `root-certificates` (read now, relative to
