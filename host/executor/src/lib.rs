@@ -20,7 +20,8 @@
 //! - [`app`]: [`RunApp`], a run's FAB read and checked: each side's code, the run config.
 //! - `clientapp`: [`Executor::handle_message`] and [`time_to_reply`].
 //! - `serverapp`: [`Executor::run_server`].
-//! - [`log`]: the one format of app output in a run's log, and the sinks both sides use.
+//! - [`log`]: the one format of app output in a run's log (app text neutralised, host
+//!   lines tagged), and the sinks both sides use.
 //! - [`failure`]: [`AppFailure`], why an app produced no result, in Flower's terms.
 //!
 //! This crate names no transport (no tonic): the grid a ServerApp drives is the caller's

@@ -1,5 +1,10 @@
 //! A run's log: the app's output and log lines, uploaded with `PushLogs` in batches (what
 //! `flwr log` shows), and echoed to this process's own log.
+//!
+//! The SuperLink treats what arrives over ServerAppIo as app text: the sandbox's notices
+//! (`SANDBOX : ...`) reach the run's log disarmed (`APP     : SANDBOX : ...`), and the
+//! line saying that the run failed is the SuperLink's own, written when this process
+//! reports the failure.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,11 +48,6 @@ impl RunLog {
         if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Adds a line of this process's own to the run's log.
-    pub(crate) fn note(&self, text: &str) {
-        self.push(format!("{text}\n"));
     }
 
     /// Closes the log and waits (at most `wait`) for the last lines to be uploaded.

@@ -184,8 +184,8 @@ impl ServerApp {
                 Some(status("finished", "completed", ""))
             }
             Outcome::Failed(details) => {
+                // The SuperLink logs the failure in the run's log when it gets the status.
                 tracing::warn!(run_id, "ServerApp failed: {details}");
-                log.note(&format!("ServerApp failed: {details}"));
                 Some(status("finished", "failed", details))
             }
             Outcome::Stopped(reason) => {

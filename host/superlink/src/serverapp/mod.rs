@@ -34,7 +34,7 @@ pub async fn run(link: Arc<Link>, executor: Executor, run_id: u64, app: RunApp) 
         Ok(()) => finished(status::COMPLETED, ""),
         Err(failure) => {
             let details = failure.to_string();
-            let _ = link.add_log(run_id, &format!("ServerApp failed: {details}\n"));
+            let _ = link.add_host_line(run_id, &format!("ServerApp failed: {details}"));
             tracing::warn!(run_id, "Wasm ServerApp failed: {details}");
             finished(status::FAILED, &details)
         }
