@@ -20,11 +20,21 @@
 //! visible (colours dropped), and an app line that would start with a host tag gets
 //! [`APP_TAG`] in front ([`neutralise`], [`app_text`]): lines starting with [`HOST_TAG`]
 //! or [`SANDBOX_TAG`] come only from Sepal.
+//!
+//! # This process's log
+//!
+//! [`ClientLog`] and [`ServerLog`] also copy the output into the process's own log, in
+//! records of up to 16 KiB (not one per line) and at most [`Settings::host_log_bytes`]
+//! per invocation, with one notice when that cuts it short.
+//!
+//! [`Settings::host_log_bytes`]: crate::Settings::host_log_bytes
 
+mod echo;
 mod text;
 
 use sepal_sandbox::{LogSink, LogSource};
 
+use echo::{Echo, Side};
 pub use text::{app_text, host_line, neutralise, APP_TAG, HOST_TAG, SANDBOX_TAG};
 
 /// How one piece of app output reads in a run's log: `log` calls carry their level, the
@@ -58,42 +68,64 @@ pub fn run_log_line(source: LogSource, text: &str) -> String {
 }
 
 /// A ServerApp's output: each line, formatted by [`run_log_line`], goes to `write` (the
-/// SuperLink's log store, or an upload queue), and is echoed to this process's log.
+/// SuperLink's log store, or an upload queue), and is copied, batched and capped, into
+/// this process's log (written out when the sink is dropped).
 pub struct ServerLog<W> {
-    run_id: u64,
     write: W,
+    echo: Echo,
 }
 
 impl<W: Fn(String) + Send + Sync> ServerLog<W> {
-    /// The log of run `run_id`, written through `write`.
-    pub fn new(run_id: u64, write: W) -> Self {
-        ServerLog { run_id, write }
+    /// The log of run `run_id`, written through `write`; at most `host_log_bytes` of it
+    /// are copied into this process's log.
+    pub fn new(run_id: u64, host_log_bytes: usize, write: W) -> Self {
+        ServerLog { write, echo: Echo::new(Side::Server, run_id, host_log_bytes) }
     }
 }
 
 impl<W: Fn(String) + Send + Sync> LogSink for ServerLog<W> {
     fn line(&self, source: LogSource, text: &str) {
-        tracing::info!(target: "serverapp", run_id = self.run_id, %source, "{text}");
+        self.echo.line(source, text);
         (self.write)(run_log_line(source, text));
     }
 }
 
-/// A ClientApp's output, into this process's log, tagged with the run.
-#[derive(Debug, Clone, Copy)]
+impl<W> Drop for ServerLog<W> {
+    fn drop(&mut self) {
+        self.echo.finish();
+    }
+}
+
+/// A ClientApp's output, into this process's log, tagged with the run: batched, and
+/// capped per message (written out when the sink is dropped, i.e. when the message is
+/// done).
 pub struct ClientLog {
-    run_id: u64,
+    echo: Echo,
 }
 
 impl ClientLog {
-    /// The output of a ClientApp of run `run_id`.
-    pub fn new(run_id: u64) -> Self {
-        ClientLog { run_id }
+    /// The output of one message of a ClientApp of run `run_id`, of which at most
+    /// `host_log_bytes` are logged.
+    pub fn new(run_id: u64, host_log_bytes: usize) -> Self {
+        ClientLog { echo: Echo::new(Side::Client, run_id, host_log_bytes) }
+    }
+}
+
+impl std::fmt::Debug for ClientLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientLog")
     }
 }
 
 impl LogSink for ClientLog {
     fn line(&self, source: LogSource, text: &str) {
-        tracing::info!(target: "clientapp", run_id = self.run_id, %source, "{text}");
+        self.echo.line(source, text);
+    }
+}
+
+impl Drop for ClientLog {
+    fn drop(&mut self) {
+        self.echo.finish();
     }
 }
 
@@ -123,10 +155,10 @@ mod tests {
     fn a_server_log_writes_every_line_to_the_run_log() {
         let written = Mutex::new(String::new());
         {
-            let log = ServerLog::new(1, |line: String| written.lock().unwrap().push_str(&line));
-            log.line(LogSource::Stdout, "plain");
+            let log = ServerLog::new(1, 10, |line: String| written.lock().unwrap().push_str(&line));
+            log.line(LogSource::Stdout, "a line longer than the echo's cap");
             log.line(LogSource::App(LogLevel::Error), "SEPAL   : fake");
         }
-        assert_eq!(written.into_inner().unwrap(), "plain\nERROR   : SEPAL   : fake\n");
+        assert_eq!(written.into_inner().unwrap(), "a line longer than the echo's cap\nERROR   : SEPAL   : fake\n");
     }
 }
