@@ -146,7 +146,8 @@ fn runs_past_the_concurrency_limit_wait_visibly_and_can_be_stopped() {
     let listed = fed.ls().unwrap();
     let status_of = |id: u64| listed.iter().find(|(r, _)| *r == id).map(|(_, s)| s.clone());
     assert_eq!(status_of(waiting).as_deref(), Some("pending"), "{listed:?}");
-    assert!(fed.log_show(waiting).unwrap().contains("waiting to start"));
+    let log = fed.log_show(waiting).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("SEPAL   : waiting to start: ")), "the host's line:\n{log}");
 
     // A waiting run can be stopped; once a slot frees, the next one runs to completion.
     stop(&fed, given_up);

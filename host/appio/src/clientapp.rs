@@ -275,7 +275,7 @@ impl ClientApp {
         let ins = inputs.metadata();
         let (context, node_id) = (&inputs.context, inputs.context.node_id);
         let time_left = time_to_reply(&ins, None);
-        let log = Arc::new(ClientLog::new(ins.run_id));
+        let log = Arc::new(ClientLog::new(ins.run_id, self.executor.settings().host_log_bytes));
         self.executor.handle_message(&component, &instruction, context, node_id, time_left, log).await
     }
 

@@ -4,6 +4,7 @@
 //! Flower's own deployment scripts run against it unchanged.
 
 mod commands;
+mod descriptors;
 mod exec;
 mod logging;
 mod output;

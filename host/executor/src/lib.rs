@@ -20,7 +20,8 @@
 //! - [`app`]: [`RunApp`], a run's FAB read and checked: each side's code, the run config.
 //! - `clientapp`: [`Executor::handle_message`] and [`time_to_reply`].
 //! - `serverapp`: [`Executor::run_server`].
-//! - [`log`]: the one format of app output in a run's log, and the sinks both sides use.
+//! - [`log`]: the one format of app output in a run's log (app text neutralised, host
+//!   lines tagged), and the sinks both sides use (batched and capped in the process log).
 //! - [`failure`]: [`AppFailure`], why an app produced no result, in Flower's terms.
 //!
 //! This crate names no transport (no tonic): the grid a ServerApp drives is the caller's
@@ -54,16 +55,32 @@ pub enum Isolation {
 }
 
 /// What the operator sets for the Wasm apps this process runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// Memory, time and output limits per invocation (one ClientApp message, or one whole
-    /// ServerApp run).
+    /// Memory, time, output and resource limits per invocation (one ClientApp message, or
+    /// one whole ServerApp run).
     pub limits: Limits,
     /// Capabilities beyond nothing (a data directory, connections).
     pub grants: Grants,
     /// The engine: concurrency, pool sizing, and where compiled components are kept
     /// ([`SandboxConfig::artifact_dir`]; see [`default_cache_dir`]).
     pub engine: SandboxConfig,
+    /// Bytes of an invocation's output copied into this process's own log ([`log`]): per
+    /// message for a ClientApp, per run for a ServerApp (whose output is in its run's log
+    /// anyway). Default 256 KiB, one stream's [`Limits::stdout_bytes`].
+    pub host_log_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Settings {
+            host_log_bytes: limits.stdout_bytes,
+            limits,
+            grants: Grants::default(),
+            engine: SandboxConfig::default(),
+        }
+    }
 }
 
 /// Where compiled components are kept by default: `$XDG_CACHE_HOME/sepal/wasm`, else

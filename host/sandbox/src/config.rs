@@ -87,13 +87,24 @@ impl Default for SandboxConfig {
 /// | captured stdout / stderr / log import | 256 KiB each; the rest is dropped, not fatal |
 /// | instances / tables / memories per store | 32 / 32 / 8 |
 /// | table elements | 1,000,000 |
+/// | host resources held at once (sockets, files, streams, pollables) | 256 |
+/// | open TCP sockets (only with a TCP grant) | 16 |
+/// | bytes copied from the app to the host in one call | the memory limit |
 ///
 /// Growing memory or a table past a limit traps at once (`trap_on_grow_failure`), so the
 /// cause is reported as [`SandboxError::MemoryLimit`] instead of an allocation failure
-/// inside the guest.
+/// inside the guest. Holding more host resources ends the invocation with
+/// [`SandboxError::ResourceLimit`]; one socket too many is refused to the app with WASI's
+/// `new-socket-limit` error, and the app carries on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes one linear memory may grow to. Default 1 GiB.
+    ///
+    /// It also bounds one copy from the app to the host (wasmtime's "hostcall fuel"): a
+    /// reply, a context, a push or a log message may be as large as the app's memory, and
+    /// no larger, so what fits in the app's memory also crosses the boundary (wasmtime's
+    /// own default would stop every copy at 128 MiB). Copies from the host into the app
+    /// are bounded by the memory itself.
     pub memory_bytes: usize,
     /// Wall time the invocation may take, from the moment it gets a pool slot. Epoch
     /// interruption stops guest code; host waits (a sleep, `send-and-receive`) are cut off
@@ -114,6 +125,19 @@ pub struct Limits {
     pub memories: usize,
     /// Elements one table may grow to. Default 1,000,000.
     pub table_elements: usize,
+    /// Host resources the app may hold at once: every WASI handle (socket, file or
+    /// directory, stream, pollable) is an entry in the store's resource table, which holds
+    /// at most this many. Sockets and files are host file descriptors, so this also bounds
+    /// the descriptors one invocation can hold (with a directory grant, each open file is
+    /// one). Going past it ends the invocation with [`SandboxError::ResourceLimit`].
+    /// Default 256.
+    pub resources: usize,
+    /// TCP sockets the app may hold open at once (each is a host file descriptor). Only
+    /// reachable with a TCP grant ([`Grants::allow_tcp`]); without one, no socket can be
+    /// created at all. Creating one more fails in the app with `new-socket-limit` (Rust's
+    /// `std` reads it as EMFILE, "No file descriptors available"); the app is not ended.
+    /// Default 16.
+    pub sockets: usize,
 }
 
 impl Default for Limits {
@@ -128,6 +152,8 @@ impl Default for Limits {
             tables: 32,
             memories: 8,
             table_elements: 1_000_000,
+            resources: 256,
+            sockets: 16,
         }
     }
 }

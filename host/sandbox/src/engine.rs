@@ -15,6 +15,7 @@ use crate::bindings::{self, CLIENT_EXPORT, SERVER_EXPORT};
 use crate::client::{ClientRunner, ClientState};
 use crate::error::error_text;
 use crate::server::{ServerRunner, ServerState};
+use crate::store::limit_sockets;
 use crate::{SandboxConfig, SandboxError};
 
 /// Which world a component must target.
@@ -222,11 +223,13 @@ impl Sandbox {
 
         let mut client_linker = Linker::<ClientState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut client_linker).map_err(link_err)?;
+        limit_sockets(&mut client_linker).map_err(link_err)?;
         bindings::client::Client::add_to_linker::<_, HasSelf<ClientState>>(&mut client_linker, |s| s)
             .map_err(link_err)?;
 
         let mut server_linker = Linker::<ServerState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut server_linker).map_err(link_err)?;
+        limit_sockets(&mut server_linker).map_err(link_err)?;
         bindings::server::Server::add_to_linker::<_, HasSelf<ServerState>>(&mut server_linker, |s| s)
             .map_err(link_err)?;
 

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use wasmtime::component::ResourceTableError;
+
 /// Why an app invocation failed. Every variant names the cause; none of them means the
 /// host is in trouble (the store that ran the app is dropped, the engine keeps serving).
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,20 @@ pub enum SandboxError {
         limit: u64,
         /// What the app asked to grow to, when known.
         requested: Option<u64>,
+    },
+    /// The app held more host resources at once, or copied more data to the host in one
+    /// call, than its limit allows (see [`Limits::resources`](crate::Limits::resources)
+    /// and [`Limits::memory_bytes`](crate::Limits::memory_bytes)). `flag` names the
+    /// `sepal` flag an operator raises it with.
+    #[error("the app exceeded its limit of {limit} {what} (set with {flag})")]
+    ResourceLimit {
+        /// What was limited, e.g. "host resources held at once (sockets, files, streams,
+        /// pollables)".
+        what: &'static str,
+        /// The limit in force.
+        limit: u64,
+        /// The operator's flag for it, e.g. `--wasm-max-resources`.
+        flag: &'static str,
     },
     /// The app exhausted its stack (usually unbounded recursion).
     #[error("the app overflowed its stack (unbounded recursion?)")]
@@ -138,6 +154,34 @@ pub(crate) struct FailureContext<'a> {
     pub(crate) deadline: Duration,
     pub(crate) limit_hit: Option<LimitHit>,
     pub(crate) stderr_tail: &'a str,
+    /// The store's resource table capacity ([`Limits::resources`](crate::Limits::resources)).
+    pub(crate) resources: usize,
+    /// The bytes one copy to the host may take (the hostcall fuel: the memory limit).
+    pub(crate) hostcall_fuel: usize,
+}
+
+/// What a full resource table is called in errors.
+pub(crate) const RESOURCES: &str = "host resources held at once (sockets, files, streams, pollables)";
+/// The flag that sets [`Limits::resources`](crate::Limits::resources).
+pub(crate) const RESOURCES_FLAG: &str = "--wasm-max-resources";
+/// What exhausted hostcall fuel is called in errors.
+const COPY: &str = "bytes copied to the host in one call (the app's memory limit)";
+/// The flag that sets [`Limits::memory_bytes`](crate::Limits::memory_bytes).
+const MEMORY_FLAG: &str = "--wasm-memory-mb";
+
+/// Whether a cause in an error chain is the store's resource table being full (a WASI call
+/// that could not store one more handle). wasmtime-wasi turns that into a trap carrying
+/// the table's own error.
+fn table_full(cause: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(cause.downcast_ref::<wasmtime::component::ResourceTableError>(), Some(ResourceTableError::Full))
+        || cause.to_string().contains("resource table has no free keys")
+}
+
+/// Whether a cause is wasmtime's hostcall fuel running out: the app handed the host more
+/// bytes in one call (a list, a string, a result) than the store allows. Its error type is
+/// private to wasmtime, so this matches its text.
+fn hostcall_fuel_exhausted(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.to_string().contains("fuel allocated for hostcalls has been exhausted")
 }
 
 /// Maps a wasmtime error from instantiating or calling a guest to a [`SandboxError`],
@@ -162,6 +206,12 @@ pub(crate) fn classify(err: &wasmtime::Error, cx: &FailureContext<'_>) -> Sandbo
     }
     if let Some(hit) = limit.or(cx.limit_hit) {
         return SandboxError::MemoryLimit { limit: hit.limit, requested: Some(hit.requested) };
+    }
+    if err.chain().any(table_full) {
+        return SandboxError::ResourceLimit { what: RESOURCES, limit: cx.resources as u64, flag: RESOURCES_FLAG };
+    }
+    if err.chain().any(hostcall_fuel_exhausted) {
+        return SandboxError::ResourceLimit { what: COPY, limit: cx.hostcall_fuel as u64, flag: MEMORY_FLAG };
     }
     let message = with_stderr_tail(&error_text(err), cx.stderr_tail);
     match trap {

@@ -26,7 +26,8 @@
 //!   ([`Grants::read_only_dir`]; writes fail with a permission error, `..` and symlink
 //!   escapes are blocked).
 //! - **Network**: no TCP, no UDP, no name lookup. Grantable: outbound TCP to listed
-//!   `host:port` pairs ([`Grants::allow_tcp`], resolved when granted). Listening stays denied.
+//!   `host:port` pairs ([`Grants::allow_tcp`], resolved when granted), at most
+//!   [`Limits::sockets`] open at once. Listening stays denied.
 //! - **Environment and arguments**: none. Grantable: environment variables ([`Grants::env`]).
 //! - **Stdin**: closed. Stdout and stderr are captured into the run's log through the
 //!   caller's [`LogSink`], as is the WIT `log` import.
@@ -36,8 +37,13 @@
 //! wall-time deadline covering guest code and host waits [600 s; pass the message's TTL
 //! left with [`Limits::with_deadline_at_most`]], captured stdout / stderr / log [256 KiB
 //! each; the rest is dropped and a notice logged, the app is not killed], instances /
-//! tables / memories [32 / 32 / 8], table elements [1 M]. Growing past a limit traps at
-//! once and is reported as [`SandboxError::MemoryLimit`].
+//! tables / memories [32 / 32 / 8], table elements [1 M], host resources held at once
+//! (WASI handles: sockets, files, streams, pollables) [256], open TCP sockets [16; with a
+//! TCP grant], one copy from the guest to the host [the memory limit]. Growing past a
+//! memory or table limit traps at once and is reported as [`SandboxError::MemoryLimit`];
+//! holding too many resources or copying too much at once ends the invocation with
+//! [`SandboxError::ResourceLimit`]; one socket too many is refused to the guest with
+//! WASI's `new-socket-limit`.
 //!
 //! Engine ([`SandboxConfig`]): Cranelift; epoch interruption with a 10 ms ticker thread;
 //! 1 MiB Wasm stack; SIMD on, relaxed SIMD, threads, memory64, GC and async components
@@ -73,8 +79,9 @@
 //! - [`error`]: [`SandboxError`], [`TrapKind`].
 //!
 //! Tests: `tests/hostile.rs` (one hostile guest per attack, each asserting the exact
-//! cause) and `tests/server.rs`, with guests under `tests/guests/` built once per test run
-//! by the `sepal-guests` crate.
+//! cause), `tests/resources.rs` (sockets, host resources and the copy limit) and
+//! `tests/server.rs`, with guests under `tests/guests/` built once per test run by the
+//! `sepal-guests` crate.
 
 mod artifacts;
 mod bindings;

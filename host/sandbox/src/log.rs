@@ -253,6 +253,15 @@ impl Capture {
         });
     }
 
+    /// A notice of the sandbox's own (a limit reached), forwarded at once.
+    pub(crate) fn notice(&self, text: &str) {
+        self.with_state(|state, lines| {
+            if !state.finished {
+                lines.push((LogSource::Sandbox, text.to_string()));
+            }
+        });
+    }
+
     /// Flushes unterminated lines and reports what was dropped. Later writes are ignored.
     pub(crate) fn finish(&self) {
         self.with_state(|state, lines| {

@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
+use wasmtime_wasi::p2::TcpSocket;
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::{classify, FailureContext, LimitHit};
@@ -91,15 +94,55 @@ pub(crate) struct Common {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) capture: Capture,
+    /// TCP sockets the app may hold open at once ([`Limits::sockets`]); `None` without a
+    /// TCP grant (wasmtime-wasi then refuses every socket).
+    max_sockets: Option<usize>,
+    /// Whether the log already says that the socket limit was reached.
+    socket_limit_noted: bool,
 }
 
 impl Common {
     pub(crate) fn log(&self, level: LogLevel, message: &str) {
         self.capture.message(level, message);
     }
+
+    /// `wasi:sockets/tcp-create-socket.create-tcp-socket` under [`Limits::sockets`]: the
+    /// app gets `new-socket-limit` (and the log one notice) instead of a socket once it
+    /// holds that many; otherwise wasmtime-wasi creates it as usual (refusing it unless
+    /// TCP was granted). An error wasmtime-wasi raises as a trap stays a trap.
+    pub(crate) fn create_tcp_socket(&mut self, family: IpAddressFamily) -> wasmtime::Result<SocketReply> {
+        // The table holds at most `Limits::resources` entries: counting is cheap.
+        let full = self.max_sockets.filter(|&max| self.table.iter_mut().filter(|e| e.is::<TcpSocket>()).count() >= max);
+        if let Some(max) = full {
+            if !self.socket_limit_noted {
+                self.socket_limit_noted = true;
+                self.capture.notice(&format!(
+                    "the app reached its limit of {max} open sockets (set with {SOCKETS_FLAG}); \
+                     creating more fails with new-socket-limit"
+                ));
+            }
+            return Ok(Err(ErrorCode::NewSocketLimit));
+        }
+        match tcp_create_socket::Host::create_tcp_socket(&mut self.sockets(), family) {
+            Ok(socket) => Ok(Ok(socket)),
+            Err(e) => e.downcast().map(Err),
+        }
+    }
 }
 
-/// Implements `WasiView` for a store state that has a `common: Common` field.
+/// What `create-tcp-socket` returns to the app.
+pub(crate) type SocketReply = Result<Resource<TcpSocket>, ErrorCode>;
+
+/// The flag that sets [`Limits::sockets`].
+const SOCKETS_FLAG: &str = "--wasm-max-sockets";
+
+/// The one WASI function the sandbox implements itself, wrapping wasmtime-wasi's (see
+/// [`Common::create_tcp_socket`]); the interface as wasmtime-wasi 48 registers it, which
+/// every `0.2.x` import of it resolves to.
+pub(crate) const TCP_CREATE_SOCKET: (&str, &str) = ("wasi:sockets/tcp-create-socket@0.2.12", "create-tcp-socket");
+
+/// Implements `WasiView` and [`HasCommon`] for a store state that has a `common: Common`
+/// field.
 macro_rules! wasi_view {
     ($ty:ty) => {
         impl wasmtime_wasi::WasiView for $ty {
@@ -107,9 +150,35 @@ macro_rules! wasi_view {
                 self.common.ctx()
             }
         }
+
+        impl $crate::store::HasCommon for $ty {
+            fn common(&mut self) -> &mut $crate::store::Common {
+                &mut self.common
+            }
+        }
     };
 }
 pub(crate) use wasi_view;
+
+/// A store state holding a [`Common`].
+pub(crate) trait HasCommon: Send + 'static {
+    fn common(&mut self) -> &mut Common;
+}
+
+/// Puts [`Common::create_tcp_socket`] in place of wasmtime-wasi's `create-tcp-socket` in
+/// `linker` (which already holds WASI).
+pub(crate) fn limit_sockets<T: HasCommon>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    let (interface, function) = TCP_CREATE_SOCKET;
+    linker.allow_shadowing(true);
+    let defined = linker.instance(interface)?.func_wrap(
+        function,
+        |mut store: StoreContextMut<'_, T>, (family,): (IpAddressFamily,)| {
+            Ok((store.data_mut().common().create_tcp_socket(family)?,))
+        },
+    );
+    linker.allow_shadowing(false);
+    defined
+}
 
 impl WasiView for Common {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -156,6 +225,9 @@ pub(crate) struct Invocation {
     pub(crate) limits: Limits,
     pub(crate) capture: Capture,
     limit_hit: Arc<Mutex<Option<LimitHit>>>,
+    /// The memory limit in force (the lower of the invocation's and the engine's); also
+    /// the most bytes one copy from the app to the host may take.
+    memory_bytes: usize,
 }
 
 impl Drop for Invocation {
@@ -175,20 +247,31 @@ impl Invocation {
     ) -> Result<(Self, Common), SandboxError> {
         let capture = Capture::new(log, limits.stdout_bytes, limits.stderr_bytes, limits.log_bytes);
         let limit_hit = Arc::new(Mutex::new(None));
+        let mut table = ResourceTable::new();
+        // Every WASI handle is an entry here; sockets and files hold host descriptors.
+        table.set_max_capacity(limits.resources);
         let common = Common {
             wasi: wasi_ctx(grants, &capture)?,
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter::new(limits, engine_max_memory, limit_hit.clone()),
             capture: capture.clone(),
+            max_sockets: (!grants.tcp_connect.is_empty()).then_some(limits.sockets),
+            socket_limit_noted: false,
         };
         // A year is "no deadline" (and keeps `Instant` arithmetic from overflowing).
         let deadline_at = Instant::now() + limits.deadline.min(MAX_DEADLINE);
-        Ok((Invocation { deadline_at, limits: limits.clone(), capture, limit_hit }, common))
+        let memory_bytes = limits.memory_bytes.min(engine_max_memory);
+        Ok((Invocation { deadline_at, limits: limits.clone(), capture, limit_hit, memory_bytes }, common))
     }
 
-    /// Applies the limiter and the epoch deadline to a fresh store.
+    /// Applies the limiter, the copy limit and the epoch deadline to a fresh store.
     pub(crate) fn arm<T: Send + 'static>(&self, store: &mut Store<T>, limiter: fn(&mut T) -> &mut Limiter) {
         store.limiter(move |state| limiter(state) as &mut dyn ResourceLimiter);
+        // One copy from the app to the host (a reply, a push, a log message) may be as large
+        // as the app's memory: what the app can hold, it can hand over. wasmtime's default
+        // (128 MiB) would refuse larger ones with a cryptic error; the cap itself stays, as
+        // a list of handles to one buffer could otherwise make the host copy it many times.
+        store.set_hostcall_fuel(self.memory_bytes);
         let deadline_at = self.deadline_at;
         // Every tick: stop if the deadline passed, otherwise yield to tokio (so the timeout
         // below and other tasks get to run) and check again next tick.
@@ -218,6 +301,8 @@ impl Invocation {
                         deadline: self.limits.deadline,
                         limit_hit: *self.limit_hit.lock().unwrap_or_else(|e| e.into_inner()),
                         stderr_tail: &tail,
+                        resources: self.limits.resources,
+                        hostcall_fuel: self.memory_bytes,
                     },
                 );
                 tracing::debug!(error = ?err, "app invocation failed");

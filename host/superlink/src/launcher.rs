@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sepal_executor::log::{app_text, host_line};
 use sepal_executor::{AppCode, AppFailure, Executor, RunApp, Side};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -191,15 +192,15 @@ async fn watch(link: Arc<Link>, run_id: u64, mut child: Child, tail: Arc<Mutex<V
     }
     let lines: Vec<String> = tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
     if !lines.is_empty() {
-        let text = format!("ServerApp process output (last {} lines):\n{}\n", lines.len(), lines.join("\n"));
-        let _ = link.add_log(run_id, &text);
+        let header = host_line(&format!("ServerApp process output (last {} lines):", lines.len()));
+        let _ = link.add_log(run_id, &format!("{header}{}", app_text(&lines.join("\n"))));
     }
     fail(&link, run_id, &format!("ServerApp process ended ({code}) before the run finished"));
 }
 
 fn fail(link: &Link, run_id: u64, details: &str) {
     tracing::error!(run_id, "{details}");
-    let _ = link.add_log(run_id, &format!("{details}\n"));
+    let _ = link.add_host_line(run_id, details);
     match link.update_run_status(run_id, finished(status::FAILED, details)) {
         Ok(true) => {}
         Ok(false) => tracing::warn!(run_id, "could not mark the run failed from its current status"),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sepal_executor::log::app_text;
 use sepal_proto::pb;
 use sepal_proto::pb::server_app_io_server::ServerAppIo;
 use tonic::Request;
@@ -142,6 +143,11 @@ impl ServerAppIoService {
             return Err(Error::InvalidArgument(format!("unknown run status {:?}", new.status)));
         }
         let shown = status::display(&new);
+        if new.status == status::FINISHED && new.sub_status == status::FAILED {
+            // The run's log says why, as for a ServerApp the SuperLink runs itself (before
+            // the status, so that a log stream ending with the run has it).
+            self.link.add_host_line(req.run_id, &format!("ServerApp failed: {}", new.details))?;
+        }
         if self.link.update_run_status(req.run_id, new)? {
             tracing::info!(run_id = req.run_id, status = %shown, "run status updated");
         }
@@ -159,8 +165,11 @@ impl ServerAppIoService {
     }
 
     fn push_logs(&self, req: pb::PushLogsRequest) -> Result<pb::PushLogsResponse> {
+        // Whatever a ServerApp process uploads is app text (ServerAppIo does not tell
+        // Sepal's `sepal serverapp` from anyone else): stored neutralised, never as the
+        // host's lines. A line cut between two uploads is ended at the first.
         let text: String = req.logs.concat();
-        self.link.add_log(req.run_id, &text)?;
+        self.link.add_log(req.run_id, &app_text(&text))?;
         Ok(pb::PushLogsResponse {})
     }
 

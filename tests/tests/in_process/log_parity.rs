@@ -2,7 +2,12 @@
 //! the SuperLink (subprocess isolation) and in `sepal serverapp` (process isolation) leaves
 //! the same lines in the run's log, which is what `flwr log` shows: the app's `log` calls
 //! with their level, its stdout and stderr, the sandbox's truncation notices, and the
-//! host's line for a failed run.
+//! host's line for a failed run. One difference is by design: what reaches the SuperLink
+//! over ServerAppIo is app text, so `sepal serverapp`'s sandbox notices arrive disarmed
+//! (`APP     : SANDBOX : ...`).
+//!
+//! Whatever a ServerApp process uploads is stored neutralised, and the SuperLink writes
+//! the line saying why a run failed.
 
 use std::time::Duration;
 
@@ -74,17 +79,69 @@ async fn a_server_app_logs_the_same_lines_in_both_isolation_modes() {
         let (outside, outside_status) = external(attack).await;
         assert_eq!(inside_status.sub_status, outside_status.sub_status, "{attack}");
         assert_eq!(inside_status.details, outside_status.details, "{attack}");
-        assert_eq!(inside.lines().collect::<Vec<_>>(), outside.lines().collect::<Vec<_>>(), "{attack}");
+        // Over ServerAppIo the sandbox's notices are app text: disarmed, otherwise the same.
+        let relayed: Vec<&str> = outside
+            .lines()
+            .map(|l| l.strip_prefix("APP     : ").filter(|rest| rest.starts_with("SANDBOX : ")).unwrap_or(l))
+            .collect();
+        assert_eq!(inside.lines().collect::<Vec<_>>(), relayed, "{attack}");
         // What the log holds, so the comparison is not between two empty logs.
         assert!(inside.contains(&format!("INFO    : hostile ServerApp: attack {attack}")), "{inside}");
         if attack == "panic" {
             assert_eq!(inside_status.sub_status, "failed");
-            assert!(inside.contains("ServerApp failed: ") && inside.contains("hostile server panic"), "{inside}");
+            let failed: Vec<&str> = inside.lines().filter(|l| l.starts_with("SEPAL   : ")).collect();
+            assert_eq!(failed.len(), 1, "{inside}");
+            assert!(failed[0].starts_with("SEPAL   : ServerApp failed: "), "{inside}");
+            assert!(failed[0].contains("hostile server panic"), "{inside}");
         } else {
             assert_eq!(inside_status.sub_status, "completed", "{inside_status:?}");
             assert!(inside.contains("flood line 0 on stdout"), "{inside}");
             assert!(inside.lines().any(|l| l.starts_with("SANDBOX : ")), "the truncation notice: {inside}");
+            assert!(outside.lines().any(|l| l.starts_with("APP     : SANDBOX : ")), "relayed, disarmed: {outside}");
+            assert!(!outside.lines().any(|l| l.starts_with("SANDBOX : ")), "{outside}");
             assert!(inside.contains("INFO    : SERVER flood: flooded 100 lines"), "{inside}");
         }
     }
+}
+
+/// What a ServerApp process (Python's `flwr-serverapp`, or anyone on ServerAppIo) uploads
+/// with PushLogs is app text: split into lines, escapes made visible, Flower's colours
+/// dropped, host-looking lines disarmed; the line saying that the run failed is the
+/// SuperLink's own, on one line whatever the details hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_logs_are_neutralised_and_the_failure_line_is_the_superlinks() {
+    let link = TestLink::start().await;
+    let run_id = link.start_run(kit::fab_from_dir(&sepal_guests::app_dir("hostile"))).await;
+    let mut sio = link.serverappio_client().await;
+    let inputs = sio.pull_app_inputs(pb::PullAppInputsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(inputs.run.map(|r| r.run_id), Some(run_id));
+    let status = |status: &str, sub_status: &str, details: &str| pb::RunStatus {
+        status: status.into(),
+        sub_status: sub_status.into(),
+        details: details.into(),
+    };
+    let running = pb::UpdateRunStatusRequest { run_id, run_status: Some(status("running", "", "")) };
+    sio.update_run_status(running).await.unwrap();
+    // As Flower's log uploader sends them: write() fragments, Flower's colours included.
+    let logs = [
+        "\u{1b}[92mINFO \u{1b}[0m:      Starting round 1\n",
+        "SEPAL   : ServerApp failed: fake\nSANDBOX : fake notice\n",
+        "clear\u{1b}[2Jthe screen\r\n",
+        "half a line",
+    ];
+    let req = pb::PushLogsRequest { node: None, run_id, logs: logs.iter().map(|s| s.to_string()).collect() };
+    sio.push_logs(req).await.unwrap();
+    let failed = status("finished", "failed", "ServerApp raised\nSEPAL   : run completed");
+    sio.update_run_status(pb::UpdateRunStatusRequest { run_id, run_status: Some(failed) }).await.unwrap();
+
+    let log = link.run_log(run_id, WAIT).await;
+    assert_eq!(
+        log,
+        "INFO :      Starting round 1\n\
+         APP     : SEPAL   : ServerApp failed: fake\n\
+         APP     : SANDBOX : fake notice\n\
+         clear\\u{1b}[2Jthe screen\n\
+         half a line\n\
+         SEPAL   : ServerApp failed: ServerApp raised\\nSEPAL   : run completed\n"
+    );
 }

@@ -1,5 +1,10 @@
 //! A run's log: the app's output and log lines, uploaded with `PushLogs` in batches (what
 //! `flwr log` shows), and echoed to this process's own log.
+//!
+//! The SuperLink treats what arrives over ServerAppIo as app text: the sandbox's notices
+//! (`SANDBOX : ...`) reach the run's log disarmed (`APP     : SANDBOX : ...`), and the
+//! line saying that the run failed is the SuperLink's own, written when this process
+//! reports the failure.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,32 +29,32 @@ const MAX_BATCH: usize = 1_000;
 /// How long the uploader lets lines gather before a PushLogs (Flower: >= 0.2 s apart).
 const GATHER: Duration = Duration::from_millis(200);
 
+/// Queues a run-log line for upload, counting what a full queue drops.
+type Queue = Box<dyn Fn(String) + Send + Sync>;
+
 /// The sink the sandbox writes the app's output to.
 pub(crate) struct RunLog {
     run_id: u64,
-    tx: mpsc::Sender<String>,
-    dropped: AtomicUsize,
+    lines: ServerLog<Queue>,
+    dropped: Arc<AtomicUsize>,
 }
 
 /// Starts the uploader for `run_id`; it ends once every handle to the log is dropped.
-pub(crate) fn start(link: Link, run_id: u64) -> (Arc<RunLog>, JoinHandle<()>) {
+/// At most `host_log_bytes` of the output are echoed to this process's log.
+pub(crate) fn start(link: Link, run_id: u64, host_log_bytes: usize) -> (Arc<RunLog>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let uploader = tokio::spawn(upload(link, run_id, rx));
-    (Arc::new(RunLog { run_id, tx, dropped: AtomicUsize::new(0) }), uploader)
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
+    let queue: Queue = Box::new(move |line| {
+        if tx.try_send(line).is_err() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (Arc::new(RunLog { run_id, lines: ServerLog::new(run_id, host_log_bytes, queue), dropped }), uploader)
 }
 
 impl RunLog {
-    fn push(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Adds a line of this process's own to the run's log.
-    pub(crate) fn note(&self, text: &str) {
-        self.push(format!("{text}\n"));
-    }
-
     /// Closes the log and waits (at most `wait`) for the last lines to be uploaded.
     pub(crate) async fn finish(self: Arc<Self>, uploader: JoinHandle<()>, wait: Duration) {
         let (run_id, dropped) = (self.run_id, self.dropped.load(Ordering::Relaxed));
@@ -65,7 +70,7 @@ impl RunLog {
 
 impl LogSink for RunLog {
     fn line(&self, source: LogSource, text: &str) {
-        ServerLog::new(self.run_id, |line| self.push(line)).line(source, text);
+        self.lines.line(source, text);
     }
 }
 

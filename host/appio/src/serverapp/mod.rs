@@ -172,7 +172,7 @@ impl ServerApp {
     async fn serve(&self, inputs: pb::PullAppInputsResponse) {
         let run_id = inputs.run.as_ref().map_or(0, |r| r.run_id);
         tracing::info!(run_id, "run received");
-        let (log, uploader) = log::start(self.link.clone(), run_id);
+        let (log, uploader) = log::start(self.link.clone(), run_id, self.executor.settings().host_log_bytes);
         let outcome = match self.execute(run_id, inputs, &log).await {
             Ok(()) => Outcome::Completed,
             Err(Failure::Stopped(reason)) => Outcome::Stopped(reason),
@@ -184,8 +184,8 @@ impl ServerApp {
                 Some(status("finished", "completed", ""))
             }
             Outcome::Failed(details) => {
+                // The SuperLink logs the failure in the run's log when it gets the status.
                 tracing::warn!(run_id, "ServerApp failed: {details}");
-                log.note(&format!("ServerApp failed: {details}"));
                 Some(status("finished", "failed", details))
             }
             Outcome::Stopped(reason) => {

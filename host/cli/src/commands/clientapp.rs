@@ -26,12 +26,10 @@ impl ClientappArgs {
     /// Serves instructions until SIGINT/SIGTERM (or one with `--token` / `--run-once`).
     pub async fn run(self) -> anyhow::Result<()> {
         self.process.check("ClientAppIo", "flwr-clientapp")?;
-        let options = sepal_appio::clientapp::Options {
-            wasm: self.process.wasm.settings(Duration::from_secs(600))?,
-            run_once: self.run_once,
-            token: self.token,
-            ..Default::default()
-        };
+        let wasm = self.process.wasm.settings(Duration::from_secs(600))?;
+        crate::descriptors::prepare(&wasm, wasm.engine.concurrency);
+        let options =
+            sepal_appio::clientapp::Options { wasm, run_once: self.run_once, token: self.token, ..Default::default() };
         sepal_appio::clientapp::run(&self.clientappio_api_address, options, crate::shutdown::signal()).await?;
         Ok(())
     }

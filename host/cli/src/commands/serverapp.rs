@@ -23,11 +23,9 @@ impl ServerappArgs {
     /// Serves runs until SIGINT/SIGTERM (or one run with `--run-once`).
     pub async fn run(self) -> anyhow::Result<()> {
         self.process.check("ServerAppIo", "flwr-serverapp")?;
-        let options = sepal_appio::serverapp::Options {
-            wasm: self.process.wasm.settings(Duration::from_secs(86_400))?,
-            run_once: self.run_once,
-            ..Default::default()
-        };
+        let wasm = self.process.wasm.settings(Duration::from_secs(86_400))?;
+        crate::descriptors::prepare(&wasm, wasm.engine.concurrency);
+        let options = sepal_appio::serverapp::Options { wasm, run_once: self.run_once, ..Default::default() };
         sepal_appio::serverapp::run(&self.serverappio_api_address, options, crate::shutdown::signal()).await?;
         Ok(())
     }

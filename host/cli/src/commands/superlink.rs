@@ -243,6 +243,8 @@ impl SuperlinkArgs {
         // One sandbox slot per run that may run at once: a Wasm ServerApp holds its slot
         // for the whole run, so admission, not the sandbox, decides who waits.
         wasm.engine.concurrency = u32::try_from(self.max_concurrent_runs).unwrap_or(u32::MAX);
+        let at_once = if isolation == Isolation::Process { 0 } else { wasm.engine.concurrency };
+        crate::descriptors::prepare(&wasm, at_once);
         let limits = InputLimits {
             max_kept_object_bytes: self.max_kept_objects_mb << 20,
             max_run_bytes: self.max_run_mb.saturating_mul(1 << 20),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sepal_supernode::retry::RetryPolicy;
-use sepal_supernode::Config;
+use sepal_supernode::{Config, Isolation};
 use sepal_wire::auth::Signer;
 use sepal_wire::ClientTls;
 
@@ -126,18 +126,28 @@ impl SupernodeArgs {
             Some(addr) => Some(resolve("--metrics-address", addr).await?),
             None => None,
         };
+        let wasm = self.wasm.settings(Duration::from_secs(600))?;
+        let isolation = Isolation::from(self.isolation);
+        // At most --max-concurrent-messages messages at a time (none in process isolation).
+        let at_once = match isolation {
+            Isolation::Process => 0,
+            Isolation::Subprocess => {
+                u32::try_from(self.max_concurrent_messages).unwrap_or(u32::MAX).min(wasm.engine.concurrency)
+            }
+        };
+        crate::descriptors::prepare(&wasm, at_once);
         let config = Config {
             superlink: self.superlink,
             tls,
             node_config: sepal_fab::to_scalars(&node_config),
             clientappio,
-            isolation: self.isolation.into(),
+            isolation,
             clientapp_bin: self.clientapp_bin,
             flwr_dir: self.flwr_dir,
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
             max_concurrent_messages: self.max_concurrent_messages as usize,
-            wasm: self.wasm.settings(Duration::from_secs(600))?,
+            wasm,
             metrics_address,
         };
         sepal_supernode::run_signed(config, signer, crate::shutdown::signal()).await?;

@@ -21,6 +21,21 @@ pub struct WasmArgs {
     /// Output kept per invocation and stream (stdout, stderr, log), in KiB; the rest is dropped.
     #[arg(long, default_value_t = 256)]
     wasm_output_kib: usize,
+    /// App output copied into this process's own log per invocation (a ClientApp message,
+    /// a ServerApp run), in KiB; past it, one notice says how much was left out
+    /// [default: the --wasm-output-kib value].
+    #[arg(long, value_name = "KIB")]
+    wasm_host_log_kib: Option<usize>,
+    /// TCP sockets one Wasm app invocation may hold open at once (only with
+    /// --wasm-allow-connect); one more fails in the app with `new-socket-limit`.
+    #[arg(long, default_value_t = Limits::default().sockets, value_name = "N")]
+    wasm_max_sockets: usize,
+    /// Host resources (sockets, files, streams, pollables) one Wasm app invocation may
+    /// hold at once, at least 16; past it the invocation ends with an error naming this
+    /// limit.
+    #[arg(long, default_value_t = Limits::default().resources as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(16..))]
+    wasm_max_resources: u64,
     /// Mount a host directory read-only into Wasm apps: HOST_DIR[:GUEST_PATH]
     /// (GUEST_PATH defaults to /data). Repeatable.
     #[arg(long, value_name = "HOST_DIR[:GUEST_PATH]")]
@@ -47,7 +62,8 @@ impl WasmArgs {
             (None, false) => sepal_executor::default_cache_dir(),
         };
         let engine = SandboxConfig { artifact_dir: cache, ..SandboxConfig::default() };
-        Ok(Settings { limits: self.limits(default_time)?, grants: self.grants()?, engine })
+        let host_log_bytes = self.wasm_host_log_kib.unwrap_or(self.wasm_output_kib).saturating_mul(1024);
+        Ok(Settings { limits: self.limits(default_time)?, grants: self.grants()?, engine, host_log_bytes })
     }
 
     /// The limits, with `default_time` when `--wasm-time-limit` is not given.
@@ -63,6 +79,8 @@ impl WasmArgs {
             stdout_bytes: output,
             stderr_bytes: output,
             log_bytes: output,
+            sockets: self.wasm_max_sockets,
+            resources: usize::try_from(self.wasm_max_resources).unwrap_or(usize::MAX),
             ..Limits::default()
         })
     }
@@ -110,6 +128,18 @@ mod tests {
 
         let cli = Cli::parse_from(["x", "--wasm-allow-connect", "no-port"]);
         assert!(cli.wasm.grants().is_err());
+
+        let cli =
+            Cli::parse_from(["x", "--wasm-max-sockets", "3", "--wasm-max-resources", "40", "--wasm-output-kib", "8"]);
+        let settings = cli.wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!((settings.limits.sockets, settings.limits.resources), (3, 40));
+        assert_eq!(settings.host_log_bytes, 8 << 10, "the host log cap follows the output cap");
+        let settings =
+            Cli::parse_from(["x", "--wasm-host-log-kib", "1"]).wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!((settings.host_log_bytes, settings.limits.stdout_bytes), (1 << 10, 256 << 10));
+        assert!(Cli::try_parse_from(["x", "--wasm-max-resources", "15"]).is_err(), "an app needs a few handles");
+        let defaults = Cli::parse_from(["x"]).wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!((defaults.limits.sockets, defaults.limits.resources, defaults.host_log_bytes), (16, 256, 256 << 10));
 
         let settings = Cli::parse_from(["x", "--wasm-cache-dir", "/c"]).wasm.settings(Duration::from_secs(1)).unwrap();
         assert_eq!(settings.engine.artifact_dir, Some(PathBuf::from("/c")));

@@ -14,6 +14,7 @@ pub use wakeups::Wakeups;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sepal_executor::log::host_line;
 use sepal_proto::pb;
 use tokio::sync::{watch, Notify};
 
@@ -172,11 +173,19 @@ impl Link {
         Ok(claimed)
     }
 
-    /// Appends text to a run's log and wakes log streams.
+    /// Appends text to a run's log and wakes log streams. App text must have been made
+    /// safe first ([`app_text`](sepal_executor::log::app_text), or the sinks of
+    /// [`sepal_executor::log`]); the SuperLink's own lines go through [`Link::add_host_line`].
     pub fn add_log(&self, run_id: u64, text: &str) -> Result<()> {
         self.state.add_log(run_id, text)?;
         Events::bump(&self.events.run_changed);
         Ok(())
+    }
+
+    /// Appends a line of the SuperLink's own to a run's log: `SEPAL   : text`, on one line
+    /// whatever `text` holds ([`host_line`]), so that no app can write one like it.
+    pub fn add_host_line(&self, run_id: u64, text: &str) -> Result<()> {
+        self.add_log(run_id, &host_line(text))
     }
 
     /// Records that a node registered or left (wakes waiters on nodes).

@@ -17,7 +17,7 @@ impl Link {
         let over_quota = matches!(e, Error::ResourceExhausted(_) | Error::Object(ObjectError::RunQuota { .. }));
         if over_quota && lock(&self.told_over_quota).insert(run_id) {
             let why = e.text();
-            let _ = self.add_log(run_id, &format!("SEPAL   : push refused: {why}\n"));
+            let _ = self.add_host_line(run_id, &format!("push refused: {why}"));
             return Error::ResourceExhausted(why);
         }
         e
@@ -97,10 +97,10 @@ impl Link {
             let max = self.limits.max_concurrent_runs;
             tracing::info!(run_id, "run waits: {max} runs are running, the most at once (--max-concurrent-runs)");
             let line = format!(
-                "SEPAL   : waiting to start: {max} runs are running, the most this SuperLink runs at once \
-                 (--max-concurrent-runs); this run starts when one of them ends\n"
+                "waiting to start: {max} runs are running, the most this SuperLink runs at once \
+                 (--max-concurrent-runs); this run starts when one of them ends"
             );
-            self.add_log(run_id, &line)?;
+            self.add_host_line(run_id, &line)?;
         }
         Ok(false)
     }

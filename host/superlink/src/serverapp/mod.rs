@@ -34,7 +34,7 @@ pub async fn run(link: Arc<Link>, executor: Executor, run_id: u64, app: RunApp) 
         Ok(()) => finished(status::COMPLETED, ""),
         Err(failure) => {
             let details = failure.to_string();
-            let _ = link.add_log(run_id, &format!("ServerApp failed: {details}\n"));
+            let _ = link.add_host_line(run_id, &format!("ServerApp failed: {details}"));
             tracing::warn!(run_id, "Wasm ServerApp failed: {details}");
             finished(status::FAILED, &details)
         }
@@ -85,7 +85,7 @@ async fn execute(link: &Arc<Link>, executor: &Executor, run_id: u64, app: &RunAp
 
     let grid = LinkGrid::new(link.clone(), run_id);
     let log_link = link.clone();
-    let log = Arc::new(ServerLog::new(run_id, move |line: String| {
+    let log = Arc::new(ServerLog::new(run_id, executor.settings().host_log_bytes, move |line: String| {
         let _ = log_link.add_log(run_id, &line);
     }));
     let context = executor.run_server(&component, &context, grid, log).await?;

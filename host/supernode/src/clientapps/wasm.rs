@@ -71,7 +71,7 @@ impl Runner for WasmRunner {
             .message(&job.instruction, &job.tree)
             .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?;
         let time_left = job.deadline.saturating_duration_since(Instant::now());
-        let log = Arc::new(ClientLog::new(run_id));
+        let log = Arc::new(ClientLog::new(run_id, self.executor.settings().host_log_bytes));
         let (reply, context) = self
             .executor
             .handle_message(&component, &instruction, &entry.context, self.state.node_id(), time_left, log)

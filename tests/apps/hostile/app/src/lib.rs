@@ -24,6 +24,7 @@
 //! | `panic` | `panic!("hostile panic")` | report the trap and the panic message |
 //! | `garbage` | returns bytes that are no protobuf (component crate, past the SDK) | reject the reply |
 //! | `empty` | returns an empty reply and context (component crate, past the SDK) | reject the reply |
+//! | `sockets:N[:S]`, `handles:N`, `lines:N`, `big-reply:MIB`, `inject` | attacks on the host's shared resources: see [`resources`] | see [`resources`] |
 //!
 //! # ServerApp
 //!
@@ -37,6 +38,9 @@
 //! - `loop`, `sleep`, `bomb`, `recurse`, `recurse-shadow`, `flood` / `flood:N`, `panic`
 //!   (`"hostile server panic"`): as for the ClientApp.
 //! - `passwd`, `env`, `socket`: log what the app sees (`SERVER <attack>: ...`) and finish.
+//! - `sockets:N[:S]`, `handles:N`, `lines:N`, `inject`: as for the ClientApp ([`resources`]),
+//!   logging the outcome as `SERVER <attack>: ...`; `big-reply:MIB` ends the run with a
+//!   MIB MiB array in its state.
 //! - `garbage`: returns a context that is no protobuf (component crate, past the SDK).
 //! - `garbage-push`: pushes bytes that are no protobuf, and a message to node 0, through
 //!   the grid, and logs what the grid answered (`SERVER garbage-push: ...`).
@@ -121,6 +125,15 @@ fn handle(msg: Message, ctx: &mut Context) -> Result<Message, AppError> {
         "socket" => connect(target),
         "flood" => flood(arg.parse().ok()),
         "panic" => panic!("hostile panic"),
+        "sockets" => resources::hold_sockets(num(arg, 0), num(arg, 1)),
+        "handles" => resources::hold_handles(num(arg, 0)),
+        "lines" => resources::tiny_lines(num(arg, 0)),
+        "inject" => resources::inject(),
+        "big-reply" => {
+            let big = ArrayRecord::new().with("big", resources::big_array(num(arg, 0)));
+            let record = ConfigRecord::new().with("result", format!("sent {} MiB", num(arg, 0)).into());
+            return Ok(msg.reply(RecordDict::new().with("result", record.into()).with("big", big.into())));
+        }
         other => return Err(AppError::new(format!("unknown attack {other:?}"))),
     };
     let record = ConfigRecord::new().with("result", result.into());
@@ -155,6 +168,15 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context, raw_push: RawPush) -> Res
         "spin-nodes" => {
             let nodes = grid.wait_for_nodes(1, Some(reply_timeout(ctx)))?;
             info!("SERVER spin-nodes: {}", quota::spin_nodes(grid, &nodes, num(arg, 0), reply_timeout(ctx))?);
+        }
+        "sockets" => info!("SERVER {attack}: {}", resources::hold_sockets(num(arg, 0), num(arg, 1))),
+        "handles" => info!("SERVER {attack}: {}", resources::hold_handles(num(arg, 0))),
+        "lines" => info!("SERVER {attack}: {}", resources::tiny_lines(num(arg, 0))),
+        "inject" => info!("SERVER {attack}: {}", resources::inject()),
+        "big-reply" => {
+            let big = ArrayRecord::new().with("big", resources::big_array(num(arg, 0)));
+            ctx.state.insert("big", big.into());
+            info!("SERVER {attack}: state of {} MiB", num(arg, 0));
         }
         "garbage-push" => {
             let raw = raw_push(&[vec![0xff; 32]]);
@@ -308,6 +330,7 @@ fn flood(lines: Option<u64>) -> String {
 }
 
 pub mod quota;
+pub mod resources;
 
 #[cfg(test)]
 mod tests;

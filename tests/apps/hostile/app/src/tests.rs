@@ -34,6 +34,14 @@ fn harmless_attacks_reply_and_unknown_ones_are_app_errors() {
     let mut ctx = Context::new(1, 1000);
     assert_eq!(result_of(&app.handle(instruction("ok"), &mut ctx).unwrap()), "ok");
     assert_eq!(result_of(&app.handle(instruction("flood:3"), &mut ctx).unwrap()), "flooded 3 lines");
+    assert_eq!(result_of(&app.handle(instruction("lines:3"), &mut ctx).unwrap()), "printed 3 lines");
+    assert_eq!(result_of(&app.handle(instruction("inject"), &mut ctx).unwrap()), "injected");
+    let sockets = app.handle(instruction("sockets:5"), &mut ctx).unwrap();
+    assert_eq!(result_of(&sockets), "opened 0 sockets; then no WASI sockets natively");
+    let big = app.handle(instruction("big-reply:1"), &mut ctx).unwrap();
+    assert_eq!(result_of(&big), "sent 1 MiB");
+    let array = big.content().array_record("big").and_then(|r| r.get("big")).expect("the big array");
+    assert_eq!(array.dims(), vec![1 << 18]);
     let e = app.handle(instruction("nonsense"), &mut ctx).unwrap_err();
     assert!(e.message.contains("unknown attack \"nonsense\""), "{e}");
 }

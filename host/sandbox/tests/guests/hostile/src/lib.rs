@@ -6,6 +6,10 @@
 //! - `read:PATH`, `write:PATH`, `list:PATH`: filesystem access; the reply is what was read
 //! - `env`: the environment variables and arguments it sees
 //! - `tcp:ADDR`: a TCP connection to ADDR
+//! - `hold-tcp:N:ADDR`: up to N TCP connections to ADDR, all held; replies how many it got
+//!   and the error that stopped it (`held K; then <error>`)
+//! - `hold-files:N:PATH`: opens PATH N times, all held; replies `held N`
+//! - `big:MIB`: replies with MIB MiB
 //! - `flood:N`: N lines on stdout and N on stderr, then a normal reply
 //! - `panic`: panics;  `garbage`: replies with bytes that are no protobuf
 //! - `log`: one line through each output (log import, stdout, stderr)
@@ -100,6 +104,29 @@ impl Guest for Hostile {
                 }
                 Err(e) => Err(io_err(arg, e)),
             },
+            "hold-tcp" => {
+                let (n, addr) = arg.split_once(':').unwrap_or((arg, ""));
+                let mut held = Vec::new();
+                for _ in 0..n.parse().unwrap_or(0u64) {
+                    match std::net::TcpStream::connect(addr) {
+                        Ok(stream) => held.push(stream),
+                        Err(e) => return ok(format!("held {}; then {:?}: {e}", held.len(), e.kind())),
+                    }
+                }
+                ok(format!("held {}", held.len()))
+            }
+            "hold-files" => {
+                let (n, path) = arg.split_once(':').unwrap_or((arg, ""));
+                let mut held = Vec::new();
+                for _ in 0..n.parse().unwrap_or(0u64) {
+                    match std::fs::File::open(path) {
+                        Ok(file) => held.push(file),
+                        Err(e) => return Err(io_err(path, e)),
+                    }
+                }
+                ok(format!("held {}", held.len()))
+            }
+            "big" => ok(vec![7u8; arg.parse::<usize>().unwrap_or(0) << 20]),
             "flood" => {
                 let lines: u64 = arg.parse().unwrap_or(100_000);
                 for i in 0..lines {

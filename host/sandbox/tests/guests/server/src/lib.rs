@@ -5,6 +5,9 @@
 //! - `wait`: send-and-receive with an infinite timeout (the host must still end the run)
 //! - `nan`: send-and-receive with a NaN timeout
 //! - `loop`: spins forever
+//! - `push-big:N:MIB`: one push of N messages of MIB MiB each; returns `pushed K`
+//! - `push-empty:N`: one push of N empty messages (each costs the host's copy 24 bytes of
+//!   the guest's 20); returns `pushed K`
 //! - anything else: returns the context unchanged
 
 wit_bindgen::generate!({
@@ -58,7 +61,19 @@ impl Guest for Server {
                     black_box(x);
                 }
             }
-            _ => Ok(context),
+            command => {
+                let command = String::from_utf8_lossy(command);
+                let number = |i: usize| command.split(':').nth(i).and_then(|w| w.parse::<usize>().ok()).unwrap_or(0);
+                let messages: Vec<Vec<u8>> = if command.starts_with("push-big:") {
+                    (0..number(1)).map(|i| vec![i as u8; number(2) << 20]).collect()
+                } else if command.starts_with("push-empty:") {
+                    vec![Vec::new(); number(1)]
+                } else {
+                    return Ok(context);
+                };
+                let ids = grid::push_messages(&messages)?;
+                Ok(format!("pushed {}", ids.len()).into_bytes())
+            }
         }
     }
 }
