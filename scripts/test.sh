@@ -2,7 +2,8 @@
 # The project's one test command (CI runs exactly this via .ci/run).
 #
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
-# network access to crates.io, PyPI and Debian (apt-get, for ssh-keygen if missing). Installs the pinned Python Flower into .venv
+# network access to crates.io, PyPI, npm and Debian (apt-get, for ssh-keygen or Node.js if
+# missing). Installs the pinned Python Flower into .venv
 # (scripts/python-env.sh), builds the tests and the `sepal` binary, runs the README's main
 # command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
@@ -16,13 +17,18 @@ else
     echo "test.sh: warning: rustup not found; not adding wasm32-wasip2" >&2
 fi
 
-# Node-key tests make keys as operators do, with ssh-keygen (Debian: openssh-client).
-if ! command -v ssh-keygen >/dev/null 2>&1; then
-    sudo=""
+# What the tests run besides Rust and Python, from Debian when a machine lacks it:
+# ssh-keygen (node keys, as operators make them) and Node.js with npm (the test OpenID
+# provider).
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "+ $sudo apt-get install -y openssh-client"
-    $sudo apt-get install -y openssh-client || { $sudo apt-get update && $sudo apt-get install -y openssh-client; }
-fi
+    echo "+ $sudo apt-get install -y ${*:2}"
+    $sudo apt-get install -y "${@:2}" || { $sudo apt-get update && $sudo apt-get install -y "${@:2}"; }
+}
+need ssh-keygen openssh-client
+need npm nodejs npm
 
 echo "+ scripts/python-env.sh"
 scripts/python-env.sh
