@@ -50,6 +50,20 @@ fn sepal_superlink_flwr_ls_log_stop() {
     assert!(printed.contains("Run not started:") && printed.contains("no-such-key"), "{printed}");
     assert!(!printed.contains("_InactiveRpcError"), "flwr printed a raw exception:\n{printed}");
     assert_eq!(flwr.ls().unwrap().len(), 2, "no run was made of it");
+
+    // Issue #11, finding 9: a 100 kB key is named by a short, marked excerpt, so the
+    // reason fits the gRPC status (no "metadata size exceeds" instead of it) and the
+    // SuperLink's log line stays short.
+    let huge = format!("{}=1", "k".repeat(100_000));
+    let out = flwr.exec("run", &[], &["--run-config", &huge]).unwrap();
+    let printed = sepal_tests::flwr::strip_ansi(&format!("{}{}", out.stdout, out.stderr));
+    assert!(printed.contains("Run not started:") && printed.contains("kkkk"), "{printed}");
+    assert!(!printed.contains("metadata size"), "{printed}");
+    assert!(printed.len() < 4_000, "flwr printed {} bytes for one refusal", printed.len());
+    let mut fed = fed;
+    let log = fed.superlink_proc().expect("a SuperLink").log();
+    let longest = log.lines().filter(|l| l.contains("kkkk")).map(str::len).max();
+    assert!(longest.is_some_and(|n| n < 2_000), "the SuperLink logged {longest:?} bytes for the refusal");
 }
 
 /// A straggler (issue #17): on Flower's strategy API the round timeout is also the TTL of
