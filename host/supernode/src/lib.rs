@@ -145,14 +145,14 @@ pub async fn serve_signed(
             }),
     );
     tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
-    let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner, metrics);
+    let node = main_loop::SuperNode::new(&config, fleet, state.clone(), objects, runner, metrics);
     let result = node.run(shutdown).await;
+    state.close();
     let _ = stop_tx.send(());
     if let Some(task) = metrics_server {
         task.abort();
     }
-    // An external ClientApp may hold a call open (a held poll): give calls a moment, then
-    // close.
+    // Held calls end at `close`; others still in progress get a moment, then are closed.
     let abort = server.abort_handle();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::info!("ClientAppIo calls still open after {SHUTDOWN_GRACE:?}; closing them");

@@ -74,13 +74,16 @@ struct Inner {
     /// Tokens given to ClientApp processes started ahead of need (spares), not yet bound
     /// to an instruction.
     spares: HashSet<String>,
+    /// The node is stopping: held calls end now.
+    closed: bool,
 }
 
 /// The node's state, shared by the Fleet loop and the ClientAppIo service.
 #[derive(Default)]
 pub struct NodeState {
     inner: Mutex<Inner>,
-    /// Bumped whenever an instruction is offered, to wake held ClientAppIo polls.
+    /// Bumped whenever an instruction is offered (or the node stops), to wake held
+    /// ClientAppIo calls.
     offered: watch::Sender<u64>,
 }
 
@@ -153,6 +156,16 @@ impl NodeState {
         rx
     }
 
+    /// Ends held ClientAppIo calls, now and from now on: the node is stopping.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.offered.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Withdraws the current instruction (answered, failed or timed out).
     pub fn withdraw(&self) {
         self.lock().job = None;
@@ -172,7 +185,10 @@ impl NodeState {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let runs = self.runs_with_pending_messages();
-            if !runs.is_empty() || !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+            if !runs.is_empty() || self.closed() {
+                return runs;
+            }
+            if !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
                 return runs;
             }
         }
@@ -219,7 +235,7 @@ impl NodeState {
                 Err(JobError::InvalidToken) if self.lock().spares.contains(token) => {}
                 answer => return answer,
             }
-            if !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+            if self.closed() || !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
                 return Err(JobError::NotYet);
             }
         }
