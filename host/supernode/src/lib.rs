@@ -100,6 +100,7 @@ pub async fn serve_signed(
             program: config.clientapp_bin.clone(),
             clientappio: dial_address(local).to_string(),
             flwr_dir: config.flwr_dir.clone(),
+            fork_server: config.clientapp_fork_server,
         },
         Isolation::Process => clientapps::python::PythonMode::Process,
     };

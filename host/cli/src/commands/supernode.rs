@@ -70,6 +70,10 @@ pub struct SupernodeArgs {
     /// addition).
     #[arg(long, default_value_t = sepal_supernode::DEFAULT_MAX_CONCURRENT_MESSAGES as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     max_concurrent_messages: u64,
+    /// Spawn `flwr-clientapp` for each message in subprocess isolation, instead of
+    /// forking it from a process that imported Flower once (Sepal addition).
+    #[arg(long)]
+    no_clientapp_fork_server: bool,
     /// Limits and grants for Wasm ClientApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
@@ -137,6 +141,7 @@ impl SupernodeArgs {
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
             max_concurrent_messages: self.max_concurrent_messages as usize,
+            clientapp_fork_server: !self.no_clientapp_fork_server,
             wasm: self.wasm.settings(Duration::from_secs(600))?,
             metrics_address,
         };

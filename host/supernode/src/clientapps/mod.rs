@@ -1,10 +1,11 @@
 //! Running a ClientApp on one instruction, behind one interface.
 //!
 //! [`python::PythonRunner`] serves Python ClientApps over ClientAppIo (to a
-//! `flwr-clientapp` it starts, or to an external ClientApp process);
-//! [`wasm::WasmRunner`] runs Wasm components in-process through `sepal-executor`.
-//! [`ByKind`] picks between them by what the run's FAB carries.
+//! `flwr-clientapp` it starts, forked by [`forkserver`] where it can be, or to an external
+//! ClientApp process); [`wasm::WasmRunner`] runs Wasm components in-process through
+//! `sepal-executor`. [`ByKind`] picks between them by what the run's FAB carries.
 
+pub mod forkserver;
 pub mod python;
 pub mod wasm;
 
