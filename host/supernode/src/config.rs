@@ -39,8 +39,7 @@ pub struct Config {
     /// Limits and grants for Wasm ClientApps (memory, time, captured output; a data
     /// directory, connections).
     pub wasm: sepal_executor::Settings,
-    /// Most messages handled at once (one per run at a time; Python ClientApps one at a
-    /// time in all).
+    /// Most messages handled at once (one per run at a time, Python or Wasm).
     pub max_concurrent_messages: usize,
     /// Where to serve `/metrics` and `/healthz` over HTTP (`None`: nowhere).
     pub metrics_address: Option<SocketAddr>,

@@ -104,8 +104,7 @@ pub async fn serve_signed(
         },
         Isolation::Process => clientapps::python::PythonMode::Process,
     };
-    let python = clientapps::python::PythonRunner::new(state.clone(), mode);
-    let python = Arc::new(clientapps::OneAtATime::new(python));
+    let python = Arc::new(clientapps::python::PythonRunner::new(state.clone(), mode));
     // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
     // clientapp`), is an external process served over ClientAppIo.
     let runner: Arc<dyn clientapps::Runner> = match config.isolation {

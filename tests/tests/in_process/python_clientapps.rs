@@ -33,6 +33,22 @@ def train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 "#;
 
+/// A ClientApp that writes its process id to `{pid_file}` and never answers.
+const HANGING_CLIENT: &str = r#"
+import os, time
+from flwr.client import ClientApp
+from flwr.common import Context, Message
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    with open("{pid_file}", "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(3600)
+"#;
+
 /// A Python FAB named `name` whose ClientApp is `client`.
 fn python_fab(name: &str, client: &str) -> pb::Fab {
     let dir = tempfile::tempdir().unwrap();
@@ -151,4 +167,35 @@ async fn with_the_fork_server_off_each_message_gets_a_spawned_process() {
         let spawned = round_trip(&mut server, node_id).await;
         assert_eq!((spawned.calls, spawned.ppid), (1, us), "{spawned:?}");
     }
+}
+
+/// A run whose Python ClientApp hangs holds one process on the node, not the node: another
+/// run's message is served meanwhile. Stopping the node kills the hanging process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_python_clientapp_does_not_hold_up_another_runs_message() {
+    let link = TestLink::start().await;
+    let flwr_dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(subprocess_node(&link, flwr_dir.path(), true)).await;
+    let pid_file = flwr_dir.path().join("hanging.pid");
+    let hanging = HANGING_CLIENT.replace("{pid_file}", pid_file.to_str().unwrap());
+    let mut stuck = PlayedServerApp::start(&link, python_fab("hanging", &hanging), HashMap::new()).await;
+    let node_id = stuck.wait_for_nodes(1).await[0];
+    stuck.send(node_id, RecordDict::new(), 3600.0).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let hanging_pid: i64 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.parse().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the hanging ClientApp never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let mut other = PlayedServerApp::start(&link, counter_fab(), HashMap::new()).await;
+    let answered = tokio::time::timeout(Duration::from_secs(120), round_trip(&mut other, node_id)).await;
+    let answered = answered.expect("the other run's message is served while the first one hangs");
+    assert_eq!(answered.calls, 1);
+    assert!(Path::new(&format!("/proc/{hanging_pid}")).exists(), "still hanging");
+
+    node.stop().await.unwrap();
+    gone(hanging_pid).await;
 }

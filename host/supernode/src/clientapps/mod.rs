@@ -41,28 +41,6 @@ pub trait Runner: Send + Sync + 'static {
     async fn run(&self, job: Job) -> Result<Completion, AppFailure>;
 }
 
-/// Runs one job at a time through `inner` (a ClientAppIo ClientApp serves one instruction
-/// at a time: the node offers one).
-pub struct OneAtATime<R> {
-    inner: R,
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl<R> OneAtATime<R> {
-    /// `inner`, one job at a time.
-    pub fn new(inner: R) -> Self {
-        OneAtATime { inner, turn: tokio::sync::Mutex::new(()) }
-    }
-}
-
-#[tonic::async_trait]
-impl<R: Runner> Runner for OneAtATime<R> {
-    async fn run(&self, job: Job) -> Result<Completion, AppFailure> {
-        let _turn = self.turn.lock().await;
-        self.inner.run(job).await
-    }
-}
-
 /// Sends each job to the runner for its app's kind.
 pub struct ByKind {
     /// Runs Python ClientApps.

@@ -1,6 +1,7 @@
 //! Python ClientApps: the instruction is served over ClientAppIo to a `flwr-clientapp`
 //! process, one the SuperNode starts per message (subprocess isolation) or an external
-//! one (process isolation).
+//! one (process isolation). Messages of different runs are served at once, each to its
+//! own process (the main loop bounds how many, and hands out one per run at a time).
 //!
 //! Starting Python and importing Flower takes 0.5 CPU-seconds or more, longer than most
 //! messages take to handle. So in subprocess isolation:
@@ -249,16 +250,16 @@ impl PythonRunner {
         self.start_fork_server().await;
         let mut spare = self.spare.lock().await;
         let (token, mut process) = self.process_for_job(&mut spare).await?;
-        let done = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), Some(token));
+        let mut offer = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), Some(token));
         // After the offer, so that starting the spare does not delay this message.
         self.refill(&mut spare).await;
         drop(spare);
-        tokio::pin!(done);
+        let done = &mut offer.done;
         tokio::select! {
-            completion = &mut done => completion.map_err(|_| lost()),
+            completion = &mut *done => completion.map_err(|_| lost()),
             status = process.wait() => {
                 // The reply may have landed just before the exit.
-                match tokio::time::timeout(Duration::from_millis(200), &mut done).await {
+                match tokio::time::timeout(Duration::from_millis(200), done).await {
                     Ok(Ok(completion)) => Ok(completion),
                     _ => {
                         let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
@@ -268,7 +269,7 @@ impl PythonRunner {
             }
             _ = tokio::time::sleep_until(job.deadline) => Err(AppFailure::TimedOut),
         }
-        // Returning drops `process`: killed if still running.
+        // Returning drops `process` (killed if still running) and `offer` (its token is void).
     }
 }
 
@@ -279,18 +280,16 @@ fn lost() -> AppFailure {
 #[tonic::async_trait]
 impl Runner for PythonRunner {
     async fn run(&self, job: Job) -> Result<Completion, AppFailure> {
-        let result = match &self.mode {
+        match &self.mode {
             PythonMode::Subprocess { .. } => self.run_subprocess(&job).await,
             PythonMode::Process => {
-                let done = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), None);
+                let mut offer = self.state.offer(job.run.run_id, job.instruction.clone(), job.tree.clone(), None);
                 tokio::select! {
-                    completion = done => completion.map_err(|_| lost()),
+                    completion = &mut offer.done => completion.map_err(|_| lost()),
                     _ = tokio::time::sleep_until(job.deadline) => Err(AppFailure::TimedOut),
                 }
             }
-        };
-        self.state.withdraw();
-        result
+        }
     }
 }
 
