@@ -1,8 +1,9 @@
 """Sepal's fork server for `flwr-clientapp` (started by the SuperNode; see forkserver.rs).
 
-Run as `python -c <BOOTSTRAP> <size> <program> <module> <function>`, with fd 0 a Unix
-socket to the SuperNode, which first sends this script (<size> bytes) on it. Imports the
-entry point once, then forks one child per request; the child leaves the server's loop and
+Run as `python -c <BOOTSTRAP> <size> <program> <module> <function> [<module>...]`, with
+fd 0 a Unix socket to the SuperNode, which first sends this script (<size> bytes) on it.
+Imports the entry point once (and the further modules named, which the entry point would
+import in every child), then forks one child per request; the child leaves the server's loop and
 runs `sys.exit(<function>())` with the argv it was sent, as the `<program>` console script
 does, and ends as any interpreter does (non-daemon threads joined, atexit handlers run).
 The import is what forking saves: each message is still served by a new process.
@@ -16,6 +17,7 @@ Protocol, one JSON object per line on fd 0:
 End of input (the SuperNode closed its end or died): kill the children and exit.
 """
 
+import gc
 import importlib
 import json
 import os
@@ -161,6 +163,15 @@ def main():
     if not getattr(sys.flags, "safe_path", False):
         sys.path[0] = os.path.dirname(os.path.realpath(program))
     entry = getattr(importlib.import_module(module), function)
+    for later in sys.argv[5:]:
+        try:
+            importlib.import_module(later)
+        except ImportError:
+            pass  # another version of a dependency: the child imports what it needs
+    # What is imported now lives as long as any child: the collector need not look at it.
+    # A child's collections (flwr-clientapp collects after every message) then neither
+    # walk nor write to these objects' pages, which stay shared with the server.
+    gc.freeze()
     # A Python thread could hold a lock the child then waits on forever. (C-level pools,
     # such as the one OpenBLAS starts with numpy, handle fork themselves: pthread_atfork.)
     if threading.active_count() != 1:

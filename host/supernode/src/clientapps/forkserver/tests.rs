@@ -12,7 +12,7 @@ use super::*;
 /// 0). `CALLS` is a module global: a child that shared its module with another would count
 /// past 1. At exit it writes `<dir>/<name>.atexit`, as an app's atexit handler would.
 const FAKE_APP: &str = r#"
-import atexit, json, os, signal, sys, time
+import atexit, gc, json, os, signal, sys, time
 CALLS = 0
 def run():
     global CALLS
@@ -29,7 +29,8 @@ def run():
         name, mode = args
     atexit.register(lambda: open(os.path.join(here, name + ".atexit"), "w").close())
     seen = {"argv": sys.argv, "pid": os.getpid(), "ppid": os.getppid(), "calls": CALLS,
-            "stdin": os.read(0, 10).decode()}
+            "stdin": os.read(0, 10).decode(), "preloaded": "fakehelper" in sys.modules,
+            "frozen": gc.get_freeze_count()}
     with open(os.path.join(os.path.dirname(sys.argv[0]), name + ".json"), "w") as f:
         json.dump(seen, f)
     if mode == "sleep":
@@ -39,7 +40,8 @@ def run():
     return int(mode)
 "#;
 
-pub(crate) const ENTRY: Entry = Entry { module: "fakeapp", function: "run" };
+pub(crate) const ENTRY: Entry =
+    Entry { module: "fakeapp", function: "run", preload: &["fakehelper", "no_such_module"] };
 
 /// A Python interpreter: the one on PATH.
 pub(crate) fn python() -> PathBuf {
@@ -49,6 +51,7 @@ pub(crate) fn python() -> PathBuf {
 /// A directory with `fakeapp.py` and the console script `fake-clientapp` calling it.
 pub(crate) fn fake_program(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("fakeapp.py"), FAKE_APP).unwrap();
+    std::fs::write(dir.join("fakehelper.py"), "").unwrap();
     let program = dir.join("fake-clientapp");
     let script = format!(
         "#!{}\nimport sys\nfrom fakeapp import run\nif __name__ == '__main__':\n    sys.exit(run())\n",
@@ -139,6 +142,8 @@ async fn a_forked_child_runs_the_entry_with_its_argv_and_its_exit_status_is_repo
     assert_eq!(first["argv"], serde_json::json!([program, "first", "3"]));
     assert_eq!(first["ppid"], server.pid());
     assert_eq!(first["stdin"], "", "stdin is /dev/null, not the control socket");
+    assert_eq!(first["preloaded"], true, "the server imported the preload list (a missing module skipped)");
+    assert!(first["frozen"].as_u64() > Some(0), "what the server imported is kept out of the collector's way");
     // Each child is a new process: the module global starts afresh.
     let second = seen(dir.path(), "second").await;
     assert_eq!((first["calls"].as_u64(), second["calls"].as_u64()), (Some(1), Some(1)));
@@ -172,7 +177,7 @@ async fn a_server_that_cannot_import_its_entry_does_not_start() {
     let script = Script {
         program: fake_program(dir.path()),
         interpreter: python(),
-        entry: Entry { module: "no_such_module_here", function: "run" },
+        entry: Entry { module: "no_such_module_here", function: "run", preload: &[] },
     };
     let err = ForkServer::start(&script).await.unwrap_err();
     assert!(matches!(err, ForkServerError::NotReady(_)), "{err}");
