@@ -145,7 +145,7 @@ impl ExecService {
         self.link.state.store_fab(&hash, fab.content.into())?;
         let run_id = self.link.state.create_run(new)?;
         tracing::info!(run_id, fab_id = %manifest.fab_id(), user = user.map(|u| u.id.as_str()), "run submitted");
-        self.link.events.run_submitted.notify_one();
+        self.link.run_submitted();
         Ok(pb::StartRunResponse { run_id: Some(run_id) })
     }
 

@@ -20,6 +20,12 @@ use crate::state::{status, RunState, SUPERLINK_NODE_ID};
 /// Flower's grid sleeps between pulls.
 const REPLY_HOLD: Duration = Duration::from_millis(1500);
 
+/// How long a PullAppInputs is held while no run is pending. Flower's `flwr-serverapp`
+/// (process isolation) sleeps 3 s after an empty answer, so a run submitted then waits up to
+/// 3 s; held, the call is answered as the run arrives, and the sleep comes only after 3 s
+/// without runs. Bounded, so that an idle app still gets Flower's empty answer now and then.
+const RUN_HOLD: Duration = Duration::from_secs(3);
+
 /// How often a held pull re-checks for expired messages, which no event announces.
 const EXPIRY_RECHECK: Duration = Duration::from_millis(500);
 
@@ -105,10 +111,32 @@ impl ServerAppIoService {
         Ok(pb::GetFabResponse { fab: Some(pb::Fab { hash_str: req.hash_str, content: content.to_vec() }) })
     }
 
-    fn pull_app_inputs(&self) -> Result<pb::PullAppInputsResponse> {
+    /// The oldest pending run's inputs; while there is none (or it may not start yet), the
+    /// call is held (up to [`RUN_HOLD`]) and answered as soon as a run can be handed out.
+    /// The answer is one Flower would give, only later.
+    async fn pull_app_inputs(&self) -> Result<pb::PullAppInputsResponse> {
+        let deadline = tokio::time::Instant::now() + RUN_HOLD;
+        let mut submitted = self.link.events.runs_submitted.subscribe();
+        // A run that waits for a slot (--max-concurrent-runs) may start when another ends.
+        let mut changed = self.link.events.run_changed.subscribe();
+        loop {
+            if let Some(inputs) = self.claim_app_inputs()? {
+                return Ok(inputs);
+            }
+            tokio::select! {
+                _ = submitted.changed() => {}
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(pb::PullAppInputsResponse::default()),
+                _ = self.link.events.closed() => return Ok(pb::PullAppInputsResponse::default()),
+            }
+        }
+    }
+
+    /// Claims the oldest pending run and gathers its inputs; `None` if no run is pending.
+    fn claim_app_inputs(&self) -> Result<Option<pb::PullAppInputsResponse>> {
         let state = &self.link.state;
         let Some(run_id) = self.link.claim_pending_run()? else {
-            return Ok(pb::PullAppInputsResponse::default());
+            return Ok(None);
         };
         let run = state.run(run_id)?.ok_or(Error::RunNotFound(run_id))?;
         let fab = state.fab(&run.fab_hash)?;
@@ -119,11 +147,11 @@ impl ServerAppIoService {
             return Err(Error::FailedPrecondition(details));
         };
         tracing::info!(run_id, "run handed to a ServerApp");
-        Ok(pb::PullAppInputsResponse {
+        Ok(Some(pb::PullAppInputsResponse {
             context: Some(context),
             fab: Some(pb::Fab { hash_str: run.fab_hash.clone(), content: fab.to_vec() }),
             run: Some(run),
-        })
+        }))
     }
 
     fn push_app_outputs(&self, req: pb::PushAppOutputsRequest) -> Result<pb::PushAppOutputsResponse> {
@@ -223,7 +251,7 @@ impl ServerAppIo for ServerAppIoService {
         reply(ServerAppIoService::get_fab(self, req.into_inner()))
     }
     async fn pull_app_inputs(&self, _req: Request<pb::PullAppInputsRequest>) -> Reply<pb::PullAppInputsResponse> {
-        reply(ServerAppIoService::pull_app_inputs(self))
+        reply(ServerAppIoService::pull_app_inputs(self).await)
     }
     async fn push_app_outputs(&self, req: Request<pb::PushAppOutputsRequest>) -> Reply<pb::PushAppOutputsResponse> {
         reply(ServerAppIoService::push_app_outputs(self, req.into_inner()))

@@ -15,9 +15,16 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::node::{JobError, NodeState};
 
-/// The longest a held `GetRunIdsWithPendingMessages` waits, whatever the caller asks: short,
-/// so that a SuperNode shutting down is not held up by it.
+/// The longest a held `GetRunIdsWithPendingMessages` waits, whatever a Sepal caller asks
+/// (Sepal's `sepal clientapp` asks 1 s).
 const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a `GetRunIdsWithPendingMessages` from Flower's `flwr-clientapp` (process
+/// isolation; it asks for no wait) is held while nothing is pending. After an empty answer
+/// it sleeps 1 s, so an instruction arriving then waits up to 1 s; held, the call is
+/// answered as the instruction arrives, and the sleep comes only after 3 s without work.
+/// Bounded, so that an idle app still gets Flower's empty answer now and then.
+const FLOWER_POLL_HOLD: Duration = Duration::from_secs(3);
 
 /// How long a ClientApp process started ahead of need (a spare) waits in one
 /// PullClientAppInputs for its instruction; then it is told to ask again (UNAVAILABLE,
@@ -86,13 +93,18 @@ fn reply<T>(result: Result<T, Refusal>) -> Reply<T> {
 
 #[tonic::async_trait]
 impl ClientAppIo for ClientAppIoService {
-    /// Held for up to the [`sepal_wire::WAIT_HEADER`] milliseconds the caller asks (Sepal's `sepal clientapp`; at most
-    /// [`MAX_WAIT`]) while nothing is pending; Flower's `flwr-clientapp` asks for no wait.
+    /// Held while nothing is pending: for up to the [`sepal_wire::WAIT_HEADER`]
+    /// milliseconds a Sepal caller asks (at most [`MAX_WAIT`]), and for
+    /// [`FLOWER_POLL_HOLD`] when the caller (Flower's `flwr-clientapp`) asks nothing.
     async fn get_run_ids_with_pending_messages(
         &self,
         req: Request<pb::GetRunIdsWithPendingMessagesRequest>,
     ) -> Reply<pb::GetRunIdsWithPendingMessagesResponse> {
-        let wait = sepal_wire::requested_wait(req.metadata(), MAX_WAIT);
+        let wait = if req.metadata().contains_key(sepal_wire::WAIT_HEADER) {
+            sepal_wire::requested_wait(req.metadata(), MAX_WAIT)
+        } else {
+            FLOWER_POLL_HOLD
+        };
         let run_ids = self.state.runs_with_pending_messages_within(wait).await;
         Ok(Response::new(pb::GetRunIdsWithPendingMessagesResponse { run_ids }))
     }

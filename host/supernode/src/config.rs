@@ -39,11 +39,14 @@ pub struct Config {
     /// Limits and grants for Wasm ClientApps (memory, time, captured output; a data
     /// directory, connections).
     pub wasm: sepal_executor::Settings,
-    /// Most messages handled at once (one per run at a time; Python ClientApps one at a
-    /// time in all).
+    /// Most messages handled at once (one per run at a time, Python or Wasm).
     pub max_concurrent_messages: usize,
     /// Where to serve `/metrics` and `/healthz` over HTTP (`None`: nowhere).
     pub metrics_address: Option<SocketAddr>,
+    /// In subprocess isolation, fork `flwr-clientapp` processes from a fork server that
+    /// has imported Flower once, instead of spawning each (when the program is a Python
+    /// console script; see `clientapps::forkserver`).
+    pub clientapp_fork_server: bool,
 }
 
 impl Config {
@@ -51,7 +54,8 @@ impl Config {
     /// says, with Flower's defaults elsewhere: no node config, ClientAppIo on
     /// `0.0.0.0:9094`, subprocess isolation with `flwr-clientapp`, unlimited reconnection,
     /// no ClientApp timeout beyond the message's TTL, the sandbox's default limits and no
-    /// grants for Wasm ClientApps, [`DEFAULT_MAX_CONCURRENT_MESSAGES`] at once.
+    /// grants for Wasm ClientApps, [`DEFAULT_MAX_CONCURRENT_MESSAGES`] at once, Python
+    /// ClientApp processes forked from a fork server.
     pub fn new(superlink: impl Into<String>, tls: sepal_wire::ClientTls) -> Self {
         Config {
             superlink: superlink.into(),
@@ -66,6 +70,7 @@ impl Config {
             wasm: sepal_executor::Settings::default(),
             max_concurrent_messages: DEFAULT_MAX_CONCURRENT_MESSAGES,
             metrics_address: None,
+            clientapp_fork_server: true,
         }
     }
 }

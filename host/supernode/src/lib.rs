@@ -100,11 +100,11 @@ pub async fn serve_signed(
             program: config.clientapp_bin.clone(),
             clientappio: dial_address(local).to_string(),
             flwr_dir: config.flwr_dir.clone(),
+            fork_server: config.clientapp_fork_server,
         },
         Isolation::Process => clientapps::python::PythonMode::Process,
     };
-    let python = clientapps::python::PythonRunner::new(state.clone(), mode);
-    let python = Arc::new(clientapps::OneAtATime::new(python));
+    let python = Arc::new(clientapps::python::PythonRunner::new(state.clone(), mode));
     // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
     // clientapp`), is an external process served over ClientAppIo.
     let runner: Arc<dyn clientapps::Runner> = match config.isolation {
@@ -145,14 +145,14 @@ pub async fn serve_signed(
             }),
     );
     tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
-    let node = main_loop::SuperNode::new(&config, fleet, state, objects, runner, metrics);
+    let node = main_loop::SuperNode::new(&config, fleet, state.clone(), objects, runner, metrics);
     let result = node.run(shutdown).await;
+    state.close();
     let _ = stop_tx.send(());
     if let Some(task) = metrics_server {
         task.abort();
     }
-    // An external ClientApp may hold a call open (a held poll): give calls a moment, then
-    // close.
+    // Held calls end at `close`; others still in progress get a moment, then are closed.
     let abort = server.abort_handle();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::info!("ClientAppIo calls still open after {SHUTDOWN_GRACE:?}; closing them");

@@ -1,8 +1,9 @@
 //! What a SuperNode remembers: its runs (with their FAB and the ClientApp context that
-//! persists across rounds) and the one instruction waiting for a ClientApp.
+//! persists across rounds) and the instructions being served to ClientApps over ClientAppIo
+//! (one per run at a time: the main loop hands out no second one of a run).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,8 +35,10 @@ pub struct Completion {
     pub context: pb::Context,
 }
 
-/// The instruction being served to a ClientApp over ClientAppIo.
+/// An instruction being served to a ClientApp over ClientAppIo.
 struct Job {
+    /// Tells it from the others (a run's later instruction is another job).
+    id: u64,
     run_id: u64,
     instruction: pb::Message,
     tree: pb::ObjectTree,
@@ -47,13 +50,13 @@ struct Job {
 /// Why a ClientAppIo call about the current job was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JobError {
-    /// The token is not the current job's.
+    /// The token is no job's.
     #[error("Invalid token.")]
     InvalidToken,
     /// There is no instruction waiting.
     #[error("no message is waiting for a ClientApp")]
     NoMessage,
-    /// The reply does not answer the current instruction.
+    /// The reply does not answer the token's instruction.
     #[error("{0}")]
     BadReply(String),
     /// The ClientApp finished before pushing its reply.
@@ -70,18 +73,38 @@ struct Inner {
     runs: HashMap<u64, RunEntry>,
     /// FABs by hash (verified), so a FAB used by several runs is fetched once.
     fabs: HashMap<String, Bytes>,
-    job: Option<Job>,
+    /// In the order they were offered.
+    jobs: Vec<Job>,
+    next_job: u64,
     /// Tokens given to ClientApp processes started ahead of need (spares), not yet bound
     /// to an instruction.
     spares: HashSet<String>,
+    /// The node is stopping: held calls end now.
+    closed: bool,
 }
 
 /// The node's state, shared by the Fleet loop and the ClientAppIo service.
 #[derive(Default)]
 pub struct NodeState {
     inner: Mutex<Inner>,
-    /// Bumped whenever an instruction is offered, to wake held ClientAppIo polls.
+    /// Bumped whenever an instruction is offered (or the node stops), to wake held
+    /// ClientAppIo calls.
     offered: watch::Sender<u64>,
+}
+
+/// An instruction offered to ClientApps ([`NodeState::offer`]); dropping it withdraws the
+/// instruction, whether or not it was answered.
+pub struct Offer {
+    state: Arc<NodeState>,
+    id: u64,
+    /// Completes when a ClientApp has pushed the reply and its context.
+    pub done: oneshot::Receiver<Completion>,
+}
+
+impl Drop for Offer {
+    fn drop(&mut self) {
+        self.state.withdraw(self.id);
+    }
 }
 
 /// A fresh ClientAppIo token (256 hex characters, as Flower's).
@@ -133,35 +156,54 @@ impl NodeState {
         }
     }
 
-    /// Offers an instruction to ClientApps. With `token`, only that token may take it
-    /// (a ClientApp started for it); without, the first to request a token does.
+    /// Offers an instruction to ClientApps, beside any others offered. With `token`, only
+    /// that token may take it (a ClientApp started for it); without, the first to request a
+    /// token for its run does. It is withdrawn when the [`Offer`] is dropped.
     pub fn offer(
-        &self,
+        self: &Arc<Self>,
         run_id: u64,
         instruction: pb::Message,
         tree: pb::ObjectTree,
         token: Option<String>,
-    ) -> oneshot::Receiver<Completion> {
-        let (tx, rx) = oneshot::channel();
+    ) -> Offer {
+        let (tx, done) = oneshot::channel();
         let mut inner = self.lock();
         if let Some(token) = &token {
             inner.spares.remove(token);
         }
-        inner.job = Some(Job { run_id, instruction, tree, token, reply: None, done: Some(tx) });
+        let id = inner.next_job;
+        inner.next_job += 1;
+        inner.jobs.push(Job { id, run_id, instruction, tree, token, reply: None, done: Some(tx) });
         drop(inner);
         self.offered.send_modify(|n| *n = n.wrapping_add(1));
-        rx
+        Offer { state: self.clone(), id, done }
     }
 
-    /// Withdraws the current instruction (answered, failed or timed out).
-    pub fn withdraw(&self) {
-        self.lock().job = None;
+    /// Ends held ClientAppIo calls, now and from now on: the node is stopping.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.offered.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Runs whose instruction no ClientApp has taken yet.
+    fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Withdraws an instruction (answered, failed or timed out): its token is void.
+    fn withdraw(&self, id: u64) {
+        self.lock().jobs.retain(|j| j.id != id);
+    }
+
+    /// Runs with an instruction no ClientApp has taken yet, oldest offer first.
     pub fn runs_with_pending_messages(&self) -> Vec<u64> {
         let inner = self.lock();
-        inner.job.iter().filter(|j| j.token.is_none()).map(|j| j.run_id).collect()
+        let mut runs = Vec::new();
+        for job in inner.jobs.iter().filter(|j| j.token.is_none()) {
+            if !runs.contains(&job.run_id) {
+                runs.push(job.run_id);
+            }
+        }
+        runs
     }
 
     /// [`NodeState::runs_with_pending_messages`], but waits up to `wait` for an instruction
@@ -172,7 +214,10 @@ impl NodeState {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let runs = self.runs_with_pending_messages();
-            if !runs.is_empty() || !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+            if !runs.is_empty() || self.closed() {
+                return runs;
+            }
+            if !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
                 return runs;
             }
         }
@@ -182,17 +227,17 @@ impl NodeState {
     /// it is taken.
     pub fn request_token(&self, run_id: u64) -> Option<String> {
         let mut inner = self.lock();
-        let job = inner.job.as_mut().filter(|j| j.run_id == run_id && j.token.is_none())?;
+        let job = inner.jobs.iter_mut().find(|j| j.run_id == run_id && j.token.is_none())?;
         let token = new_token();
         job.token = Some(token.clone());
         Some(token)
     }
 
     fn job_for<'a>(inner: &'a mut Inner, token: &str) -> Result<&'a mut Job, JobError> {
-        match inner.job.as_mut() {
-            Some(job) if !token.is_empty() && job.token.as_deref() == Some(token) => Ok(job),
-            _ => Err(JobError::InvalidToken),
+        if token.is_empty() {
+            return Err(JobError::InvalidToken);
         }
+        inner.jobs.iter_mut().find(|j| j.token.as_deref() == Some(token)).ok_or(JobError::InvalidToken)
     }
 
     /// A token for a ClientApp process started before there is an instruction for it: its
@@ -219,7 +264,7 @@ impl NodeState {
                 Err(JobError::InvalidToken) if self.lock().spares.contains(token) => {}
                 answer => return answer,
             }
-            if !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
+            if self.closed() || !matches!(tokio::time::timeout_at(deadline, offered.changed()).await, Ok(Ok(()))) {
                 return Err(JobError::NotYet);
             }
         }
@@ -274,8 +319,8 @@ impl NodeState {
         let job = Self::job_for(&mut inner, token)?;
         let (reply, tree) = job.reply.take().ok_or(JobError::NoReply)?;
         let done = job.done.take();
-        let run_id = job.run_id;
-        inner.job = None;
+        let (id, run_id) = (job.id, job.run_id);
+        inner.jobs.retain(|j| j.id != id);
         if let Some(entry) = inner.runs.get_mut(&run_id) {
             entry.context = context.clone();
         }
@@ -334,5 +379,53 @@ mod tests {
         );
         let idle = state.reserve_spare();
         assert_eq!(state.inputs_when_bound(&idle, Duration::from_millis(20)).await.err(), Some(JobError::NotYet));
+    }
+
+    fn reply_to(ins_id: &str, node_id: u64, run_id: u64) -> (pb::Message, pb::ObjectTree) {
+        let metadata = pb::Metadata {
+            message_id: "r".into(),
+            reply_to_message_id: ins_id.into(),
+            src_node_id: node_id,
+            run_id,
+            ..Default::default()
+        };
+        (
+            pb::Message { metadata: Some(metadata), ..Default::default() },
+            pb::ObjectTree { object_id: "r".into(), ..Default::default() },
+        )
+    }
+
+    fn instruction(id: &str, run_id: u64) -> pb::Message {
+        pb::Message {
+            metadata: Some(pb::Metadata { message_id: id.into(), run_id, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn instructions_of_several_runs_are_served_at_once_each_to_its_own_token() {
+        let state = Arc::new(NodeState::default());
+        let mut one = state.offer(1, instruction("i1", 1), pb::ObjectTree::default(), None);
+        let two = state.offer(2, instruction("i2", 2), pb::ObjectTree::default(), None);
+        assert_eq!(state.runs_with_pending_messages(), vec![1, 2], "oldest offer first");
+
+        let t2 = state.request_token(2).expect("run 2's token");
+        assert_eq!(state.request_token(2), None, "taken");
+        assert_eq!(state.runs_with_pending_messages(), vec![1]);
+        let t1 = state.request_token(1).expect("run 1's token");
+        assert_eq!(state.instruction(&t1).unwrap().0, instruction("i1", 1));
+        assert_eq!(state.instruction(&t2).unwrap().0, instruction("i2", 2));
+        let (reply, tree) = reply_to("i2", 0, 2);
+        assert!(matches!(state.put_reply(&t1, reply.clone(), tree.clone()), Err(JobError::BadReply(_))), "not t1's");
+
+        // Run 2's offer is dropped (timed out): its token is void, run 1's is not.
+        drop(two);
+        assert_eq!(state.put_reply(&t2, reply, tree), Err(JobError::InvalidToken));
+        let (reply, tree) = reply_to("i1", 0, 1);
+        state.put_reply(&t1, reply, tree).unwrap();
+        state.complete(&t1, pb::Context::default()).unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(10), &mut one.done).await.expect("completed").unwrap();
+        assert_eq!(done.tree.object_id, "r");
+        assert_eq!(state.instruction(&t1), Err(JobError::InvalidToken), "done, so void");
     }
 }

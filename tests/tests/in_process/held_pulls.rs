@@ -1,12 +1,16 @@
-//! A ServerApp's PullMessages is held until its replies arrive (briefly), so a Python
-//! ServerApp, which pulls right after pushing and then sleeps 3 s between pulls, gets
-//! them at once.
+//! Python apps' polls are held (briefly) until there is something to answer, since they
+//! sleep between empty answers: a ServerApp's PullMessages until its replies arrive, its
+//! PullAppInputs until a run is submitted, a ClientApp's GetRunIdsWithPendingMessages
+//! until an instruction comes.
+
+use std::time::Duration;
 
 use sepal_core::message_to_objects;
 use sepal_core::records::{ConfigRecord, ConfigValue, Message, Metadata, RecordDict};
 use sepal_core::routing::route_reply;
 use sepal_proto::pb;
-use sepal_tests::kit::{self, PlayedServerApp, PyProject, TestLink};
+use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
+use sepal_tests::kit::{self, PlayedServerApp, PyProject, TestLink, TestNode};
 
 #[tokio::test]
 async fn a_pull_issued_before_the_reply_returns_it() {
@@ -55,4 +59,35 @@ async fn a_pull_for_a_reply_that_does_not_come_returns_empty_after_a_short_hold(
     let req = pb::PullAppMessagesRequest { run_id: server.run_id, message_ids: vec![id], ..Default::default() };
     let res = server.sio.pull_messages(req).await.unwrap().into_inner();
     assert!(res.messages_list.is_empty(), "nothing to return, and the call still ends");
+}
+
+/// Flower's `flwr-clientapp` in process isolation asks which runs have an instruction, and
+/// sleeps 1 s when none has: its ask is held until the instruction comes.
+#[tokio::test]
+async fn a_clientapp_asking_before_the_instruction_comes_gets_its_run() {
+    let link = TestLink::start().await;
+    let node = TestNode::start(TestNode::config(&link)).await;
+    let mut server = PlayedServerApp::start(&link, kit::fab(&PyProject::new("probe")), Default::default()).await;
+    let node_id = server.wait_for_nodes(1).await[0];
+
+    let mut io = ClientAppIoClient::new(kit::channel(node.clientappio).await);
+    let held = tokio::spawn(async move {
+        io.get_run_ids_with_pending_messages(pb::GetRunIdsWithPendingMessagesRequest {}).await.unwrap().into_inner()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.send(node_id, RecordDict::new(), 60.0).await;
+    assert_eq!(held.await.unwrap().run_ids, vec![server.run_id], "the held ask returned the run");
+}
+
+/// Flower's `flwr-serverapp` in process isolation asks for a pending run, and sleeps 3 s
+/// when there is none: its ask is held until a run is submitted.
+#[tokio::test]
+async fn a_serverapp_asking_before_a_run_is_submitted_gets_it() {
+    let link = TestLink::start().await;
+    let mut sio = link.serverappio_client().await;
+    let held = tokio::spawn(async move { sio.pull_app_inputs(pb::PullAppInputsRequest::default()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run_id = link.start_run(kit::fab(&PyProject::new("probe"))).await;
+    let inputs = held.await.unwrap().unwrap().into_inner();
+    assert_eq!(inputs.run.map(|r| r.run_id), Some(run_id), "the held ask returned the run");
 }

@@ -11,5 +11,6 @@ mod inline_objects;
 mod launcher;
 mod log_parity;
 mod process_mode;
+mod python_clientapps;
 mod supernode;
 mod tls;

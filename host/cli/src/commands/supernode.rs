@@ -65,11 +65,14 @@ pub struct SupernodeArgs {
     /// reply with an error (Sepal addition; default: the message's TTL).
     #[arg(long)]
     clientapp_timeout: Option<f64>,
-    /// Most messages handled at once, at most one per run (Python ClientApps one at a
-    /// time in all), so that a run's slow messages cannot hold up another run (Sepal
-    /// addition).
+    /// Most messages handled at once, at most one per run, so that a run's slow messages
+    /// cannot hold up another run (Sepal addition).
     #[arg(long, default_value_t = sepal_supernode::DEFAULT_MAX_CONCURRENT_MESSAGES as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     max_concurrent_messages: u64,
+    /// Spawn `flwr-clientapp` for each message in subprocess isolation, instead of
+    /// forking it from a process that imported Flower once (Sepal addition).
+    #[arg(long)]
+    no_clientapp_fork_server: bool,
     /// Limits and grants for Wasm ClientApps (Sepal addition).
     #[command(flatten)]
     wasm: super::wasm_args::WasmArgs,
@@ -147,6 +150,7 @@ impl SupernodeArgs {
             retry: RetryPolicy { max_retries: self.max_retries, max_wait },
             clientapp_timeout,
             max_concurrent_messages: self.max_concurrent_messages as usize,
+            clientapp_fork_server: !self.no_clientapp_fork_server,
             wasm,
             metrics_address,
         };

@@ -60,6 +60,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Events {
     /// A run was submitted (the launcher waits on this).
     pub run_submitted: Notify,
+    /// Bumped when a run is submitted (held PullAppInputs calls wait on this).
+    pub runs_submitted: watch::Sender<u64>,
     /// A run's log or status changed (StreamLogs waits on this).
     pub run_changed: watch::Sender<u64>,
     /// By node: an instruction for it was stored, or it finished one (its next may be due).
@@ -157,6 +159,12 @@ impl Link {
         self.events.replies.forget(run_id);
         lock(&self.push_locks).remove(&run_id);
         lock(&self.told_over_quota).remove(&run_id);
+    }
+
+    /// Records that a run was submitted (wakes the launcher and held PullAppInputs).
+    pub fn run_submitted(&self) {
+        self.events.run_submitted.notify_one();
+        Events::bump(&self.events.runs_submitted);
     }
 
     /// Hands the oldest pending run to a ServerApp (pending -> starting), unless as many

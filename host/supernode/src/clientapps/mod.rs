@@ -1,10 +1,11 @@
 //! Running a ClientApp on one instruction, behind one interface.
 //!
 //! [`python::PythonRunner`] serves Python ClientApps over ClientAppIo (to a
-//! `flwr-clientapp` it starts, or to an external ClientApp process);
-//! [`wasm::WasmRunner`] runs Wasm components in-process through `sepal-executor`.
-//! [`ByKind`] picks between them by what the run's FAB carries.
+//! `flwr-clientapp` it starts, forked by [`forkserver`] where it can be, or to an external
+//! ClientApp process); [`wasm::WasmRunner`] runs Wasm components in-process through
+//! `sepal-executor`. [`ByKind`] picks between them by what the run's FAB carries.
 
+pub mod forkserver;
 pub mod python;
 pub mod wasm;
 
@@ -38,28 +39,6 @@ pub trait Runner: Send + Sync + 'static {
     /// store and the completion carries the updated context. A failure becomes Flower's
     /// error reply.
     async fn run(&self, job: Job) -> Result<Completion, AppFailure>;
-}
-
-/// Runs one job at a time through `inner` (a ClientAppIo ClientApp serves one instruction
-/// at a time: the node offers one).
-pub struct OneAtATime<R> {
-    inner: R,
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl<R> OneAtATime<R> {
-    /// `inner`, one job at a time.
-    pub fn new(inner: R) -> Self {
-        OneAtATime { inner, turn: tokio::sync::Mutex::new(()) }
-    }
-}
-
-#[tonic::async_trait]
-impl<R: Runner> Runner for OneAtATime<R> {
-    async fn run(&self, job: Job) -> Result<Completion, AppFailure> {
-        let _turn = self.turn.lock().await;
-        self.inner.run(job).await
-    }
 }
 
 /// Sends each job to the runner for its app's kind.
