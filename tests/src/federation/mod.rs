@@ -11,9 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 
+mod builder;
+
 use crate::flwr::{Flwr, SuperLinkWatch};
 use crate::procs::{stop_all, Proc, STOP_GRACE};
 use crate::{free_addr, sepal_bin, venv, START_TIMEOUT};
+pub use builder::FederationBuilder;
 
 /// Whose implementation of a component runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,170 +50,10 @@ impl Isolation {
     }
 }
 
-/// Configures and starts a [`Federation`].
-#[derive(Clone, Debug)]
-pub struct FederationBuilder {
-    superlink: Impl,
-    supernode: Impl,
-    apps: Impl,
-    isolation: Isolation,
-    supernodes: usize,
-    superlink_args: Vec<String>,
-    supernode_args: Vec<String>,
-    /// Extra arguments of one SuperNode only, `(i, arg)`.
-    supernode_args_at: Vec<(usize, String)>,
-    env: Vec<(String, String)>,
-    /// Per-node overrides of `supernode` (mixed federations).
-    supernode_overrides: Vec<(usize, Impl)>,
-    /// TLS on Fleet and Exec instead of `--insecure`.
-    tls: Option<TlsFiles>,
-    /// `(what SuperNodes dial, where the SuperLink serves Fleet)`, for something of the
-    /// caller's in between (e.g. a proxy).
-    fleet_via: Option<(SocketAddr, SocketAddr)>,
-    /// Sepal's SuperLink and SuperNodes started as `flower-superlink` / `flower-supernode`
-    /// (symlinks to the `sepal` binary), as a deployment script written for Flower runs them.
-    flower_names: bool,
-}
-
 /// PEM files for a TLS federation: the CA that signed the SuperLink's certificate, and the
 /// SuperLink's certificate and key (the certificate must name 127.0.0.1 in an `IP:` SAN);
 /// [`crate::kit::make_certs`] makes them.
 pub use sepal_wire::ServerTls as TlsFiles;
-
-impl Default for FederationBuilder {
-    fn default() -> Self {
-        FederationBuilder {
-            superlink: Impl::Python,
-            supernode: Impl::Python,
-            apps: Impl::Python,
-            isolation: Isolation::Subprocess,
-            supernodes: 2,
-            superlink_args: Vec::new(),
-            supernode_args: Vec::new(),
-            supernode_args_at: Vec::new(),
-            env: Vec::new(),
-            supernode_overrides: Vec::new(),
-            tls: None,
-            fleet_via: None,
-            flower_names: false,
-        }
-    }
-}
-
-impl FederationBuilder {
-    /// The SuperLink implementation (default Python).
-    pub fn superlink(mut self, i: Impl) -> Self {
-        self.superlink = i;
-        self
-    }
-    /// The SuperNode implementation (default Python).
-    pub fn supernode(mut self, i: Impl) -> Self {
-        self.supernode = i;
-        self
-    }
-    /// The implementation of SuperNode `i` only (for a mixed federation).
-    pub fn supernode_at(mut self, i: usize, imp: Impl) -> Self {
-        self.supernode_overrides.push((i, imp));
-        self
-    }
-    /// The external ServerApp/ClientApp processes in process isolation (default Python).
-    pub fn apps(mut self, i: Impl) -> Self {
-        self.apps = i;
-        self
-    }
-    /// `--isolation` for the SuperLink and every SuperNode (default subprocess).
-    pub fn isolation(mut self, i: Isolation) -> Self {
-        self.isolation = i;
-        self
-    }
-    /// Number of SuperNodes (default 2); node `i` gets
-    /// `--node-config "partition-id=i num-partitions=N"`.
-    pub fn supernodes(mut self, n: usize) -> Self {
-        self.supernodes = n;
-        self
-    }
-    /// An extra SuperLink argument (e.g. `--database`, then a path).
-    pub fn superlink_arg(mut self, a: impl Into<String>) -> Self {
-        self.superlink_args.push(a.into());
-        self
-    }
-    /// An extra argument for every SuperNode.
-    pub fn supernode_arg(mut self, a: impl Into<String>) -> Self {
-        self.supernode_args.push(a.into());
-        self
-    }
-    /// An extra argument for SuperNode `i` only (e.g. its own key), after the shared ones.
-    pub fn supernode_arg_at(mut self, i: usize, a: impl Into<String>) -> Self {
-        self.supernode_args_at.push((i, a.into()));
-        self
-    }
-    /// TLS on Fleet and Exec: the SuperLink gets `--ssl-ca-certfile/--ssl-certfile/--ssl-keyfile`
-    /// and every SuperNode `--root-certificates` instead of `--insecure`, and
-    /// [`Federation::flwr`] federations use `root-certificates`. ServerAppIo and ClientAppIo
-    /// (and so the process-isolation apps) stay plaintext.
-    pub fn tls(mut self, files: TlsFiles) -> Self {
-        self.tls = Some(files);
-        self
-    }
-    /// Puts something of the caller's between the SuperNodes and the Fleet API: the
-    /// SuperLink serves Fleet on `superlink` and SuperNodes dial `supernodes` (e.g. a
-    /// proxy that forwards to `superlink`).
-    pub fn fleet_via(mut self, supernodes: SocketAddr, superlink: SocketAddr) -> Self {
-        self.fleet_via = Some((supernodes, superlink));
-        self
-    }
-    /// Starts Sepal's SuperLink and SuperNodes under Flower's program names: the `sepal`
-    /// binary symlinked as `<dir>/bin/flower-superlink` and `flower-supernode`, run with
-    /// Flower's flags and no subcommand.
-    pub fn flower_names(mut self) -> Self {
-        self.flower_names = true;
-        self
-    }
-    /// An extra environment variable for every process of the federation.
-    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.env.push((k.into(), v.into()));
-        self
-    }
-
-    /// Starts everything and waits until each component listens on its ports.
-    pub fn start(self) -> Result<Federation> {
-        let tmp =
-            tempfile::Builder::new().prefix("sepal-fed-").tempdir().context("creating the federation's temp dir")?;
-        let dir = tmp.path().to_path_buf();
-        let tmp = if keep_files() {
-            eprintln!("SEPAL_TEST_KEEP: federation files are kept in {}", dir.display());
-            drop(tmp.keep());
-            None
-        } else {
-            Some(tmp)
-        };
-        let n = self.supernodes;
-        let mut fed = Federation {
-            serverappio: free_addr(),
-            fleet: self.fleet_via.map_or_else(free_addr, |(_, superlink)| superlink),
-            exec: free_addr(),
-            clientappio: (0..n).map(|_| free_addr()).collect(),
-            spec: self,
-            dir,
-            _tmp: tmp,
-            superlink: None,
-            superlink_pid: Arc::new(AtomicU32::new(0)),
-            supernodes: Vec::new(),
-            apps: Vec::new(),
-        };
-        fed.start_superlink()?;
-        for i in 0..n {
-            fed.start_supernode(i)?;
-        }
-        if fed.spec.isolation == Isolation::Process {
-            fed.start_serverapp()?;
-            for i in 0..n {
-                fed.start_clientapp(i)?;
-            }
-        }
-        Ok(fed)
-    }
-}
 
 /// A running federation. Dropping it stops every process it started (and their children)
 /// and prints the tail of each process log.
@@ -231,6 +74,46 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// Starts everything `spec` describes and waits until each component listens on its
+    /// ports.
+    fn launch(spec: FederationBuilder) -> Result<Federation> {
+        let tmp =
+            tempfile::Builder::new().prefix("sepal-fed-").tempdir().context("creating the federation's temp dir")?;
+        let dir = tmp.path().to_path_buf();
+        let tmp = if keep_files() {
+            eprintln!("SEPAL_TEST_KEEP: federation files are kept in {}", dir.display());
+            drop(tmp.keep());
+            None
+        } else {
+            Some(tmp)
+        };
+        let n = spec.supernodes;
+        let mut fed = Federation {
+            serverappio: free_addr(),
+            fleet: spec.fleet_via.map_or_else(free_addr, |(_, superlink)| superlink),
+            exec: free_addr(),
+            clientappio: (0..n).map(|_| free_addr()).collect(),
+            spec,
+            dir,
+            _tmp: tmp,
+            superlink: None,
+            superlink_pid: Arc::new(AtomicU32::new(0)),
+            supernodes: Vec::new(),
+            apps: Vec::new(),
+        };
+        fed.start_superlink()?;
+        for i in 0..n {
+            fed.start_supernode(i)?;
+        }
+        if fed.spec.isolation == Isolation::Process {
+            fed.start_serverapp()?;
+            for i in 0..n {
+                fed.start_clientapp(i)?;
+            }
+        }
+        Ok(fed)
+    }
+
     /// A builder (Python components, 2 SuperNodes, subprocess isolation by default).
     pub fn builder() -> FederationBuilder {
         FederationBuilder::default()
