@@ -54,6 +54,7 @@ fn serverapp_of(link: &Link, run_id: u64) -> Result<(RunApp, AppCode), AppFailur
 /// Launches ServerApps for pending runs until the task is dropped.
 pub async fn run(link: Arc<Link>, config: LauncherConfig) {
     let mut changed = link.events.run_changed.subscribe();
+    let mut submitted = link.events.runs_submitted.subscribe();
     loop {
         let next = match link.state.pending_run_ids() {
             Ok(ids) => ids.first().copied(),
@@ -63,7 +64,8 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
             }
         };
         let Some(run_id) = next else {
-            link.events.run_submitted.notified().await;
+            // Only the link's end drops the sender, and the launcher ends with it.
+            let _ = submitted.changed().await;
             continue;
         };
         if !admitted(&link, run_id).await {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sepal_executor::log::host_line;
 use sepal_proto::pb;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::limits::InputLimits;
@@ -58,9 +58,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Wake-ups, so that waiters react to changes instead of polling on a timer.
 #[derive(Default)]
 pub struct Events {
-    /// A run was submitted (the launcher waits on this).
-    pub run_submitted: Notify,
-    /// Bumped when a run is submitted (held PullAppInputs calls wait on this).
+    /// Bumped when a run is submitted (the launcher and held PullAppInputs calls wait on
+    /// this).
     pub runs_submitted: watch::Sender<u64>,
     /// A run's log or status changed (StreamLogs waits on this).
     pub run_changed: watch::Sender<u64>,
@@ -163,7 +162,6 @@ impl Link {
 
     /// Records that a run was submitted (wakes the launcher and held PullAppInputs).
     pub fn run_submitted(&self) {
-        self.events.run_submitted.notify_one();
         Events::bump(&self.events.runs_submitted);
     }
 
