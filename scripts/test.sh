@@ -2,8 +2,8 @@
 # The project's one test command (CI runs exactly this via .ci/run).
 #
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
-# network access to crates.io, PyPI, npm and Debian (apt-get, for ssh-keygen or Node.js if
-# missing). Installs the pinned Python Flower into .venv
+# network access to crates.io, PyPI, npm and Debian (apt-get, for ssh-keygen, Node.js,
+# PostgreSQL or HAProxy if missing). Installs the pinned Python Flower into .venv
 # (scripts/python-env.sh), builds the tests and the `sepal` binary, runs the README's main
 # command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
@@ -18,17 +18,19 @@ else
 fi
 
 # What the tests run besides Rust and Python, from Debian when a machine lacks it:
-# ssh-keygen (node keys, as operators make them) and Node.js with npm (the test OpenID
-# provider).
-need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
+# ssh-keygen (node keys, as operators make them), Node.js with npm (the test OpenID
+# provider), PostgreSQL (state backend and app databases; its server binaries live outside
+# PATH) and HAProxy (the load balancer in front of SuperLink replicas).
+install() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "+ $sudo apt-get install -y ${*:2}"
-    $sudo apt-get install -y "${@:2}" || { $sudo apt-get update && $sudo apt-get install -y "${@:2}"; }
+    echo "+ $sudo apt-get install -y $*"
+    $sudo apt-get install -y "$@" || { $sudo apt-get update && $sudo apt-get install -y "$@"; }
 }
-need ssh-keygen openssh-client
-need npm nodejs npm
+command -v ssh-keygen >/dev/null 2>&1 || install openssh-client
+command -v npm >/dev/null 2>&1 || install nodejs npm
+command -v haproxy >/dev/null 2>&1 || install haproxy
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || install postgresql
 
 echo "+ scripts/python-env.sh"
 scripts/python-env.sh

@@ -24,6 +24,7 @@ pub mod federation;
 pub mod flwr;
 pub mod kit;
 pub mod oidc;
+pub mod postgres;
 pub mod procs;
 pub mod scenarios;
 pub mod wasm_apps;
