@@ -62,6 +62,11 @@ fn metrics_move_with_a_run_and_health_answers() {
     assert_eq!(sample(&after, "sepal_messages_in_flight"), Some(0.0), "{after}");
     assert!(after.trim_end().ends_with("# EOF"), "not OpenMetrics text:\n{after}");
     assert_eq!(get(metrics, "/nope").0, 404);
+    // The Wasm ServerApp ran once, to its end, in the sandbox; the state's calls were timed.
+    let server_runs = "sepal_sandbox_invocations_total{side=\"serverapp\",outcome=\"ok\"}";
+    assert_eq!(sample(&after, server_runs), Some(1.0), "{after}");
+    let stores = sample(&after, "sepal_state_seconds_count{call=\"store_instruction\"}").unwrap_or(0.0);
+    assert!(stores >= 4.0, "{stores} instructions stored:\n{after}");
 
     // The SuperNode counted the messages it answered, each as a reply.
     assert_eq!(get(node_metrics, "/healthz"), (200, "ok\n".to_string()));
@@ -70,4 +75,9 @@ fn metrics_move_with_a_run_and_health_answers() {
     assert!(replied >= 4.0, "{replied} messages replied:\n{node}");
     assert_eq!(sample(&node, "sepal_supernode_messages_total{outcome=\"failed\"}"), None, "{node}");
     assert_eq!(sample(&node, "sepal_supernode_message_seconds_count"), Some(replied), "{node}");
+    // Each message was a Wasm ClientApp invocation, brought by a pull.
+    let invoked = "sepal_sandbox_invocations_total{side=\"clientapp\",outcome=\"ok\"}";
+    assert_eq!(sample(&node, invoked), Some(replied), "{node}");
+    let brought = sample(&node, "sepal_supernode_pull_seconds_count{result=\"message\"}").unwrap_or(0.0);
+    assert_eq!(brought, replied, "{node}");
 }

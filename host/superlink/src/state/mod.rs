@@ -10,6 +10,7 @@
 pub mod memory;
 pub mod sqlite;
 pub mod status;
+pub mod timed;
 
 #[cfg(test)]
 pub(crate) mod conformance;
