@@ -103,6 +103,11 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The server's pid (its backends are in its process group).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// The server process (its log, to kill it).
     pub fn proc(&mut self) -> &mut Proc {
         &mut self.proc

@@ -83,6 +83,16 @@ impl Replicas {
         self.replicas[i].metrics
     }
 
+    /// The pids of the replicas still running.
+    pub fn replica_pids(&self) -> Vec<u32> {
+        self.replicas.iter().filter_map(|r| r.proc.as_ref()).map(Proc::pid).collect()
+    }
+
+    /// HAProxy's pid.
+    pub fn haproxy_pid(&self) -> u32 {
+        self.haproxy.pid()
+    }
+
     /// Replica `i`'s log so far ("" once killed and gone).
     pub fn log(&self, i: usize) -> String {
         self.replicas[i].proc.as_ref().map(Proc::log).unwrap_or_default()
