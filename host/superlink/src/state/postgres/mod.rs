@@ -302,4 +302,3 @@ impl LinkState for PgState {
         self.call(objects::sizes(self.pool.clone()))
     }
 }
-#[cfg(test)] mod quicktest;
