@@ -111,7 +111,7 @@ fn two_replicas_never_hand_out_the_same_run_or_instruction() {
     for (i, id) in ids.iter().enumerate() {
         replicas[i % 2].store_instruction(message(run_id, 1, node, "", id, 600.0)).unwrap().unwrap();
     }
-    let delivered = drain(&replicas, |state| {
+    let delivered = drain(&replicas, move |state| {
         state.next_instruction(node, &Pick::default()).unwrap().map(|m| m.id().to_string())
     });
     assert_eq!(delivered.len(), ids.len(), "every instruction handed out once");
@@ -121,7 +121,11 @@ fn two_replicas_never_hand_out_the_same_run_or_instruction() {
 
 /// Takes work from both replicas with three threads each until none is left; returns
 /// everything taken (duplicates included, so that the caller sees them).
-fn drain<T: Send + 'static>(replicas: &[Arc<PgState>], take: fn(&PgState) -> Option<T>) -> Vec<T> {
+fn drain<T, F>(replicas: &[Arc<PgState>], take: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(&PgState) -> Option<T> + Copy + Send + 'static,
+{
     let barrier = Arc::new(Barrier::new(replicas.len() * 3));
     let workers: Vec<_> = (0..replicas.len() * 3)
         .map(|i| {

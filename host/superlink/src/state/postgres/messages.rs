@@ -4,7 +4,8 @@
 //! An instruction row is locked by whoever changes or deletes it: a node taking it
 //! (`FOR UPDATE SKIP LOCKED`, so two replicas never hand it out twice), a reply being
 //! stored to it, a pull answering it. Pulls and deletions lock their instructions in id
-//! order, so that two of them never wait on each other in a cycle.
+//! order, so that two of them never wait on each other in a cycle. A pull locks only the
+//! instructions it answers: one still waiting stays free for its node to take.
 
 use deadpool_postgres::Pool;
 use prost::Message as _;
@@ -26,9 +27,13 @@ fn message_of(r: &Row, at: usize) -> StateResult<StoredMessage> {
     decode_message(r.try_get(at)?, r.try_get(at + 1)?)
 }
 
-/// The instruction with this id, locked until the transaction ends.
-async fn lock_instruction(tx: &Tx<'_>, id: &str) -> StateResult<Option<StoredMessage>> {
-    let sql = "SELECT message, tree FROM instruction WHERE message_id = $1 FOR UPDATE";
+/// The instruction with this id; with `lock`, locked until the transaction ends.
+async fn load_instruction(tx: &Tx<'_>, id: &str, lock: bool) -> StateResult<Option<StoredMessage>> {
+    let sql = if lock {
+        "SELECT message, tree FROM instruction WHERE message_id = $1 FOR UPDATE"
+    } else {
+        "SELECT message, tree FROM instruction WHERE message_id = $1"
+    };
     row(tx, sql, &[&id]).await?.map(|r| message_of(&r, 0)).transpose()
 }
 
@@ -50,9 +55,9 @@ async fn remove_instruction(tx: &Tx<'_>, id: &str) -> StateResult<()> {
     Ok(())
 }
 
-async fn lookup_reply(tx: &Tx<'_>, id: &str, now: f64) -> StateResult<ReplyLookup> {
+async fn lookup_reply(tx: &Tx<'_>, id: &str, now: f64, lock: bool) -> StateResult<ReplyLookup> {
     let unavailable = || ReplyLookup::InstructionUnavailable { instruction_id: id.to_string() };
-    let Some(ins) = lock_instruction(tx, id).await? else {
+    let Some(ins) = load_instruction(tx, id, lock).await? else {
         return Ok(unavailable());
     };
     let meta = ins.metadata().clone();
@@ -145,7 +150,7 @@ pub(super) async fn store_reply(pool: Pool, msg: StoredMessage) -> StateResult<R
     let mut conn = connect(&pool).await?;
     let tx = conn.transaction().await?;
     let ins_id = meta.reply_to_message_id.clone();
-    let Some(ins) = lock_instruction(&tx, &ins_id).await? else {
+    let Some(ins) = load_instruction(&tx, &ins_id, true).await? else {
         let sql = "SELECT EXISTS (SELECT 1 FROM gone WHERE run_id = $1 AND message_id = $2)";
         let gone: bool = one(&tx, sql, &[&sql_id(meta.run_id), &ins_id]).await?.try_get(0)?;
         return Ok(Err(if gone { ReplyRejected::Gone(ins_id) } else { ReplyRejected::UnknownInstruction(ins_id) }));
@@ -165,10 +170,22 @@ pub(super) async fn take_replies(pool: Pool, instruction_ids: Vec<String>) -> St
     let now = now_secs();
     let mut conn = connect(&pool).await?;
     let tx = conn.transaction().await?;
-    lock_instructions(&tx, &instruction_ids).await?;
-    let mut out = Vec::with_capacity(instruction_ids.len());
+    // A first look without locks: an instruction still waiting for its reply is left
+    // unlocked, so that a node taking it meanwhile is not made to skip it. Those to answer
+    // are then locked (in id order) and looked at again, under the lock, before they go.
+    let mut first = Vec::with_capacity(instruction_ids.len());
     for id in &instruction_ids {
-        let lookup = lookup_reply(&tx, id, now).await?;
+        first.push(lookup_reply(&tx, id, now, false).await?);
+    }
+    let settled = instruction_ids.iter().zip(&first).filter(|(_, l)| !matches!(l, ReplyLookup::Waiting));
+    lock_instructions(&tx, &settled.map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+    let mut out = Vec::with_capacity(instruction_ids.len());
+    for (id, lookup) in instruction_ids.iter().zip(first) {
+        if matches!(lookup, ReplyLookup::Waiting) {
+            out.push(lookup);
+            continue;
+        }
+        let lookup = lookup_reply(&tx, id, now, true).await?;
         if !matches!(lookup, ReplyLookup::Waiting) {
             remove_instruction(&tx, id).await?;
         }
@@ -232,4 +249,3 @@ pub(super) async fn live(pool: Pool) -> StateResult<Vec<LiveMessage>> {
     tx.commit().await?;
     Ok(out)
 }
-

@@ -42,7 +42,8 @@ pub(super) async fn ack_heartbeat(pool: Pool, node_id: u64, interval: f64) -> St
     let mut conn = connect(&pool).await?;
     let tx = conn.transaction().await?;
     let until = sql_time(now_secs() + HEARTBEAT_PATIENCE * interval);
-    let updated = exec(&tx, "UPDATE node SET online_until = $2 WHERE node_id = $1", &[&sql_id(node_id), &until]).await?;
+    let updated =
+        exec(&tx, "UPDATE node SET online_until = $2 WHERE node_id = $1", &[&sql_id(node_id), &until]).await?;
     tx.commit().await?;
     Ok(updated > 0)
 }

@@ -18,8 +18,8 @@
 
 use deadpool_postgres::Pool;
 
-use super::sql::{exec, one, Tx};
 use super::connect;
+use super::sql::{exec, one, Tx};
 use crate::clock::now_iso;
 use crate::state::{StateError, StateResult};
 
