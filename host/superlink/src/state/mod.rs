@@ -4,16 +4,19 @@
 //! [`sepal_core::store::ObjectStore`]. This state keeps each message's metadata and the
 //! shape of its object tree, which is what the Fleet and ServerAppIo services route on.
 //!
-//! The backends are [`memory::MemoryState`] and [`sqlite::SqliteState`] (`--database`);
-//! every backend passes the shared behaviour suite in `conformance`.
+//! The backends are [`memory::MemoryState`], [`sqlite::SqliteState`] (`--database <file>`)
+//! and [`postgres::PgState`] (`--database postgresql://...`); every backend passes the
+//! shared behaviour suite in `conformance` (public with the `conformance` feature, for
+//! backends tested against a real server elsewhere).
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 pub mod status;
 pub mod timed;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use std::collections::HashMap;
 
