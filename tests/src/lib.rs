@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod procs;
 pub mod replicas;
 pub mod scenarios;
+pub mod scrape;
 pub mod wasm_apps;
 
 use std::collections::HashSet;

@@ -93,6 +93,13 @@ impl Replicas {
         self.haproxy.pid()
     }
 
+    /// How many calls replica `i` served on a gRPC service so far (e.g.
+    /// `flwr.proto.ServerAppIo`), from its metrics.
+    pub fn calls_served(&self, i: usize, service: &str) -> Result<f64> {
+        let (_, text) = crate::scrape::http_get(self.replicas[i].metrics, "/metrics")?;
+        Ok(crate::scrape::sum_samples(&text, &format!("sepal_grpc_calls_total{{service=\"{service}\"")))
+    }
+
     /// Replica `i`'s log so far ("" once killed and gone).
     pub fn log(&self, i: usize) -> String {
         self.replicas[i].proc.as_ref().map(Proc::log).unwrap_or_default()

@@ -2,28 +2,15 @@
 //! a health check over HTTP, scraped around a run of the Wasm quickstart the way
 //! Prometheus and a load balancer would.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use sepal_tests::scrape::{http_get, sample};
 use sepal_tests::wasm_apps::{quickstart, SepalFederation};
 use sepal_tests::{free_addr, poll};
 
-/// `GET path` over HTTP/1.1: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample `name{labels}` (exactly as exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    http_get(addr, path).unwrap()
 }
 
 #[test]

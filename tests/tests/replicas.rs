@@ -64,9 +64,13 @@ fn a_python_run_completes_through_the_other_replica_with_python_supernodes() {
 
     let run = flwr.run(&[]).unwrap();
     flwr.wait_for_status(run, |s| s == "running", RUN_TIMEOUT).unwrap();
-    // Into the first round: instructions are out and replies on their way.
+    // Into the first round (instructions out, replies on their way), the replica serving
+    // the ServerApp process dies.
     std::thread::sleep(Duration::from_secs(3));
-    replicas.kill(0);
+    let serverappio = |i| replicas.calls_served(i, "flwr.proto.ServerAppIo").unwrap();
+    let busiest = if serverappio(0) >= serverappio(1) { 0 } else { 1 };
+    assert!(serverappio(busiest) > 0.0, "no replica has served the ServerApp:\n{}", replicas.log_tails(40));
+    replicas.kill(busiest);
 
     let status = flwr.wait_for_status(run, |s| s == "finished:completed", RUN_TIMEOUT * 2);
     status.unwrap_or_else(|e| panic!("{e:#}\n{}{}", replicas.log_tails(60), fed.log_tails(40)));

@@ -181,3 +181,46 @@ fn bad_urls_and_unreachable_servers_are_named() {
     let msg = open_error(&pg.url("missing"));
     assert!(msg.contains("missing") && msg.contains("does not exist"), "{msg}");
 }
+
+/// One replica at a time holds a run's lease; it renews it, and another takes it over
+/// once it lapses.
+#[test]
+fn a_run_lease_has_one_holder_until_it_lapses() {
+    let (pg, _logs) = server();
+    let url = database(&pg, "leases");
+    let (a, b) = (PgState::open(&url).unwrap(), PgState::open(&url).unwrap());
+    let run_id = new_run(&a);
+    assert!(a.lease_run(run_id, "a", 0.5).unwrap(), "a free lease is taken");
+    assert!(!b.lease_run(run_id, "b", 0.5).unwrap(), "a held lease is not");
+    assert!(a.lease_run(run_id, "a", 0.5).unwrap(), "its holder renews it");
+    thread::sleep(std::time::Duration::from_millis(700));
+    assert!(b.lease_run(run_id, "b", 10.0).unwrap(), "a lapsed lease is taken over");
+    assert!(!a.lease_run(run_id, "a", 10.0).unwrap(), "the old holder has lost it");
+    assert!(a.shared() && b.shared());
+}
+
+/// What one replica announces reaches the others' listeners, not its own.
+#[test]
+fn changes_announced_by_one_replica_reach_the_others() {
+    use sepal_superlink::state::Change;
+    let (pg, _logs) = server();
+    let url = database(&pg, "changes");
+    let (a, b) = (PgState::open(&url).unwrap(), PgState::open(&url).unwrap());
+    let (tx_a, rx_a) = std::sync::mpsc::channel();
+    let (tx_b, rx_b) = std::sync::mpsc::channel();
+    let sink = |tx: std::sync::mpsc::Sender<Change>| Arc::new(move |c| drop(tx.send(c)));
+    a.listen(sink(tx_a)).unwrap();
+    b.listen(sink(tx_b)).unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    // The listeners connect in the background: announce until the first one is heard.
+    let heard = (0..100).find_map(|_| {
+        a.announce(Change::Instruction(7));
+        rx_b.recv_timeout(std::time::Duration::from_millis(100)).ok()
+    });
+    assert_eq!(heard, Some(Change::Instruction(7)));
+    a.announce(Change::Reply(u64::MAX));
+    assert_eq!(rx_b.recv_timeout(wait).unwrap(), Change::Reply(u64::MAX));
+    b.announce(Change::RunSubmitted);
+    assert_eq!(rx_a.recv_timeout(wait).unwrap(), Change::RunSubmitted, "a hears b");
+    assert!(rx_a.try_iter().all(|c| c == Change::RunSubmitted), "a never hears itself");
+}

@@ -75,16 +75,8 @@ fn report(rows: &[Row], nodes: usize, length: Duration) -> Report {
         "Fleet API load on SuperLink replicas: PostgreSQL state, HAProxy in front",
         String::new(),
     );
-    let mut table = Table::new(&[
-        "Replicas",
-        "Window",
-        "Requests/s",
-        "p50",
-        "p99",
-        "Errors",
-        "Replicas' CPU",
-        "CPU / request",
-    ]);
+    let mut table =
+        Table::new(&["Replicas", "Window", "Requests/s", "p50", "p99", "Errors", "Replicas' CPU", "CPU / request"]);
     for r in rows {
         for (label, w) in [("saturated", &r.saturated), ("idle", &r.idle)] {
             table.row(vec![

@@ -45,6 +45,14 @@ impl Bridge {
         Ok(Self { runtime: Some(runtime) })
     }
 
+    /// Runs `future` on the backend's runtime without waiting for it (a shut-down backend
+    /// drops it).
+    pub(super) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(future);
+        }
+    }
+
     /// Runs `future` on the backend's runtime and waits for its output.
     pub(super) fn run<T, F>(&self, future: F) -> StateResult<T>
     where

@@ -18,6 +18,9 @@
 //! NOTHING` and drawn again on a clash. Payload objects live in a `bytea` table, so any
 //! replica can serve any message's payload.
 //!
+//! Replicas also hear of each other's changes (`LISTEN`/`NOTIFY`) and lease each run's
+//! ServerApp to one of them (`replicas`).
+//!
 //! # Connections
 //!
 //! A deadpool pool of tokio-postgres connections, over plain TCP (no TLS yet: keep the
@@ -30,6 +33,7 @@ mod logs;
 mod messages;
 mod nodes;
 mod objects;
+mod replicas;
 mod runs;
 mod schema;
 mod sql;
@@ -45,8 +49,8 @@ pub use schema::SCHEMA_VERSION;
 
 use self::bridge::Bridge;
 use super::{
-    InstructionRejected, LinkState, LiveMessage, NewRun, Pick, ReplyLookup, ReplyRejected, StateError, StateResult,
-    StoredMessage,
+    Change, ChangeSink, InstructionRejected, LinkState, LiveMessage, NewRun, Pick, ReplyLookup, ReplyRejected,
+    StateError, StateResult, StoredMessage,
 };
 
 /// Most connections one SuperLink keeps open to the server.
@@ -70,6 +74,10 @@ pub struct PgState {
     bridge: Bridge,
     /// The URL without its password, for messages.
     name: String,
+    /// Where the listening connection connects (not pooled: it stays in `LISTEN`).
+    config: tokio_postgres::Config,
+    /// This process among the replicas (its announcements carry it).
+    me: String,
 }
 
 impl std::fmt::Debug for PgState {
@@ -94,7 +102,8 @@ impl PgState {
         if config.get_application_name().is_none() {
             config.application_name("sepal-superlink");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -105,7 +114,8 @@ impl PgState {
         let bridge = Bridge::new().map_err(|e| fail(e.to_string()))?;
         bridge.run(schema::migrate(pool.clone())).map_err(|e| fail(cause(e)))?;
         tracing::debug!(database = %name, version = SCHEMA_VERSION, "PostgreSQL state schema ready");
-        Ok(Self { pool, bridge, name })
+        let me = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        Ok(Self { pool, bridge, name, config, me })
     }
 
     /// The database URL, without its password.
@@ -299,5 +309,22 @@ impl LinkState for PgState {
 
     fn kept_object_sizes(&self) -> StateResult<Vec<(String, u64)>> {
         self.call(objects::sizes(self.pool.clone()))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn announce(&self, change: Change) {
+        self.bridge.spawn(replicas::announce(self.pool.clone(), replicas::encode(&self.me, change)));
+    }
+
+    fn listen(&self, sink: ChangeSink) -> StateResult<()> {
+        self.bridge.spawn(replicas::listen(self.config.clone(), self.me.clone(), sink));
+        Ok(())
+    }
+
+    fn lease_run(&self, run_id: u64, owner: &str, ttl: f64) -> StateResult<bool> {
+        self.call(replicas::lease(self.pool.clone(), run_id, owner.to_string(), ttl))
     }
 }

@@ -15,6 +15,8 @@
 //! `object` (payload objects of messages in flight, so that any replica can serve them).
 //! Ids are `bigint` (the `u64` bit for bit), times `double precision` (NULL for NaN),
 //! protobuf values and log text `bytea` (a log line may hold NUL, which `text` refuses).
+//!
+//! Version 2 adds `run_lease`: which replica runs a run's ServerApp, and until when.
 
 use deadpool_postgres::Pool;
 
@@ -31,10 +33,13 @@ struct Migration {
 }
 
 /// Every migration, oldest first; versions count up from 1.
-const MIGRATIONS: &[Migration] = &[Migration { version: 1, what: "the SuperLink state tables", sql: V1 }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, what: "the SuperLink state tables", sql: V1 },
+    Migration { version: 2, what: "leases on runs' ServerApps (replicas)", sql: V2 },
+];
 
 /// The schema this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// The advisory lock taken while migrating ("SEPL" + "SCHM").
@@ -118,6 +123,15 @@ CREATE TABLE gone (
     run_id     bigint NOT NULL,
     message_id text NOT NULL,
     PRIMARY KEY (run_id, message_id)
+);
+";
+
+/// Which replica runs a run's ServerApp, until when (the database's clock).
+const V2: &str = "
+CREATE TABLE run_lease (
+    run_id     bigint PRIMARY KEY REFERENCES run (run_id) ON DELETE CASCADE,
+    owner      text NOT NULL,
+    expires_at timestamptz NOT NULL
 );
 ";
 
