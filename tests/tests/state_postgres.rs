@@ -208,7 +208,11 @@ fn changes_announced_by_one_replica_reach_the_others() {
     let (a, b) = (PgState::open(&url).unwrap(), PgState::open(&url).unwrap());
     let (tx_a, rx_a) = std::sync::mpsc::channel();
     let (tx_b, rx_b) = std::sync::mpsc::channel();
-    let sink = |tx: std::sync::mpsc::Sender<Change>| Arc::new(move |c| drop(tx.send(c)));
+    let sink = |tx: std::sync::mpsc::Sender<Change>| {
+        Arc::new(move |c| {
+            let _ = tx.send(c);
+        })
+    };
     a.listen(sink(tx_a)).unwrap();
     b.listen(sink(tx_b)).unwrap();
     let wait = std::time::Duration::from_secs(10);
