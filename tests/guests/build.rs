@@ -19,6 +19,7 @@ const COMPONENTS: &[&str] = &[
     "sepal-test-guest-echo",
     "sepal-test-guest-hostile",
     "sepal-test-guest-server",
+    "sepal-test-guest-http",
     "sandbox-client",
     "dispatch-client",
     "dispatch-server",
