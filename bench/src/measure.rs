@@ -37,18 +37,18 @@ pub fn proc_usage(pid: u32) -> Result<ProcUsage> {
     Ok(ProcUsage { cpu, peak_rss: kib * 1024 })
 }
 
-/// The CPU time so far of every live process in process group `pgid` (a server and the
-/// workers it forked, such as PostgreSQL's backends).
-pub fn group_cpu(pgid: u32) -> Result<Duration> {
-    let mut total = Duration::ZERO;
+/// The CPU time so far of a server and its live child processes (PostgreSQL's backends,
+/// which leave the server's process group, so a group cannot be used).
+pub fn tree_cpu(pid: u32) -> Result<Duration> {
+    let mut total = proc_usage(pid)?.cpu;
     for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // Field 5 (pgrp) is the third after the parenthesised command name.
-        let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-        if pgrp == Some(pgid) {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // Field 4 (ppid) is the second after the parenthesised command name.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
             // A process that exited since the listing is skipped.
-            total += proc_usage(pid).map(|u| u.cpu).unwrap_or_default();
+            total += proc_usage(child).map(|u| u.cpu).unwrap_or_default();
         }
     }
     Ok(total)

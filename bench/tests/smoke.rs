@@ -39,6 +39,11 @@ fn fleet_load() {
 }
 
 #[test]
+fn fleet_replicas() {
+    smoke(Scenario::FleetReplicas);
+}
+
+#[test]
 fn large_model() {
     smoke(Scenario::LargeModel);
 }

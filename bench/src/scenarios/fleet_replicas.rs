@@ -10,7 +10,7 @@ use sepal_tests::Isolation;
 
 use super::fleet_load::generator::{self, Mode};
 use super::fleet_load::{window, Window};
-use crate::measure::{group_cpu, proc_usage};
+use crate::measure::{proc_usage, tree_cpu};
 use crate::report::fmt_duration;
 use crate::{Opts, Report, Table};
 
@@ -51,7 +51,7 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize, k: usize, length: Duration) -
     let pids = replicas.replica_pids();
     let cpu = || pids.iter().try_fold(Duration::ZERO, |sum, &pid| Ok(sum + proc_usage(pid)?.cpu));
     let others = || -> Result<(Duration, Duration)> {
-        Ok((group_cpu(replicas.postgres().pid())?, proc_usage(replicas.haproxy_pid())?.cpu))
+        Ok((tree_cpu(replicas.postgres().pid())?, proc_usage(replicas.haproxy_pid())?.cpu))
     };
     let nodes = rt.block_on(generator::register(fleet, k, SETUP_TIMEOUT)).context("registering the nodes")?;
     let (pg_before, haproxy_before) = others()?;
