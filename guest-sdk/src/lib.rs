@@ -87,6 +87,8 @@ mod context;
 mod error;
 pub mod log;
 pub mod message;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod records;
 mod server;
 pub mod strategy;
