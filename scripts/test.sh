@@ -4,7 +4,8 @@
 # Fresh machine requirements: the Rust toolchain (rustup), python3 (3.11) with pip, and
 # network access to crates.io, PyPI, npm and Debian (apt-get, for ssh-keygen, Node.js,
 # PostgreSQL or HAProxy if missing). Installs the pinned Python Flower into .venv
-# (scripts/python-env.sh), builds the tests and the `sepal` binary, runs the README's main
+# (scripts/python-env.sh) and the pinned MLflow into .venv-mlflow (scripts/mlflow-env.sh),
+# builds the tests and the `sepal` binary, runs the README's main
 # command (scripts/demo.sh), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +35,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || install postgresql
 
 echo "+ scripts/python-env.sh"
 scripts/python-env.sh
+
+# The MLflow tests run a real tracking server (pinned mlflow, in .venv-mlflow).
+echo "+ scripts/mlflow-env.sh"
+scripts/mlflow-env.sh
 
 # The user-authentication tests run a real OpenID provider (tests/oidc: the pinned
 # oidc-provider package on the machine's Node.js).

@@ -82,4 +82,6 @@ from_error!(
     prost::DecodeError => "protobuf",
     std::num::TryFromIntError => "integer conversion",
     std::fmt::Error => "formatting",
+    crate::http::HttpError => "HTTP",
+    crate::mlflow::MlflowError => "MLflow",
 );

@@ -85,8 +85,10 @@
 mod client;
 mod context;
 mod error;
+pub mod http;
 pub mod log;
 pub mod message;
+pub mod mlflow;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod records;

@@ -16,9 +16,11 @@ const COMPONENTS: &[&str] = &[
     "quickstart-server",
     "hostile-client",
     "hostile-server",
+    "mlflow-server",
     "sepal-test-guest-echo",
     "sepal-test-guest-hostile",
     "sepal-test-guest-server",
+    "sepal-test-guest-http",
     "sandbox-client",
     "dispatch-client",
     "dispatch-server",
@@ -28,6 +30,7 @@ const COMPONENTS: &[&str] = &[
 const APPS: &[(&str, &str, &str, &str)] = &[
     ("quickstart", "examples/quickstart/pyproject.toml", "quickstart-client", "quickstart-server"),
     ("hostile", "tests/apps/hostile/pyproject.toml", "hostile-client", "hostile-server"),
+    ("mlflow", "tests/apps/mlflow/pyproject.toml", "quickstart-client", "mlflow-server"),
     ("dispatch", "bench/apps/dispatch-wasm/pyproject.toml", "dispatch-client", "dispatch-server"),
 ];
 
@@ -42,6 +45,7 @@ const SOURCES: &[&str] = &[
     "examples/quickstart/server",
     "examples/quickstart/pyproject.toml",
     "tests/apps/hostile",
+    "tests/apps/mlflow",
     "host/sandbox/tests/guests",
     "bench/guests",
     "bench/apps/dispatch-wasm/pyproject.toml",

@@ -23,6 +23,7 @@
 pub mod federation;
 pub mod flwr;
 pub mod kit;
+pub mod mlflow;
 pub mod oidc;
 pub mod postgres;
 pub mod procs;

@@ -36,7 +36,7 @@ pub const NO_PYTHON: &str = "/nonexistent/sepal-tests-no-python-here";
 /// check that apps do not see the host's environment.
 pub const HOST_SECRET: (&str, &str) = ("SEPAL_TEST_HOST_SECRET", "the-host-environment-leaked");
 
-/// The Wasm app `name` (`"hostile"`, `"quickstart"`, `"dispatch"`) as `sepal run` takes
+/// The Wasm app `name` (`"hostile"`, `"quickstart"`, `"dispatch"`, `"mlflow"`) as `sepal run` takes
 /// it: a directory with `pyproject.toml`, `client.wasm` and `server.wasm`, built once per
 /// test run by the `sepal-guests` crate.
 pub fn wasm_app(name: &str) -> PathBuf {

@@ -53,12 +53,14 @@ pub fn raise_limit() -> Option<u64> {
 
 /// The most descriptors the Wasm apps of a process with `settings` can hold at once, when
 /// at most `at_once` invocations run at a time: each at its socket limit (with a TCP
-/// grant) and, with a directory grant, at its resource limit in open files. Without a
+/// grant), at its limit of HTTP requests in flight (with an HTTP grant; one connection
+/// each) and, with a directory grant, at its resource limit in open files. Without a
 /// grant an app holds no descriptor.
 pub fn apps_worst_case(settings: &Settings, at_once: u32) -> u64 {
     let sockets = if settings.grants.tcp_connect.is_empty() { 0 } else { settings.limits.sockets };
+    let http = if settings.grants.http_origins.is_empty() { 0 } else { settings.limits.http.concurrent_requests };
     let files = if settings.grants.read_only_dirs.is_empty() { 0 } else { settings.limits.resources };
-    u64::from(at_once).saturating_mul(sockets.saturating_add(files) as u64)
+    u64::from(at_once).saturating_mul(sockets.saturating_add(http).saturating_add(files) as u64)
 }
 
 /// What to warn about when the apps' worst case would take more than half of a descriptor
@@ -68,10 +70,10 @@ pub fn budget_warning(settings: &Settings, at_once: u32, limit: u64) -> Option<S
     (worst > limit / 2).then(|| {
         format!(
             "Wasm apps may hold up to {worst} descriptors at once ({at_once} invocations at a time, each up to \
-             --wasm-max-sockets {} with a TCP grant and --wasm-max-resources {} with a directory grant), more \
-             than half of this process's descriptor limit of {limit}: lower those flags or raise the limit \
-             (ulimit -n, systemd LimitNOFILE=)",
-            settings.limits.sockets, settings.limits.resources,
+             --wasm-max-sockets {} with a TCP grant, --wasm-http-max-requests {} with an HTTP grant and \
+             --wasm-max-resources {} with a directory grant), more than half of this process's descriptor \
+             limit of {limit}: lower those flags or raise the limit (ulimit -n, systemd LimitNOFILE=)",
+            settings.limits.sockets, settings.limits.http.concurrent_requests, settings.limits.resources,
         )
     })
 }
@@ -89,6 +91,8 @@ mod tests {
         assert_eq!(apps_worst_case(&settings, 4), 4 * 16);
         settings.grants = settings.grants.read_only_dir(std::env::temp_dir(), "/data").unwrap();
         assert_eq!(apps_worst_case(&settings, 16), 16 * (16 + 256));
+        settings.grants = settings.grants.allow_http("http://127.0.0.1:9").unwrap();
+        assert_eq!(apps_worst_case(&settings, 16), 16 * (16 + 8 + 256), "an HTTP request holds a connection");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::SandboxError;
 
+pub use crate::origin::Origin;
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const GIB: usize = 1024 * MIB;
@@ -90,6 +92,7 @@ impl Default for SandboxConfig {
 /// | host resources held at once (sockets, files, streams, pollables) | 256 |
 /// | open TCP sockets (only with a TCP grant) | 16 |
 /// | bytes copied from the app to the host in one call | the memory limit |
+/// | outgoing HTTP (only with an HTTP grant) | see [`HttpLimits`] |
 ///
 /// Growing memory or a table past a limit traps at once (`trap_on_grow_failure`), so the
 /// cause is reported as [`SandboxError::MemoryLimit`] instead of an allocation failure
@@ -138,6 +141,42 @@ pub struct Limits {
     /// `std` reads it as EMFILE, "No file descriptors available"); the app is not ended.
     /// Default 16.
     pub sockets: usize,
+    /// Bounds on outgoing HTTP requests (only reachable with [`Grants::allow_http`]).
+    pub http: HttpLimits,
+}
+
+/// Bounds on the outgoing HTTP requests of one invocation (`wasi:http`), which only an
+/// HTTP grant ([`Grants::allow_http`]) makes possible.
+///
+/// A guest may ask for its own timeouts (`request-options`); it gets the shorter of its
+/// own and these. Every request also ends with the invocation's deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to open the connection (TCP, and TLS for `https`). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response's first byte. Default 60 s.
+    pub first_byte_timeout: Duration,
+    /// The longest pause between two chunks of a response body. Default 60 s.
+    pub between_bytes_timeout: Duration,
+    /// Bytes of one response body the guest may read; past it, the body ends with
+    /// `HTTP-response-body-size` and the log gets a notice. Default 16 MiB.
+    pub response_bytes: u64,
+    /// Requests in flight at once (sent and their response body not yet finished or
+    /// dropped); one more fails at once with `connection-limit-reached`. Each holds a
+    /// socket. Default 8.
+    pub concurrent_requests: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            between_bytes_timeout: Duration::from_secs(60),
+            response_bytes: 16 * MIB as u64,
+            concurrent_requests: 8,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -154,6 +193,7 @@ impl Default for Limits {
             table_elements: 1_000_000,
             resources: 256,
             sockets: 16,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -197,6 +237,10 @@ pub struct Grants {
     /// Addresses the guest may open outbound TCP connections to. Nothing else: no
     /// listening, no UDP, no name lookup (names are resolved here, when the grant is made).
     pub tcp_connect: Vec<SocketAddr>,
+    /// Origins the guest may send HTTP requests to (`wasi:http`); a request to any other
+    /// origin is refused with `HTTP-request-denied` before anything is resolved or
+    /// connected.
+    pub http_origins: Vec<Origin>,
     /// Environment variables the guest sees.
     pub env: Vec<(String, String)>,
 }
@@ -242,6 +286,22 @@ impl Grants {
             if !self.tcp_connect.contains(&addr) {
                 self.tcp_connect.push(addr);
             }
+        }
+        Ok(self)
+    }
+
+    /// Allows outgoing HTTP requests to `origin` (`scheme://host[:port]`, e.g.
+    /// `http://127.0.0.1:5000`; the port defaults to 80 for `http`, 443 for `https`). The
+    /// host name is resolved now to catch typos; requests resolve it again when they are
+    /// sent (the guest itself cannot look names up).
+    pub fn allow_http(mut self, origin: &str) -> Result<Self, SandboxError> {
+        let parsed = Origin::parse(origin).map_err(|e| SandboxError::Config(format!("http grant {origin:?}: {e}")))?;
+        let resolved = (parsed.host.trim_start_matches('[').trim_end_matches(']'), parsed.port).to_socket_addrs();
+        if let Err(e) = resolved {
+            return Err(SandboxError::Config(format!("http grant {origin:?}: cannot resolve {}: {e}", parsed.host)));
+        }
+        if !self.http_origins.contains(&parsed) {
+            self.http_origins.push(parsed);
         }
         Ok(self)
     }

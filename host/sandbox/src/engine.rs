@@ -223,12 +223,18 @@ impl Sandbox {
 
         let mut client_linker = Linker::<ClientState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut client_linker).map_err(link_err)?;
+        // Always linked, so an app that can speak HTTP loads anywhere; without a grant
+        // every request is refused (crate::http_policy).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut client_linker).map_err(link_err)?;
         limit_sockets(&mut client_linker).map_err(link_err)?;
         bindings::client::Client::add_to_linker::<_, HasSelf<ClientState>>(&mut client_linker, |s| s)
             .map_err(link_err)?;
 
         let mut server_linker = Linker::<ServerState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut server_linker).map_err(link_err)?;
+        // Always linked, so an app that can speak HTTP loads anywhere; without a grant
+        // every request is refused (crate::http_policy).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut server_linker).map_err(link_err)?;
         limit_sockets(&mut server_linker).map_err(link_err)?;
         bindings::server::Server::add_to_linker::<_, HasSelf<ServerState>>(&mut server_linker, |s| s)
             .map_err(link_err)?;

@@ -28,6 +28,10 @@
 //! - **Network**: no TCP, no UDP, no name lookup. Grantable: outbound TCP to listed
 //!   `host:port` pairs ([`Grants::allow_tcp`], resolved when granted), at most
 //!   [`Limits::sockets`] open at once. Listening stays denied.
+//! - **HTTP**: none. Grantable: outgoing `wasi:http` requests to listed origins
+//!   ([`Grants::allow_http`]), within [`HttpLimits`] (timeouts, a response-body cap, requests
+//!   in flight); a request to any other origin gets `HTTP-request-denied` and the log a
+//!   notice naming the origin, before anything is resolved or connected.
 //! - **Environment and arguments**: none. Grantable: environment variables ([`Grants::env`]).
 //! - **Stdin**: closed. Stdout and stderr are captured into the run's log through the
 //!   caller's [`LogSink`], as is the WIT `log` import.
@@ -71,6 +75,7 @@
 //!   [`ClientComponent`], [`ServerComponent`].
 //! - `artifacts`: the persisted precompiled-component cache (the crate's one `unsafe`).
 //! - `bindings`: `wasmtime::component::bindgen!` for the `client` and `server` worlds.
+//! - `http_policy`: the `wasi:http` policy (granted origins, [`HttpLimits`]); `origin`: [`Origin`].
 //! - `store`: the per-invocation store state (WASI from [`Grants`], the resource limiter
 //!   from [`Limits`]), the deadline and the error mapping.
 //! - `client`: [`ClientRunner`].
@@ -89,12 +94,14 @@ mod client;
 pub mod config;
 mod engine;
 pub mod error;
+mod http_policy;
 pub mod log;
+mod origin;
 mod server;
 mod store;
 
 pub use client::ClientRunner;
-pub use config::{DirGrant, Grants, Limits, SandboxConfig};
+pub use config::{DirGrant, Grants, HttpLimits, Limits, Origin, SandboxConfig};
 pub use engine::{ClientComponent, Sandbox, ServerComponent};
 pub use error::{SandboxError, TrapKind};
 pub use log::{LogBuffer, LogLevel, LogSink, LogSource};

@@ -14,8 +14,10 @@ use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
 use wasmtime_wasi::p2::TcpSocket;
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView};
 
 use crate::error::{classify, FailureContext, LimitHit};
+use crate::http_policy::HttpPolicy;
 use crate::log::{Capture, LogLevel, LogSink};
 use crate::{Grants, Limits, SandboxError};
 
@@ -99,9 +101,18 @@ pub(crate) struct Common {
     max_sockets: Option<usize>,
     /// Whether the log already says that the socket limit was reached.
     socket_limit_noted: bool,
+    /// `wasi:http`'s own state (header size limits).
+    http_ctx: WasiHttpCtx,
+    /// Which HTTP requests may go out ([`Grants::http_origins`], [`Limits::http`]).
+    http_policy: HttpPolicy,
 }
 
 impl Common {
+    /// The view wasmtime-wasi-http works through; its `send_request` is [`HttpPolicy`]'s.
+    pub(crate) fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http_ctx, table: &mut self.table, hooks: &mut self.http_policy }
+    }
+
     pub(crate) fn log(&self, level: LogLevel, message: &str) {
         self.capture.message(level, message);
     }
@@ -141,13 +152,19 @@ const SOCKETS_FLAG: &str = "--wasm-max-sockets";
 /// every `0.2.x` import of it resolves to.
 pub(crate) const TCP_CREATE_SOCKET: (&str, &str) = ("wasi:sockets/tcp-create-socket@0.2.12", "create-tcp-socket");
 
-/// Implements `WasiView` and [`HasCommon`] for a store state that has a `common: Common`
-/// field.
+/// Implements `WasiView`, `WasiHttpView` and [`HasCommon`] for a store state that has a
+/// `common: Common` field.
 macro_rules! wasi_view {
     ($ty:ty) => {
         impl wasmtime_wasi::WasiView for $ty {
             fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
                 self.common.ctx()
+            }
+        }
+
+        impl wasmtime_wasi_http::WasiHttpView for $ty {
+            fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+                self.common.http()
             }
         }
 
@@ -257,6 +274,8 @@ impl Invocation {
             capture: capture.clone(),
             max_sockets: (!grants.tcp_connect.is_empty()).then_some(limits.sockets),
             socket_limit_noted: false,
+            http_ctx: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(&grants.http_origins, &limits.http, capture.clone()),
         };
         // A year is "no deadline" (and keeps `Instant` arithmetic from overflowing).
         let deadline_at = Instant::now() + limits.deadline.min(MAX_DEADLINE);

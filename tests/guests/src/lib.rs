@@ -4,7 +4,7 @@
 //!
 //! - Components by crate: [`component`] (`"sepal-test-guest-echo"`, `"quickstart-client"`,
 //!   …) from `host/sandbox/tests/guests`, `tests/apps`, `examples` and `bench/guests`.
-//! - Apps ready for `sepal run`: [`app_dir`] (`"quickstart"`, `"hostile"`, `"dispatch"`),
+//! - Apps ready for `sepal run`: [`app_dir`] (`"quickstart"`, `"hostile"`, `"dispatch"`, `"mlflow"`),
 //!   each a directory with `pyproject.toml`, `client.wasm` and `server.wasm`.
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sepal_executor::Settings;
-use sepal_sandbox::{Grants, Limits, SandboxConfig};
+use sepal_sandbox::{Grants, HttpLimits, Limits, SandboxConfig};
 
 /// Flags shared by `sepal superlink` (ServerApps) and `sepal supernode` (ClientApps).
 #[derive(Debug, clap::Args)]
@@ -43,6 +43,29 @@ pub struct WasmArgs {
     /// Let Wasm apps open TCP connections to HOST:PORT (resolved at start). Repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     wasm_allow_connect: Vec<String>,
+    /// Let Wasm apps send HTTP requests (wasi:http) to ORIGIN = scheme://host[:port], e.g.
+    /// http://127.0.0.1:5000 (the host name is checked at start). Any other origin is
+    /// refused. Repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    wasm_allow_http: Vec<String>,
+    /// Seconds a Wasm app's HTTP request may take to connect (only with --wasm-allow-http).
+    #[arg(long, value_name = "SECS", default_value_t = HttpLimits::default().connect_timeout.as_secs_f64())]
+    wasm_http_connect_timeout: f64,
+    /// Seconds from sending a Wasm app's HTTP request to the response's first byte.
+    #[arg(long, value_name = "SECS", default_value_t = HttpLimits::default().first_byte_timeout.as_secs_f64())]
+    wasm_http_first_byte_timeout: f64,
+    /// The longest pause, in seconds, between two chunks of an HTTP response to a Wasm app.
+    #[arg(long, value_name = "SECS", default_value_t = HttpLimits::default().between_bytes_timeout.as_secs_f64())]
+    wasm_http_between_bytes_timeout: f64,
+    /// Bytes of one HTTP response body a Wasm app may read, in KiB; past it the body ends
+    /// with an error.
+    #[arg(long, value_name = "KIB", default_value_t = HttpLimits::default().response_bytes / 1024)]
+    wasm_http_max_response_kib: u64,
+    /// HTTP requests one Wasm app invocation may have in flight at once; one more fails
+    /// with connection-limit-reached.
+    #[arg(long, value_name = "N", default_value_t = HttpLimits::default().concurrent_requests,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    wasm_http_max_requests: usize,
     /// Keep compiled Wasm components here (created with mode 0700; each file is checked
     /// against its sha256 before it is loaded) [default: $XDG_CACHE_HOME/sepal/wasm, else
     /// ~/.cache/sepal/wasm].
@@ -81,7 +104,20 @@ impl WasmArgs {
             log_bytes: output,
             sockets: self.wasm_max_sockets,
             resources: usize::try_from(self.wasm_max_resources).unwrap_or(usize::MAX),
+            http: self.http_limits()?,
             ..Limits::default()
+        })
+    }
+
+    /// The bounds on outgoing HTTP (`--wasm-http-*`).
+    fn http_limits(&self) -> anyhow::Result<HttpLimits> {
+        let secs = |value: f64, flag: &str| Duration::try_from_secs_f64(value).with_context(|| flag.to_string());
+        Ok(HttpLimits {
+            connect_timeout: secs(self.wasm_http_connect_timeout, "--wasm-http-connect-timeout")?,
+            first_byte_timeout: secs(self.wasm_http_first_byte_timeout, "--wasm-http-first-byte-timeout")?,
+            between_bytes_timeout: secs(self.wasm_http_between_bytes_timeout, "--wasm-http-between-bytes-timeout")?,
+            response_bytes: self.wasm_http_max_response_kib.saturating_mul(1024),
+            concurrent_requests: self.wasm_http_max_requests,
         })
     }
 
@@ -94,6 +130,9 @@ impl WasmArgs {
         }
         for addr in &self.wasm_allow_connect {
             grants = grants.allow_tcp(addr).with_context(|| format!("--wasm-allow-connect {addr}"))?;
+        }
+        for origin in &self.wasm_allow_http {
+            grants = grants.allow_http(origin).with_context(|| format!("--wasm-allow-http {origin}"))?;
         }
         Ok(grants)
     }
@@ -146,5 +185,49 @@ mod tests {
         let settings = Cli::parse_from(["x", "--wasm-no-cache"]).wasm.settings(Duration::from_secs(1)).unwrap();
         assert_eq!(settings.engine.artifact_dir, None);
         assert!(Cli::try_parse_from(["x", "--wasm-no-cache", "--wasm-cache-dir", "/c"]).is_err());
+    }
+
+    #[test]
+    fn http_grants_are_origins_checked_at_start_and_bounds_have_flags() {
+        assert!(Cli::parse_from(["x"]).wasm.grants().unwrap().http_origins.is_empty());
+        let cli = Cli::parse_from([
+            "x",
+            "--wasm-allow-http",
+            "http://127.0.0.1:5000",
+            "--wasm-allow-http",
+            "https://localhost",
+        ]);
+        let origins: Vec<String> = cli.wasm.grants().unwrap().http_origins.iter().map(|o| o.to_string()).collect();
+        assert_eq!(origins, ["http://127.0.0.1:5000", "https://localhost:443"]);
+        for bad in ["127.0.0.1:5000", "http://127.0.0.1:5000/api", "ftp://127.0.0.1"] {
+            let err = Cli::parse_from(["x", "--wasm-allow-http", bad]).wasm.grants().unwrap_err();
+            assert!(format!("{err:#}").contains("--wasm-allow-http"), "{err:#}");
+        }
+
+        let defaults = Cli::parse_from(["x"]).wasm.limits(Duration::from_secs(1)).unwrap().http;
+        assert_eq!(defaults, HttpLimits::default());
+        let cli = Cli::parse_from([
+            "x",
+            "--wasm-http-connect-timeout",
+            "0.5",
+            "--wasm-http-first-byte-timeout",
+            "2",
+            "--wasm-http-between-bytes-timeout",
+            "3",
+            "--wasm-http-max-response-kib",
+            "4",
+            "--wasm-http-max-requests",
+            "5",
+        ]);
+        let http = cli.wasm.limits(Duration::from_secs(1)).unwrap().http;
+        assert_eq!(http.connect_timeout, Duration::from_millis(500));
+        assert_eq!(
+            (http.first_byte_timeout, http.between_bytes_timeout),
+            (Duration::from_secs(2), Duration::from_secs(3))
+        );
+        assert_eq!((http.response_bytes, http.concurrent_requests), (4096, 5));
+        assert!(Cli::try_parse_from(["x", "--wasm-http-max-requests", "0"]).is_err());
+        let negative = Cli::parse_from(["x", "--wasm-http-connect-timeout=-1"]);
+        assert!(negative.wasm.limits(Duration::from_secs(1)).is_err());
     }
 }

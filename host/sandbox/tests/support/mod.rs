@@ -7,9 +7,11 @@ use std::sync::{Arc, OnceLock};
 
 use sepal_sandbox::{LogBuffer, Sandbox, SandboxConfig};
 
-const GUESTS: &[&str] = &["echo", "hostile", "server"];
+pub mod http_server;
 
-/// The bytes of a test guest component (`echo`, `hostile` or `server`).
+const GUESTS: &[&str] = &["echo", "hostile", "server", "http"];
+
+/// The bytes of a test guest component (`echo`, `hostile`, `server` or `http`).
 pub fn guest(name: &str) -> Vec<u8> {
     assert!(GUESTS.contains(&name), "unknown test guest {name}");
     sepal_guests::component(&format!("sepal-test-guest-{name}"))
