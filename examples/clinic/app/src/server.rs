@@ -50,9 +50,8 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context) -> Result<(), AppError> {
         .min_evaluate_nodes(min_nodes)
         .node_wait_timeout(node_wait);
     let mut strategy = Tracked { fedavg, mlflow: mlflow.as_mut() };
-    let options = StartOptions::new(rounds)
-        .timeout(Some(timeout))
-        .train_config(ConfigRecord::new().with("lr", lr.into()));
+    let options =
+        StartOptions::new(rounds).timeout(Some(timeout)).train_config(ConfigRecord::new().with("lr", lr.into()));
     let result = strategy.start(grid, LogisticRegression::new().to_arrays(), options)?;
     if let Some(run) = mlflow {
         run.finish().map_err(|e| AppError::new(format!("ending the MLflow run: {e}")))?;
