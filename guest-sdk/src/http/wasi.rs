@@ -26,7 +26,7 @@ const READ_CHUNK: u64 = 64 * 1024;
 /// Sends one request and reads the whole response.
 pub(super) fn send(method: Method, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, HttpError> {
     let failed = |reason: String| HttpError::Failed { url: format!("{}{}", url.origin(), url.path_with_query), reason };
-    let request = build(method, url, headers).map_err(failed)?;
+    let request = build(method, url, headers, body.len()).map_err(failed)?;
     let outgoing = request.body().map_err(|()| failed("the request body was already taken".into()))?;
     // Hand the request over first: the host buffers little of the body before sending.
     let pending = outgoing_handler::handle(request, None).map_err(|code| error(code, url, &failed))?;
@@ -42,8 +42,13 @@ pub(super) fn send(method: Method, url: &Url, headers: &[(&str, &str)], body: &[
     read_response(response, url, &failed)
 }
 
-fn build(method: Method, url: &Url, headers: &[(&str, &str)]) -> Result<OutgoingRequest, String> {
-    let fields: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+fn build(method: Method, url: &Url, headers: &[(&str, &str)], body_len: usize) -> Result<OutgoingRequest, String> {
+    let mut fields: Vec<(String, Vec<u8>)> =
+        headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+    // The length is known: say it, instead of the chunked encoding some servers refuse.
+    if body_len > 0 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        fields.push(("content-length".into(), body_len.to_string().into_bytes()));
+    }
     let fields = Fields::from_list(&fields).map_err(|e| format!("header refused: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
     let method = match method {
