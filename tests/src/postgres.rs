@@ -45,7 +45,15 @@ impl Postgres {
             std::os::unix::fs::chown(&data, Some(uid), Some(gid))?;
         }
         let mut initdb = as_owner(Command::new(bin.join("initdb")), owner);
-        initdb.args(["-D"]).arg(&data).args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        initdb.args(["-D"]).arg(&data).args([
+            "-U",
+            USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         let out = initdb.output().with_context(|| format!("running {}", bin.join("initdb").display()))?;
         if !out.status.success() {
             bail!("initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -151,6 +159,7 @@ fn bin_dir() -> Result<PathBuf> {
     if let Some((_, bin)) = versions.pop() {
         return Ok(bin);
     }
-    let on_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).find(|d| d.join("initdb").is_file());
+    let on_path =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).find(|d| d.join("initdb").is_file());
     on_path.context("no PostgreSQL server binaries (initdb) found: install the postgresql package (scripts/test.sh does) or set SEPAL_PG_BIN")
 }
