@@ -1,6 +1,7 @@
 //! examples/clinic end to end: each site's ClientApp reads its data from a real
-//! PostgreSQL server, the ServerApp logs to a real MLflow tracking server, and the
-//! sandbox lets either connection through only when the operator granted it.
+//! PostgreSQL server (or a CSV file in a read-only data directory), the ServerApp logs to
+//! a real MLflow tracking server, and the sandbox lets either connection through (or
+//! shows the directory) only when the operator granted it.
 
 use sepal_tests::mlflow::MlflowServer;
 use sepal_tests::postgres::Postgres;
@@ -23,20 +24,32 @@ fn uniform(state: &mut u64) -> f64 {
     (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
+/// `rows` generated samples: 10 features in text form, and the label.
+fn samples(rows: usize, seed: u64) -> Vec<(Vec<String>, u8)> {
+    let mut state = seed;
+    (0..rows)
+        .map(|_| {
+            let x: Vec<f64> = (0..WEIGHTS.len()).map(|_| uniform(&mut state)).collect();
+            let score: f64 = x.iter().zip(WEIGHTS).map(|(x, w)| x * w).sum::<f64>() + 0.1 * uniform(&mut state);
+            (x.iter().map(|v| format!("{v:.4}")).collect(), u8::from(score > 0.0))
+        })
+        .collect()
+}
+
 /// `CREATE TABLE train` and `rows` generated rows, as one SQL script.
 fn train_table_sql(rows: usize, seed: u64) -> String {
-    let mut state = seed;
-    let mut values = Vec::with_capacity(rows);
-    for _ in 0..rows {
-        let x: Vec<f64> = (0..WEIGHTS.len()).map(|_| uniform(&mut state)).collect();
-        let score: f64 = x.iter().zip(WEIGHTS).map(|(x, w)| x * w).sum::<f64>() + 0.1 * uniform(&mut state);
-        let x: Vec<String> = x.iter().map(|v| format!("{v:.4}")).collect();
-        values.push(format!("('{{{}}}', {})", x.join(","), u8::from(score > 0.0)));
-    }
+    let values: Vec<String> =
+        samples(rows, seed).iter().map(|(x, y)| format!("('{{{}}}', {y})", x.join(","))).collect();
     format!(
         "CREATE TABLE train (x real[] NOT NULL, y smallint NOT NULL); INSERT INTO train (x, y) VALUES {};",
         values.join(", ")
     )
+}
+
+/// The same kind of rows as a CSV file: a header, 10 feature columns, the label.
+fn train_csv(rows: usize, seed: u64) -> String {
+    let header = (0..WEIGHTS.len()).map(|i| format!("x{i},")).collect::<String>() + "y\n";
+    header + &samples(rows, seed).iter().map(|(x, y)| format!("{},{y}\n", x.join(","))).collect::<String>()
 }
 
 /// A PostgreSQL server with the two sites' databases, logging every connection.
@@ -182,4 +195,43 @@ fn clinic_under_process_isolation_takes_the_grants_on_the_app_processes() {
     assert_eq!(waited.unwrap(), "finished:completed", "{log}");
     assert!(connections(&mut pg) - before >= 2 * SITES.len() * ROUNDS as usize);
     assert_tracked(&mlflow, run, &log);
+}
+
+/// The other grant: sites' CSV files in a read-only data directory, read with std::fs.
+#[test]
+fn clinic_reads_csv_files_from_the_granted_data_dir() {
+    let data = tempfile::tempdir().unwrap();
+    for (i, (site, rows)) in SITES.iter().enumerate() {
+        std::fs::write(data.path().join(format!("{site}.csv")), train_csv(*rows, 42 + i as u64)).unwrap();
+    }
+    let nodes = |grant: bool| -> Vec<Vec<String>> {
+        SITES
+            .iter()
+            .map(|(site, _)| {
+                let mut args = vec!["--node-config".to_string(), format!("data-file=\"/data/{site}.csv\"")];
+                if grant {
+                    args.extend(["--wasm-data-dir".to_string(), format!("{}:/data", data.path().display())]);
+                }
+                args
+            })
+            .collect()
+    };
+    let app = wasm_app("clinic");
+
+    let fed = SepalFederation::start_nodes(&[], &nodes(true)).unwrap();
+    let run = fed.submit(&app, &run_config("")).unwrap();
+    let status = fed.wait_finished(run, RUN_TIMEOUT).unwrap();
+    let log = fed.log_show(run).unwrap();
+    assert_eq!(status.status, "finished:completed", "{status:?}\n{log}");
+    let summary = log.lines().find(|l| l.contains("clinic finished")).expect("the summary line");
+    let accuracy: f64 = summary.rsplit("accuracy ").next().unwrap().trim().parse().unwrap();
+    assert!(accuracy > 0.8, "{summary}");
+    drop(fed);
+
+    // Without the grant the app sees no /data at all.
+    let fed = SepalFederation::start_nodes(&[], &nodes(false)).unwrap();
+    let run = fed.submit(&app, &run_config("")).unwrap();
+    let status = fed.wait_finished(run, RUN_TIMEOUT).unwrap();
+    assert_eq!(status.status, "finished:failed", "{status:?}");
+    assert!(status.details.contains("reading /data/site_a.csv: No such file or directory"), "{status:?}");
 }
