@@ -47,7 +47,7 @@ pub enum PgError {
     /// The sandbox refused the connection: the operator has not granted this address.
     #[error(
         "connection to {addr} refused by the sandbox: not granted with --wasm-allow-connect \
-         (the operator must start the SuperNode or SuperLink with `--wasm-allow-connect {addr}`)"
+         (the operator grants it with --wasm-allow-connect {addr})"
     )]
     NotGranted {
         /// The address the app tried.
