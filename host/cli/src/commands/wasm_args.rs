@@ -65,7 +65,7 @@ pub struct WasmArgs {
     /// HTTP requests one Wasm app invocation may have in flight at once; one more fails
     /// with connection-limit-reached.
     #[arg(long, value_name = "N", default_value_t = HttpLimits::default().concurrent_requests,
-          value_parser = clap::value_parser!(u64).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     wasm_http_max_requests: usize,
     /// Keep compiled Wasm components here (created with mode 0700; each file is checked
     /// against its sha256 before it is loaded) [default: $XDG_CACHE_HOME/sepal/wasm, else
