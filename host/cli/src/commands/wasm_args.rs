@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::builder::TypedValueParser as _;
 use sepal_executor::Settings;
 use sepal_sandbox::{Grants, HttpLimits, Limits, SandboxConfig};
 
