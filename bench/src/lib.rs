@@ -40,6 +40,8 @@ pub enum Scenario {
     Dispatch,
     /// Simulated nodes heartbeating and pulling against a SuperLink's Fleet API.
     FleetLoad,
+    /// The same load against SuperLink replicas on PostgreSQL behind HAProxy.
+    FleetReplicas,
     /// A 1 GiB ArrayRecord to 2 nodes and back.
     LargeModel,
     /// Wasm vs native FedAvg aggregation, and per-message sandbox overhead.
@@ -50,10 +52,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order of docs/benchmarks.md.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::E2e,
         Scenario::Dispatch,
         Scenario::FleetLoad,
+        Scenario::FleetReplicas,
         Scenario::LargeModel,
         Scenario::Sandbox,
         Scenario::Noisy,
@@ -65,6 +68,7 @@ impl Scenario {
             Scenario::E2e => "e2e",
             Scenario::Dispatch => "dispatch",
             Scenario::FleetLoad => "fleet-load",
+            Scenario::FleetReplicas => "fleet-replicas",
             Scenario::LargeModel => "large-model",
             Scenario::Sandbox => "sandbox",
             Scenario::Noisy => "noisy",
@@ -78,6 +82,7 @@ impl Scenario {
             Scenario::E2e => scenarios::e2e::run(opts),
             Scenario::Dispatch => scenarios::dispatch::run(opts),
             Scenario::FleetLoad => scenarios::fleet_load::run(opts),
+            Scenario::FleetReplicas => scenarios::fleet_replicas::run(opts),
             Scenario::LargeModel => scenarios::large_model::run(opts),
             Scenario::Sandbox => scenarios::sandbox::run(opts),
             Scenario::Noisy => scenarios::noisy::run(opts),

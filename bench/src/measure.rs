@@ -37,6 +37,23 @@ pub fn proc_usage(pid: u32) -> Result<ProcUsage> {
     Ok(ProcUsage { cpu, peak_rss: kib * 1024 })
 }
 
+/// The CPU time so far of every live process in process group `pgid` (a server and the
+/// workers it forked, such as PostgreSQL's backends).
+pub fn group_cpu(pgid: u32) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Field 5 (pgrp) is the third after the parenthesised command name.
+        let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if pgrp == Some(pgid) {
+            // A process that exited since the listing is skipped.
+            total += proc_usage(pid).map(|u| u.cpu).unwrap_or_default();
+        }
+    }
+    Ok(total)
+}
+
 /// A run's wall time as its SuperLink recorded it: `finished_at - pending_at` (the
 /// ISO-8601 timestamps of the Exec API's `ListRuns`), so neither the CLI's start-up nor a
 /// harness's polling is in it.

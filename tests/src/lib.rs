@@ -27,7 +27,9 @@ pub mod mlflow;
 pub mod oidc;
 pub mod postgres;
 pub mod procs;
+pub mod replicas;
 pub mod scenarios;
+pub mod scrape;
 pub mod wasm_apps;
 
 use std::collections::HashSet;
@@ -39,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-pub use federation::{Federation, FederationBuilder, Impl, Isolation};
+pub use federation::{Federation, FederationBuilder, Impl, Isolation, SuperLinkAddrs};
 pub use flwr::{final_line, Flwr, RunInfo, SuperLinkWatch};
 pub use procs::{pid_alive, Proc, STOP_GRACE};
 /// Signals for [`Proc::signal_group`].

@@ -113,6 +113,11 @@ impl Postgres {
         self.psql("postgres", "SELECT pg_reload_conf()").map(drop)
     }
 
+    /// The server's pid (its backends are in its process group).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// The server process (its log, to kill it).
     pub fn proc(&mut self) -> &mut Proc {
         &mut self.proc

@@ -2,28 +2,15 @@
 //! a health check over HTTP, scraped around a run of the Wasm quickstart the way
 //! Prometheus and a load balancer would.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use sepal_tests::scrape::{http_get, sample};
 use sepal_tests::wasm_apps::{quickstart, SepalFederation};
 use sepal_tests::{free_addr, poll};
 
-/// `GET path` over HTTP/1.1: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample `name{labels}` (exactly as exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    http_get(addr, path).unwrap()
 }
 
 #[test]
@@ -62,6 +49,11 @@ fn metrics_move_with_a_run_and_health_answers() {
     assert_eq!(sample(&after, "sepal_messages_in_flight"), Some(0.0), "{after}");
     assert!(after.trim_end().ends_with("# EOF"), "not OpenMetrics text:\n{after}");
     assert_eq!(get(metrics, "/nope").0, 404);
+    // The Wasm ServerApp ran once, to its end, in the sandbox; the state's calls were timed.
+    let server_runs = "sepal_sandbox_invocations_total{side=\"serverapp\",outcome=\"ok\"}";
+    assert_eq!(sample(&after, server_runs), Some(1.0), "{after}");
+    let stores = sample(&after, "sepal_state_seconds_count{call=\"store_instruction\"}").unwrap_or(0.0);
+    assert!(stores >= 4.0, "{stores} instructions stored:\n{after}");
 
     // The SuperNode counted the messages it answered, each as a reply.
     assert_eq!(get(node_metrics, "/healthz"), (200, "ok\n".to_string()));
@@ -70,4 +62,9 @@ fn metrics_move_with_a_run_and_health_answers() {
     assert!(replied >= 4.0, "{replied} messages replied:\n{node}");
     assert_eq!(sample(&node, "sepal_supernode_messages_total{outcome=\"failed\"}"), None, "{node}");
     assert_eq!(sample(&node, "sepal_supernode_message_seconds_count"), Some(replied), "{node}");
+    // Each message was a Wasm ClientApp invocation, brought by a pull.
+    let invoked = "sepal_sandbox_invocations_total{side=\"clientapp\",outcome=\"ok\"}";
+    assert_eq!(sample(&node, invoked), Some(replied), "{node}");
+    let brought = sample(&node, "sepal_supernode_pull_seconds_count{result=\"message\"}").unwrap_or(0.0);
+    assert_eq!(brought, replied, "{node}");
 }

@@ -6,7 +6,7 @@
 //! SuperLink runs alone (no SuperNodes, no runs), started as `flower-superlink --insecure`
 //! or `sepal superlink --insecure`.
 
-mod generator;
+pub(crate) mod generator;
 
 use std::time::{Duration, Instant};
 
@@ -52,23 +52,23 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const FD_MARGIN: u64 = 256;
 
 /// One load window's figures.
-struct Window {
+pub(crate) struct Window {
     /// The window as it actually ran (from its start to the last node's stop).
     elapsed: Duration,
-    stats: generator::Stats,
+    pub(crate) stats: generator::Stats,
     /// The SuperLink's CPU time during the window.
-    cpu: Duration,
+    pub(crate) cpu: Duration,
     /// This process's (the generator's) CPU time during the window.
     generator_cpu: Duration,
 }
 
 impl Window {
-    fn requests_per_sec(&self) -> f64 {
+    pub(crate) fn requests_per_sec(&self) -> f64 {
         self.stats.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// SuperLink CPU time per successful request.
-    fn cpu_per_request(&self) -> Duration {
+    pub(crate) fn cpu_per_request(&self) -> Duration {
         if self.stats.ok == 0 {
             return Duration::ZERO;
         }
@@ -80,7 +80,7 @@ impl Window {
         100.0 * self.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn quantile(&self, q: f64) -> Duration {
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
         self.stats.latencies.clone().quantile(q)
     }
 }
@@ -133,8 +133,9 @@ fn measure(rt: &tokio::runtime::Runtime, imp: Impl, k: usize, plan: &Plan) -> Re
     let addr = fed.fleet_addr();
     let pid = fed.superlink_proc().context("the SuperLink is not running")?.pid();
     let nodes = rt.block_on(generator::register(addr, k, SETUP_TIMEOUT)).context("registering the nodes")?;
-    let (nodes, saturated) = window(rt, pid, nodes, Mode::Saturate, plan)?;
-    let (nodes, idle) = window(rt, pid, nodes, Mode::Idle, plan)?;
+    let cpu = || Ok(proc_usage(pid)?.cpu);
+    let (nodes, saturated) = window(rt, &cpu, nodes, Mode::Saturate, plan.window, plan.request_timeout)?;
+    let (nodes, idle) = window(rt, &cpu, nodes, Mode::Idle, plan.window, plan.request_timeout)?;
     let peak_rss = proc_usage(pid)?.peak_rss;
     let unregister_failed = rt.block_on(generator::unregister(nodes, SETUP_TIMEOUT));
     if let Some(p) = fed.superlink_proc() {
@@ -143,23 +144,25 @@ fn measure(rt: &tokio::runtime::Runtime, imp: Impl, k: usize, plan: &Plan) -> Re
     Ok(Row { nodes: k, imp, saturated, idle, peak_rss, unregister_failed })
 }
 
-/// One load window in `mode`, with the SuperLink's (`pid`) and the generator's CPU time.
-fn window(
+/// One load window in `mode` of `length`, with the SuperLink's CPU time (as `cpu` reads
+/// it) and the generator's.
+pub(crate) fn window(
     rt: &tokio::runtime::Runtime,
-    pid: u32,
+    cpu: &dyn Fn() -> Result<Duration>,
     nodes: Vec<generator::Node>,
     mode: Mode,
-    plan: &Plan,
+    length: Duration,
+    request_timeout: Duration,
 ) -> Result<(Vec<generator::Node>, Window)> {
-    let (before, gen_before) = (proc_usage(pid)?, proc_usage(std::process::id())?);
+    let (before, gen_before) = (cpu()?, proc_usage(std::process::id())?);
     let started = Instant::now();
-    let (nodes, stats) = rt.block_on(generator::load(nodes, mode, plan.window, plan.request_timeout));
+    let (nodes, stats) = rt.block_on(generator::load(nodes, mode, length, request_timeout));
     let elapsed = started.elapsed();
-    let (after, gen_after) = (proc_usage(pid)?, proc_usage(std::process::id())?);
+    let (after, gen_after) = (cpu()?, proc_usage(std::process::id())?);
     let w = Window {
         elapsed,
         stats,
-        cpu: after.cpu.saturating_sub(before.cpu),
+        cpu: after.saturating_sub(before),
         generator_cpu: gen_after.cpu.saturating_sub(gen_before.cpu),
     };
     Ok((nodes, w))

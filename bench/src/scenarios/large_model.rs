@@ -61,6 +61,10 @@ pub fn run(opts: &Opts) -> Result<Report> {
         String::new(),
     );
     report.tables.push((String::new(), table(&flower, &sepal)));
+    report.tables.push((
+        "Against the payload (the array's size; four copies cross the SuperLink: two down, two up):".into(),
+        payload_table(size_mib << 20, &flower, &sepal),
+    ));
     report.notes = notes(size_mib, &flower, &sepal);
     Ok(report)
 }
@@ -97,6 +101,26 @@ fn table(flower: &Measured, sepal: &Measured) -> Table {
         secs(|m| m.superlink.cpu),
         secs(Measured::supernode_cpu),
     ]);
+    t
+}
+
+/// Throughput through the SuperLink and memory as multiples of the payload.
+fn payload_table(payload: u64, flower: &Measured, sepal: &Measured) -> Table {
+    let mut t = Table::new(&[
+        "",
+        "Through the SuperLink (4 × payload / round-trip)",
+        "SuperLink peak RSS / payload",
+        "SuperNode peak RSS / payload",
+    ]);
+    for (name, m) in [("Flower 1.20.0", flower), ("Sepal", sepal)] {
+        let mb_per_s = 4.0 * payload as f64 / 1e6 / m.roundtrip.as_secs_f64().max(1e-9);
+        t.row(vec![
+            name.to_string(),
+            format!("{mb_per_s:.0} MB/s"),
+            format!("{:.2}×", m.superlink.peak_rss as f64 / payload as f64),
+            format!("{:.2}×", m.supernode_peak_rss() as f64 / payload as f64),
+        ]);
+    }
     t
 }
 

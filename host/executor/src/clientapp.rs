@@ -6,7 +6,7 @@
 //! another node, run or message), and of the context it returns only the state is kept.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use sepal_core::records::Message;
@@ -14,7 +14,7 @@ use sepal_core::routing::{now_secs, route_reply};
 use sepal_proto::pb;
 use sepal_sandbox::{decode_reply, ClientComponent, LogSink};
 
-use crate::{AppFailure, Executor};
+use crate::{AppFailure, Executor, Side};
 
 /// How long a ClientApp may take on the instruction `ins`: until it expires, less a margin
 /// (5 % of its TTL, 0.5-60 s) so that an error reply still arrives in time, and at most
@@ -40,7 +40,8 @@ impl Executor {
         log: Arc<dyn LogSink>,
     ) -> Result<(Message, pb::Context), AppFailure> {
         let limits = self.settings.limits.clone().with_deadline_at_most(time_left);
-        let (reply, context_out) = self
+        let started = Instant::now();
+        let ran = self
             .sandbox
             .client_runner()
             .handle(
@@ -51,18 +52,32 @@ impl Executor {
                 &self.settings.grants,
                 log,
             )
-            .await?;
-        let reply: pb::Message = decode_reply(&reply)?;
-        let mut reply =
-            Message::try_from(reply).map_err(|e| AppFailure::Raised(format!("the app's reply is invalid: {e}")))?;
-        if reply.content.is_some() == reply.error.is_some() {
-            return Err(AppFailure::Raised("the app's reply must carry either content or an error".into()));
-        }
-        route_reply(&mut reply, &pb::Metadata::from(&instruction.metadata), node_id);
-        let returned: pb::Context = decode_reply(&context_out)?;
-        // Only the state is the app's to change; identity and configs stay the node's.
-        Ok((reply, pb::Context { state: returned.state, ..context.clone() }))
+            .await;
+        let (reply, context_out) = ran.inspect_err(|e| self.observe(Side::Client, started, e.kind()))?;
+        let handled = finish_reply(instruction, context, node_id, &reply, &context_out);
+        self.observe(Side::Client, started, if handled.is_ok() { "ok" } else { "invalid_output" });
+        handled
     }
+}
+
+/// The app's reply and context, checked and routed as node `node_id`'s answer.
+fn finish_reply(
+    instruction: &Message,
+    context: &pb::Context,
+    node_id: u64,
+    reply: &[u8],
+    context_out: &[u8],
+) -> Result<(Message, pb::Context), AppFailure> {
+    let reply: pb::Message = decode_reply(reply)?;
+    let mut reply =
+        Message::try_from(reply).map_err(|e| AppFailure::Raised(format!("the app's reply is invalid: {e}")))?;
+    if reply.content.is_some() == reply.error.is_some() {
+        return Err(AppFailure::Raised("the app's reply must carry either content or an error".into()));
+    }
+    route_reply(&mut reply, &pb::Metadata::from(&instruction.metadata), node_id);
+    let returned: pb::Context = decode_reply(context_out)?;
+    // Only the state is the app's to change; identity and configs stay the node's.
+    Ok((reply, pb::Context { state: returned.state, ..context.clone() }))
 }
 
 #[cfg(test)]

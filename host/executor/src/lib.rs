@@ -93,11 +93,28 @@ pub fn default_cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("sepal").join("wasm"))
 }
 
+/// One finished invocation of a Wasm app (a ClientApp message, a whole ServerApp run),
+/// for whoever counts them ([`Executor::observed_by`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Invocation {
+    /// Which app ran.
+    pub side: Side,
+    /// `ok`, or the cause of the failure: a [`SandboxError::kind`], or `invalid_output`
+    /// for a reply the host could not use.
+    pub outcome: &'static str,
+    /// How long it ran, in seconds.
+    pub seconds: f64,
+}
+
+/// Told of every finished [`Invocation`].
+pub type Observer = Arc<dyn Fn(&Invocation) + Send + Sync>;
+
 /// Runs Wasm apps in the sandbox: one per process. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Executor {
     sandbox: Sandbox,
     settings: Arc<Settings>,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -109,7 +126,21 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Sets up the sandbox (engine, epoch ticker, component cache) as `settings` say.
     pub fn new(settings: Settings) -> Result<Self, SandboxError> {
-        Ok(Executor { sandbox: Sandbox::new(settings.engine.clone())?, settings: Arc::new(settings) })
+        Ok(Executor { sandbox: Sandbox::new(settings.engine.clone())?, settings: Arc::new(settings), observer: None })
+    }
+
+    /// This executor, telling `observer` (if any) of every invocation it finishes.
+    pub fn observed_by(mut self, observer: Option<Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Tells the observer, if any, that an invocation of `side` begun at `started` ended
+    /// with `outcome`.
+    fn observe(&self, side: Side, started: std::time::Instant, outcome: &'static str) {
+        if let Some(observer) = &self.observer {
+            observer(&Invocation { side, outcome, seconds: started.elapsed().as_secs_f64() });
+        }
     }
 
     /// The operator's limits and grants.

@@ -3,12 +3,13 @@
 //! context out.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prost::Message as _;
 use sepal_proto::pb;
 use sepal_sandbox::{decode_reply, GridHost, LogSink, SandboxError, ServerComponent};
 
-use crate::{AppFailure, Executor};
+use crate::{AppFailure, Executor, Side};
 
 impl Executor {
     /// Runs `component` to its end with the run's `context` (run config fused), the grid
@@ -21,13 +22,15 @@ impl Executor {
         grid: impl GridHost,
         log: Arc<dyn LogSink>,
     ) -> Result<pb::Context, AppFailure> {
-        let out = self
+        let started = Instant::now();
+        let ran = self
             .sandbox
             .server_runner()
             .run(component, &context.encode_to_vec(), grid, &self.settings.limits, &self.settings.grants, log)
             .await
-            .map_err(server_failure)?;
-        let returned: pb::Context = decode_reply(&out).map_err(server_failure)?;
+            .and_then(|out| decode_reply::<pb::Context>(&out));
+        self.observe(Side::Server, started, ran.as_ref().err().map_or("ok", SandboxError::kind));
+        let returned = ran.map_err(server_failure)?;
         Ok(pb::Context { state: returned.state, ..context.clone() })
     }
 }

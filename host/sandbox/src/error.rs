@@ -81,6 +81,27 @@ pub enum SandboxError {
     Internal(String),
 }
 
+impl SandboxError {
+    /// A short, stable name of the cause (a metric label): `deadline`, `memory`,
+    /// `resources`, `stack`, `trap`, `app_error`, `bad_component`, `invalid_output`,
+    /// `aborted`, `config` or `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SandboxError::DeadlineExceeded { .. } => "deadline",
+            SandboxError::MemoryLimit { .. } => "memory",
+            SandboxError::ResourceLimit { .. } => "resources",
+            SandboxError::StackOverflow => "stack",
+            SandboxError::Trap { .. } => "trap",
+            SandboxError::AppError { .. } => "app_error",
+            SandboxError::BadComponent(_) => "bad_component",
+            SandboxError::InvalidOutput(_) => "invalid_output",
+            SandboxError::Aborted(_) => "aborted",
+            SandboxError::Config(_) => "config",
+            SandboxError::Internal(_) => "internal",
+        }
+    }
+}
+
 fn requested_suffix(requested: Option<u64>) -> String {
     match requested {
         Some(r) => format!(" (asked for {r})"),

@@ -13,7 +13,7 @@ use tonic::Request;
 
 use crate::error::{reply, Error, Reply, Result};
 use crate::link::{validate_message, Link};
-use crate::state::StoredMessage;
+use crate::state::{Change, StoredMessage};
 
 /// How long a SuperNode should wait before reconnecting, sent with every push (seconds).
 const RECONNECT_AFTER: u64 = 5;
@@ -179,7 +179,7 @@ impl FleetService {
         }
         runs_answered.dedup();
         for run in runs_answered {
-            self.link.events.replies.wake(run);
+            self.link.notify(Change::Reply(run));
         }
         Ok(pb::PushMessagesResponse {
             reconnect: Some(pb::Reconnect { reconnect: RECONNECT_AFTER }),

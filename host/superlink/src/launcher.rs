@@ -7,8 +7,14 @@
 //! the one it was started for. When the process exits before its run finished, the run
 //! becomes finished:failed and the end of the process's output goes into the run's log,
 //! so `flwr log` shows why.
+//!
+//! SuperLink replicas sharing one state each run a launcher: a run's ServerApp starts on
+//! the replica that takes the run's lease ([`crate::lease`]), and a Wasm ServerApp whose
+//! replica died is started again by the replica that takes its lapsed lease over. A Python
+//! ServerApp process dies with its replica and is not restarted: such runs fail once
+//! their heartbeat lapses (run Python ServerApps under process isolation for failover).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,7 +26,9 @@ use sepal_executor::{AppCode, AppFailure, Executor, RunApp, Side};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::lease::{Leases, LEASE_RENEW};
 use crate::link::{finished, Link};
+use crate::serverapp::Start;
 use crate::state::{status, RunState};
 
 /// How many trailing output lines of a failed ServerApp go into the run's log.
@@ -53,6 +61,10 @@ fn serverapp_of(link: &Link, run_id: u64) -> Result<(RunApp, AppCode), AppFailur
 
 /// Launches ServerApps for pending runs until the task is dropped.
 pub async fn run(link: Arc<Link>, config: LauncherConfig) {
+    let leases = Leases::new(link.clone());
+    if leases.shared() {
+        tokio::spawn(take_over(link.clone(), config.executor.clone(), leases.clone()));
+    }
     let mut changed = link.events.run_changed.subscribe();
     let mut submitted = link.events.runs_submitted.subscribe();
     loop {
@@ -71,16 +83,22 @@ pub async fn run(link: Arc<Link>, config: LauncherConfig) {
         if !admitted(&link, run_id).await {
             continue;
         }
+        if !leases.take(run_id) {
+            // Another replica starts this run's ServerApp.
+            wait_until_claimed(&link, run_id, &mut changed).await;
+            continue;
+        }
         match serverapp_of(&link, run_id) {
             Ok((app, AppCode::Wasm(_))) => {
-                tokio::spawn(crate::serverapp::run(link.clone(), config.executor.clone(), run_id, app));
+                let executor = config.executor.clone();
+                tokio::spawn(crate::serverapp::run(link.clone(), executor, run_id, app, leases.clone(), Start::Fresh));
                 wait_until_claimed(&link, run_id, &mut changed).await;
             }
             Ok((_, AppCode::Python(_))) => match start(&config, run_id) {
                 Ok(child) => {
                     let tail = Arc::new(Mutex::new(VecDeque::new()));
                     let child = capture(child, &tail);
-                    tokio::spawn(watch(link.clone(), run_id, child, tail));
+                    tokio::spawn(watch(link.clone(), run_id, child, tail, leases.clone()));
                     wait_until_claimed(&link, run_id, &mut changed).await;
                 }
                 Err(details) => fail(&link, run_id, &details),
@@ -178,8 +196,54 @@ async fn wait_until_claimed(link: &Link, run_id: u64, changed: &mut tokio::sync:
     }
 }
 
-async fn watch(link: Arc<Link>, run_id: u64, mut child: Child, tail: Arc<Mutex<VecDeque<String>>>) {
-    let outcome = child.wait().await;
+/// With replicas: every [`LEASE_RENEW`], starts again the Wasm ServerApp of each active
+/// run whose lease lapsed (its replica died) and that this process can take over.
+async fn take_over(link: Arc<Link>, executor: Executor, leases: Leases) {
+    let mut python_runs = HashSet::new();
+    loop {
+        tokio::time::sleep(LEASE_RENEW).await;
+        let active = match link.state.active_run_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!("cannot list active runs to take over: {e}");
+                continue;
+            }
+        };
+        for run_id in active {
+            // A silent run is failed here rather than taken over.
+            let live = link.run_status(run_id).is_ok_and(|s| RunState::parse(&s.status) != Some(RunState::Finished));
+            if !live || python_runs.contains(&run_id) || leases.is_mine(run_id) || !leases.take(run_id) {
+                continue;
+            }
+            match serverapp_of(&link, run_id) {
+                Ok((app, AppCode::Wasm(_))) => {
+                    let (link, executor, leases) = (link.clone(), executor.clone(), leases.clone());
+                    tokio::spawn(crate::serverapp::run(link, executor, run_id, app, leases, Start::TakeOver));
+                }
+                Ok((_, AppCode::Python(_))) => {
+                    tracing::warn!(run_id, "a Python ServerApp's replica stopped; its process cannot be taken over");
+                    python_runs.insert(run_id);
+                    leases.release(run_id);
+                }
+                Err(failure) => {
+                    leases.release(run_id);
+                    fail(&link, run_id, &failure.to_string());
+                }
+            }
+        }
+    }
+}
+
+async fn watch(link: Arc<Link>, run_id: u64, mut child: Child, tail: Arc<Mutex<VecDeque<String>>>, leases: Leases) {
+    let outcome = tokio::select! {
+        outcome = child.wait() => outcome,
+        _ = leases.hold(run_id) => {
+            let _ = child.kill().await;
+            leases.release(run_id);
+            return;
+        }
+    };
+    leases.release(run_id);
     // Let the output pumps drain what the process wrote last.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let code = match &outcome {

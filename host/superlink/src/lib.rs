@@ -25,6 +25,7 @@ pub mod error;
 pub mod exec;
 pub mod fleet;
 pub mod launcher;
+pub mod lease;
 pub mod limits;
 pub mod link;
 pub mod metrics;

@@ -3,6 +3,10 @@
 //! kept there too, so that a message in flight at a restart keeps its payload. At start
 //! ([`Objects::restore`]) the objects of the stored messages are put back in memory.
 //!
+//! When other SuperLink processes share the state (replicas), a message one of them stored
+//! may be served by another: its objects are then read from the state the first time they
+//! are asked for here ([`Objects::adopt`], and the lookups below).
+//!
 //! What is kept is bounded ([`Objects::new`]'s `max_kept_bytes`): past the bound an object
 //! is held in memory only, as with Flower, and a warning says so.
 
@@ -42,8 +46,11 @@ impl Objects {
     /// ServerApp gets an error reply instead. A delivered one whose message object is gone
     /// was confirmed: its node has it all. A reply's missing objects may still be pushed by
     /// its node. Returns how many objects were restored.
+    ///
+    /// With a shared state nothing is done: the other replicas' uploads are in progress,
+    /// and objects are read from the state when asked for.
     pub fn restore(&self) -> StateResult<usize> {
-        if !self.state.keeps_objects() {
+        if !self.state.keeps_objects() || self.state.shared() {
             return Ok(0);
         }
         let live = self.state.live_messages()?;
@@ -139,19 +146,67 @@ impl Objects {
         (tree, id)
     }
 
-    /// An object, for a pull.
+    /// An object, for a pull (from the state if another replica stored it).
     pub fn get(&self, object_id: &str) -> ObjectLookup {
-        self.store.get(object_id)
+        match self.store.get(object_id) {
+            ObjectLookup::Available(bytes) => ObjectLookup::Available(bytes),
+            local if !self.state.shared() => local,
+            local => match self.state.kept_objects(&[object_id.to_string()]) {
+                Ok(mut found) if !found.is_empty() => ObjectLookup::Available(found.swap_remove(0).1),
+                Ok(_) => local,
+                Err(e) => {
+                    tracing::warn!(object_id, "cannot read a payload object from the shared state: {e}");
+                    local
+                }
+            },
+        }
     }
 
-    /// See [`ObjectStore::missing`].
+    /// Takes in a message another replica may have stored: registers its tree under its
+    /// run and reads the objects this process lacks from the state. Nothing to do unless
+    /// the state is shared.
+    pub fn adopt(&self, run_id: u64, tree: &pb::ObjectTree) {
+        if !self.state.shared() {
+            return;
+        }
+        match self.store.preregister(run_id, tree) {
+            Ok(_) => self.load_missing(tree),
+            Err(e) => tracing::warn!(run_id, message = tree.object_id, "cannot take in a message's objects: {e}"),
+        }
+    }
+
+    /// See [`ObjectStore::missing`] (with a shared state, after reading what the state has).
     pub fn missing(&self, tree: &pb::ObjectTree) -> Vec<String> {
+        self.load_missing(tree);
         self.store.missing(tree)
     }
 
-    /// See [`ObjectStore::collect`].
+    /// See [`ObjectStore::collect`] (with a shared state, after reading what the state has).
     pub fn collect(&self, tree: &pb::ObjectTree, max_bytes: usize) -> (Vec<(String, Bytes)>, bool) {
+        self.load_missing(tree);
         self.store.collect(tree, max_bytes)
+    }
+
+    /// Reads the objects of `tree` that are registered here but not in memory from a
+    /// shared state (another replica took their upload).
+    fn load_missing(&self, tree: &pb::ObjectTree) {
+        if !self.state.shared() {
+            return;
+        }
+        let ids = self.store.missing(tree);
+        if ids.is_empty() {
+            return;
+        }
+        match self.state.kept_objects(&ids) {
+            Ok(found) => {
+                for (id, content) in found {
+                    if let Err(e) = self.store.put(&id, content) {
+                        tracing::warn!(object_id = id, "a payload object read from the shared state is malformed: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read payload objects from the shared state: {e}"),
+        }
     }
 
     /// See [`ObjectStore::message`].

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use sepal_metrics::{RpcLayer, RpcMetrics};
+use sepal_executor::Executor;
+use sepal_metrics::{RpcLayer, RpcMetrics, SandboxMetrics};
 use sepal_proto::pb::exec_server::ExecServer;
 use sepal_proto::pb::fleet_server::FleetServer;
 use sepal_proto::pb::server_app_io_server::ServerAppIoServer;
@@ -22,6 +23,7 @@ use crate::fleet::FleetService;
 use crate::launcher::{self, LauncherConfig};
 use crate::link::Link;
 use crate::serverappio::ServerAppIoService;
+use crate::state::timed::TimedState;
 use crate::state::LinkState;
 use crate::users::UserAuth;
 
@@ -150,7 +152,13 @@ pub async fn serve(
         });
     }
     let mut registry = Registry::default();
-    let layer = RpcLayer::new(listeners.metrics.is_some().then(|| RpcMetrics::register(&mut registry)));
+    let metrics_on = listeners.metrics.is_some();
+    let layer = RpcLayer::new(metrics_on.then(|| RpcMetrics::register(&mut registry)));
+    let sandbox_metrics = metrics_on.then(|| SandboxMetrics::register(&mut registry));
+    let state: Arc<dyn LinkState> = match metrics_on {
+        true => Arc::new(TimedState::register(state, &mut registry)),
+        false => state,
+    };
     let (mut fleet_server, mut exec_server) =
         (public_server(tls.as_ref(), &layer)?, public_server(tls.as_ref(), &layer)?);
     let link = Link::new(state, config.limits.clone());
@@ -187,7 +195,8 @@ pub async fn serve(
             let config = LauncherConfig {
                 serverapp_bin: config.serverapp_bin.clone(),
                 serverappio,
-                executor: sepal_executor::Executor::new(config.wasm.clone())?,
+                executor: Executor::new(config.wasm.clone())?
+                    .observed_by(sandbox_metrics.as_ref().map(SandboxMetrics::observer)),
             };
             Some(tokio::spawn(launcher::run(link.clone(), config)))
         }

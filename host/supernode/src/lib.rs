@@ -27,7 +27,7 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 use sepal_core::store::ObjectStore;
 use sepal_executor::Executor;
-use sepal_metrics::{RpcLayer, RpcMetrics};
+use sepal_metrics::{RpcLayer, RpcMetrics, SandboxMetrics};
 use sepal_proto::pb::client_app_io_server::ClientAppIoServer;
 use sepal_wire::auth::Signer;
 use sepal_wire::{dial_address, MAX_GRPC_MESSAGE};
@@ -107,10 +107,18 @@ pub async fn serve_signed(
     let python = Arc::new(clientapps::python::PythonRunner::new(state.clone(), mode));
     // Process isolation runs no app code here: every ClientApp, Python or Wasm (`sepal
     // clientapp`), is an external process served over ClientAppIo.
+    let metrics = metrics::NodeMetrics::default();
+    let mut registry = Registry::default();
+    let rpc = config.metrics_address.map(|_| {
+        metrics.register(&mut registry);
+        RpcMetrics::register(&mut registry)
+    });
+    let sandbox_metrics = config.metrics_address.map(|_| SandboxMetrics::register(&mut registry));
     let runner: Arc<dyn clientapps::Runner> = match config.isolation {
         Isolation::Process => python,
         Isolation::Subprocess => {
-            let executor = Executor::new(config.wasm.clone())?;
+            let executor =
+                Executor::new(config.wasm.clone())?.observed_by(sandbox_metrics.as_ref().map(SandboxMetrics::observer));
             let wasm = clientapps::wasm::WasmRunner::new(executor, state.clone(), objects.clone());
             Arc::new(clientapps::ByKind { python, wasm: Arc::new(wasm) })
         }
@@ -120,12 +128,6 @@ pub async fn serve_signed(
     let service = ClientAppIoServer::new(clientappio::ClientAppIoService::new(state.clone(), objects.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let metrics = metrics::NodeMetrics::default();
-    let mut registry = Registry::default();
-    let rpc = config.metrics_address.map(|_| {
-        metrics.register(&mut registry);
-        RpcMetrics::register(&mut registry)
-    });
     let metrics_server = match config.metrics_address {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;

@@ -221,6 +221,7 @@ impl Shared {
             Err(s) if s.code() == Code::DeadlineExceeded => None,
             Err(s) => return Err(s),
         };
+        self.metrics.record_pull(pulled.is_some(), started.elapsed());
         if pulled.is_none() && started.elapsed() < PULL_WAIT / 2 {
             tokio::time::sleep(POLL_INTERVAL).await;
         }

@@ -35,6 +35,20 @@ pub struct FederationBuilder {
     /// Sepal's SuperLink and SuperNodes started as `flower-superlink` / `flower-supernode`
     /// (symlinks to the `sepal` binary), as a deployment script written for Flower runs them.
     pub(super) flower_names: bool,
+    /// A SuperLink the federation does not start (e.g. replicas behind a load balancer):
+    /// its Fleet, ServerAppIo and Exec addresses.
+    pub(super) superlink_at: Option<SuperLinkAddrs>,
+}
+
+/// Where a SuperLink serves its three APIs.
+#[derive(Clone, Copy, Debug)]
+pub struct SuperLinkAddrs {
+    /// Fleet API (SuperNodes).
+    pub fleet: SocketAddr,
+    /// ServerAppIo API (ServerApp processes).
+    pub serverappio: SocketAddr,
+    /// Exec API (the `flwr` CLI).
+    pub exec: SocketAddr,
 }
 
 impl Default for FederationBuilder {
@@ -56,6 +70,7 @@ impl Default for FederationBuilder {
             tls: None,
             fleet_via: None,
             flower_names: false,
+            superlink_at: None,
         }
     }
 }
@@ -146,6 +161,12 @@ impl FederationBuilder {
     /// Flower's flags and no subcommand.
     pub fn flower_names(mut self) -> Self {
         self.flower_names = true;
+        self
+    }
+    /// Uses a SuperLink that runs already (the federation starts none): SuperNodes,
+    /// ServerApp processes and `flwr` connect to `addrs`.
+    pub fn superlink_at(mut self, addrs: SuperLinkAddrs) -> Self {
+        self.superlink_at = Some(addrs);
         self
     }
     /// An extra environment variable for every process of the federation.

@@ -16,7 +16,7 @@ mod builder;
 use crate::flwr::{Flwr, SuperLinkWatch};
 use crate::procs::{stop_all, Proc, STOP_GRACE};
 use crate::{free_addr, sepal_bin, venv, START_TIMEOUT};
-pub use builder::FederationBuilder;
+pub use builder::{FederationBuilder, SuperLinkAddrs};
 
 /// Whose implementation of a component runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +88,11 @@ impl Federation {
             Some(tmp)
         };
         let n = spec.supernodes;
+        let given = spec.superlink_at;
         let mut fed = Federation {
-            serverappio: free_addr(),
-            fleet: spec.fleet_via.map_or_else(free_addr, |(_, superlink)| superlink),
-            exec: free_addr(),
+            serverappio: given.map_or_else(free_addr, |a| a.serverappio),
+            fleet: given.map(|a| a.fleet).or(spec.fleet_via.map(|(_, superlink)| superlink)).unwrap_or_else(free_addr),
+            exec: given.map_or_else(free_addr, |a| a.exec),
             clientappio: (0..n).map(|_| free_addr()).collect(),
             spec,
             dir,
@@ -101,7 +102,9 @@ impl Federation {
             supernodes: Vec::new(),
             apps: Vec::new(),
         };
-        fed.start_superlink()?;
+        if given.is_none() {
+            fed.start_superlink()?;
+        }
         for i in 0..n {
             fed.start_supernode(i)?;
         }

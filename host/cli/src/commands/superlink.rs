@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use sepal_superlink::state::memory::MemoryState;
+use sepal_superlink::state::postgres::{is_postgres_url, PgState};
 use sepal_superlink::state::sqlite::SqliteState;
 use sepal_superlink::state::LinkState;
 use sepal_superlink::users::{UserAuth, UserAuthConfig};
@@ -40,8 +41,10 @@ pub struct SuperlinkArgs {
     /// Who runs ServerApps: the SuperLink (subprocess) or an external process.
     #[arg(long, value_enum, default_value = "subprocess")]
     isolation: IsolationArg,
-    /// Where state lives: `:flwr-in-memory-state:`, or an SQLite file (created if missing)
-    /// that keeps runs, logs, nodes, FABs and messages across restarts.
+    /// Where state lives: `:flwr-in-memory-state:`; an SQLite file (created if missing)
+    /// that keeps runs, logs, nodes, FABs and messages across restarts; or a PostgreSQL
+    /// database, `postgresql://user[:password]@host:port/db` (also `postgres://`), that
+    /// several SuperLinks can share (plain TCP, no TLS yet).
     #[arg(long, default_value = IN_MEMORY)]
     database: String,
     /// With `--database`: most MiB of message payload kept in it, so that messages in
@@ -263,6 +266,10 @@ impl SuperlinkArgs {
         };
         let state: Arc<dyn LinkState> = if self.database == IN_MEMORY {
             Arc::new(MemoryState::new())
+        } else if is_postgres_url(&self.database) {
+            let state = PgState::open(&self.database)?;
+            tracing::info!(database = %state.name(), "state kept in PostgreSQL");
+            Arc::new(state)
         } else {
             tracing::info!(database = %self.database, "state kept in SQLite");
             Arc::new(SqliteState::open(&self.database)?)

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use sepal_core::records::{Error as MsgError, Message, Metadata};
 use sepal_proto::pb;
 
-use super::{Events, Link};
+use super::Link;
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
 use crate::limits::too_large;
-use crate::state::{ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
+use crate::state::{Change, ReplyLookup, StoredMessage, SUPERLINK_NODE_ID};
 
 impl Link {
     /// Fails with RESOURCE_EXHAUSTED if an object is larger than the limit.
@@ -68,7 +68,7 @@ impl Link {
         self.check_object_size(object_id, content.len())?;
         match self.objects.put(object_id, content).map_err(|e| self.refused(run_id, e.into())) {
             Ok(true) => {
-                Events::bump(&self.events.object_stored);
+                self.notify(Change::ObjectStored);
                 Ok(true)
             }
             Ok(false) => {
@@ -100,7 +100,10 @@ impl Link {
     pub fn reply_to_wire(&self, run_id: u64, lookup: ReplyLookup) -> Option<(pb::Message, pb::ObjectTree)> {
         let (meta, code, reason) = match lookup {
             ReplyLookup::Waiting => return None,
-            ReplyLookup::Reply(m) => return Some((m.message, m.tree)),
+            ReplyLookup::Reply(m) => {
+                self.objects.adopt(run_id, &m.tree);
+                return Some((m.message, m.tree));
+            }
             ReplyLookup::InstructionUnavailable { instruction_id } => (
                 Metadata { reply_to_message_id: instruction_id, message_type: "system".into(), ..Default::default() },
                 MsgError::MESSAGE_UNAVAILABLE,

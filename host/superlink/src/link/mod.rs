@@ -3,6 +3,7 @@
 //! objects ([`messages`]), per-run quotas and admission ([`quotas`]), and which run a
 //! node serves next ([`turns`]).
 
+mod changes;
 mod messages;
 mod quotas;
 mod turns;
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::limits::InputLimits;
 use crate::objects::Objects;
 use crate::state::status::{self, RunState};
-use crate::state::LinkState;
+use crate::state::{Change, LinkState};
 
 /// The shared core of a SuperLink.
 pub struct Link {
@@ -96,7 +97,7 @@ impl Link {
             Ok(n) => tracing::info!(objects = n, "payload objects of messages in flight restored from the state"),
             Err(e) => tracing::error!("cannot restore payload objects from the state: {e}"),
         }
-        Arc::new(Self {
+        let link = Arc::new(Self {
             state,
             objects,
             events: Events::default(),
@@ -107,7 +108,9 @@ impl Link {
             told_to_wait: Mutex::default(),
             told_over_quota: Mutex::default(),
             busy: Mutex::default(),
-        })
+        });
+        link.listen_to_replicas();
+        link
     }
 
     /// The run's status, or `RunNotFound`.
@@ -137,7 +140,7 @@ impl Link {
             if finished {
                 self.release_run(run_id);
             }
-            Events::bump(&self.events.run_changed);
+            self.notify(Change::RunChanged(run_id));
         }
         Ok(changed)
     }
@@ -162,7 +165,7 @@ impl Link {
 
     /// Records that a run was submitted (wakes the launcher and held PullAppInputs).
     pub fn run_submitted(&self) {
-        Events::bump(&self.events.runs_submitted);
+        self.notify(Change::RunSubmitted);
     }
 
     /// Hands the oldest pending run to a ServerApp (pending -> starting), unless as many
@@ -173,8 +176,8 @@ impl Link {
             _ => return Ok(None),
         }
         let claimed = self.state.claim_pending_run()?;
-        if claimed.is_some() {
-            Events::bump(&self.events.run_changed);
+        if let Some(run_id) = claimed {
+            self.notify(Change::RunChanged(run_id));
         }
         Ok(claimed)
     }
@@ -184,7 +187,7 @@ impl Link {
     /// [`sepal_executor::log`]); the SuperLink's own lines go through [`Link::add_host_line`].
     pub fn add_log(&self, run_id: u64, text: &str) -> Result<()> {
         self.state.add_log(run_id, text)?;
-        Events::bump(&self.events.run_changed);
+        self.notify(Change::RunChanged(run_id));
         Ok(())
     }
 
@@ -196,7 +199,7 @@ impl Link {
 
     /// Records that a node registered or left (wakes waiters on nodes).
     pub fn node_changed(&self) {
-        Events::bump(&self.events.node_changed);
+        self.notify(Change::NodeChanged);
     }
 }
 

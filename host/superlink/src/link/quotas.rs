@@ -7,7 +7,7 @@ use sepal_proto::pb;
 
 use super::{lock, Link};
 use crate::error::{Error, Result};
-use crate::state::{RunState, StoredMessage};
+use crate::state::{Change, RunState, StoredMessage};
 
 impl Link {
     /// A push of `run_id` refused for `e`: a refusal over a quota is also said in the run's
@@ -68,7 +68,7 @@ impl Link {
         }
         to_push.retain(|id| self.objects.contains(id));
         for node in nodes {
-            self.events.instructions.wake(node);
+            self.notify(Change::Instruction(node));
         }
         Ok((ids, to_push))
     }

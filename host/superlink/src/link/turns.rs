@@ -4,7 +4,7 @@
 
 use super::{lock, Link};
 use crate::error::Result;
-use crate::state::{Pick, StoredMessage};
+use crate::state::{Change, Pick, StoredMessage};
 
 impl Link {
     /// Records what a node that runs one message per run at once said in its pull: the
@@ -20,7 +20,7 @@ impl Link {
     pub fn node_done_with(&self, node_id: u64, run_id: u64) {
         if let Some(runs) = lock(&self.busy).get_mut(&node_id) {
             if runs.remove(&run_id) {
-                self.events.instructions.wake(node_id);
+                self.notify(Change::Instruction(node_id));
             }
         }
     }
@@ -33,6 +33,7 @@ impl Link {
         let msg = self.state.next_instruction(node_id, &Pick { after_run, skip_runs })?;
         if let Some(msg) = &msg {
             let run_id = msg.metadata().run_id;
+            self.objects.adopt(run_id, &msg.tree);
             lock(&self.last_served).insert(node_id, run_id);
             if let Some(runs) = lock(&self.busy).get_mut(&node_id) {
                 runs.insert(run_id);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sepal_executor::log::ServerLog;
 use sepal_executor::{AppFailure, Executor, RunApp, Side};
 
+use crate::lease::Leases;
 use crate::link::{finished, Link};
 use crate::state::{status, RunState};
 use grid::LinkGrid;
@@ -18,17 +19,44 @@ use grid::LinkGrid;
 /// The heartbeat interval declared for an in-process ServerApp (Flower's default).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Runs the Wasm ServerApp of a pending run (its FAB read as `app`) to its end and records
-/// the outcome.
-pub async fn run(link: Arc<Link>, executor: Executor, run_id: u64, app: RunApp) {
-    let starting = status::status(status::STARTING, "", "");
-    if !matches!(link.update_run_status(run_id, starting), Ok(true)) {
-        return; // someone else took the run
+/// How a ServerApp comes to run here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// For a pending run.
+    Fresh,
+    /// Again, from its start, for a run whose ServerApp ran on a SuperLink replica that
+    /// died (its lease lapsed).
+    TakeOver,
+}
+
+/// Runs the Wasm ServerApp of a run (its FAB read as `app`) to its end and records the
+/// outcome; `leases` holds the run's lease, taken by the caller, while it runs.
+pub async fn run(link: Arc<Link>, executor: Executor, run_id: u64, app: RunApp, leases: Leases, start: Start) {
+    drive(&link, &executor, run_id, &app, &leases, start).await;
+    leases.release(run_id);
+}
+
+async fn drive(link: &Arc<Link>, executor: &Executor, run_id: u64, app: &RunApp, leases: &Leases, start: Start) {
+    match start {
+        Start::Fresh => {
+            let starting = status::status(status::STARTING, "", "");
+            if !matches!(link.update_run_status(run_id, starting), Ok(true)) {
+                return; // someone else took the run
+            }
+        }
+        Start::TakeOver => {
+            tracing::warn!(run_id, "taking over a run whose SuperLink replica stopped: its ServerApp starts again");
+            let _ = link.add_host_line(
+                run_id,
+                "The SuperLink replica running this ServerApp stopped; it starts again on another replica.",
+            );
+        }
     }
     let outcome = tokio::select! {
-        outcome = execute(&link, &executor, run_id, &app) => outcome,
-        _ = run_finished_elsewhere(&link, run_id) => return,
-        _ = heartbeat(&link, run_id) => return,
+        outcome = execute(link, executor, run_id, app) => outcome,
+        _ = run_finished_elsewhere(link, run_id) => return,
+        _ = heartbeat(link, run_id) => return,
+        _ = leases.hold(run_id) => return,
     };
     let new_status = match outcome {
         Ok(()) => finished(status::COMPLETED, ""),

@@ -4,15 +4,19 @@
 //! [`sepal_core::store::ObjectStore`]. This state keeps each message's metadata and the
 //! shape of its object tree, which is what the Fleet and ServerAppIo services route on.
 //!
-//! The backends are [`memory::MemoryState`] and [`sqlite::SqliteState`] (`--database`);
-//! every backend passes the shared behaviour suite in `conformance`.
+//! The backends are [`memory::MemoryState`], [`sqlite::SqliteState`] (`--database <file>`)
+//! and [`postgres::PgState`] (`--database postgresql://...`); every backend passes the
+//! shared behaviour suite in `conformance` (public with the `conformance` feature, for
+//! backends tested against a real server elsewhere).
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 pub mod status;
+pub mod timed;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use std::collections::HashMap;
 
@@ -196,6 +200,27 @@ pub(crate) fn random_id(taken: impl Fn(u64) -> StateResult<bool>) -> StateResult
         }
     }
 }
+
+/// A change that other SuperLink processes sharing the state (replicas) must hear of, so
+/// that what waits on it there wakes: see [`LinkState::announce`] and [`LinkState::listen`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A run was submitted.
+    RunSubmitted,
+    /// A run's status or log changed.
+    RunChanged(u64),
+    /// An instruction for this node was stored, or the node finished one.
+    Instruction(u64),
+    /// A reply of this run was stored.
+    Reply(u64),
+    /// A node registered or left.
+    NodeChanged,
+    /// A pushed object was stored.
+    ObjectStored,
+}
+
+/// Receives the changes other processes announce.
+pub type ChangeSink = std::sync::Arc<dyn Fn(Change) + Send + Sync>;
 
 /// Which run a node's next instruction comes from: runs take turns. Among the running
 /// runs with an instruction waiting for the node, not in `skip_runs`, the first after
@@ -392,5 +417,32 @@ pub trait LinkState: Send + Sync + 'static {
     /// Every kept object's id and size.
     fn kept_object_sizes(&self) -> StateResult<Vec<(String, u64)>> {
         Ok(Vec::new())
+    }
+
+    // === replicas ===
+    //
+    // A backend that several SuperLink processes may share (PostgreSQL) passes changes
+    // between them and leases each run's ServerApp to one of them. A backend of one
+    // process has nobody to tell, and that process owns every run.
+
+    /// Whether other SuperLink processes may share this state.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Tells the other processes sharing this state of a change made here (without
+    /// waiting: a change that cannot be sent is logged, and their waiters' own deadlines
+    /// still bound how long they wait).
+    fn announce(&self, _change: Change) {}
+
+    /// Calls `sink` with every change another process announces, from now on.
+    fn listen(&self, _sink: ChangeSink) -> StateResult<()> {
+        Ok(())
+    }
+
+    /// Takes or renews the lease on a run's ServerApp for `owner` until `ttl` seconds from
+    /// now, if nobody else holds an unexpired one; whether `owner` holds it now.
+    fn lease_run(&self, _run_id: u64, _owner: &str, _ttl: f64) -> StateResult<bool> {
+        Ok(true)
     }
 }

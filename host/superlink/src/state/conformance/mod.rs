@@ -1,7 +1,9 @@
 //! The behaviour every [`LinkState`] backend must show, written once.
 //!
 //! Each backend's tests call [`run_all`] with a factory for fresh, empty states; the
-//! checks live in one module per area and share the builders below.
+//! checks live in one module per area and share the builders below. Built for this
+//! crate's tests, and public with the `conformance` feature (the PostgreSQL backend runs
+//! it in sepal-tests, against a real server).
 
 mod edge_values;
 mod fabs;
@@ -16,10 +18,11 @@ use sepal_proto::pb;
 use super::{LinkState, NewRun, StoredMessage};
 use crate::clock::now_secs;
 
-type Factory<'a> = &'a dyn Fn() -> Box<dyn LinkState>;
+/// Makes a fresh, empty state for one check.
+pub type Factory<'a> = &'a dyn Fn() -> Box<dyn LinkState>;
 
 /// Runs every behaviour check against fresh states from `make`.
-pub(crate) fn run_all(make: Factory<'_>) {
+pub fn run_all(make: Factory<'_>) {
     runs::runs_start_pending_and_follow_transitions(make);
     runs::claim_hands_out_each_pending_run_once(make);
     runs::silent_serverapp_fails_the_run(make);
@@ -52,7 +55,7 @@ pub(crate) fn run_all(make: Factory<'_>) {
 }
 
 /// A message from `src` to `dst` with an empty payload and a one-object tree, stamped now.
-pub(crate) fn message(run_id: u64, src: u64, dst: u64, reply_to: &str, id: &str, ttl: f64) -> StoredMessage {
+pub fn message(run_id: u64, src: u64, dst: u64, reply_to: &str, id: &str, ttl: f64) -> StoredMessage {
     StoredMessage {
         message: pb::Message {
             metadata: Some(pb::Metadata {

@@ -24,7 +24,7 @@
 //! under a millisecond on an SSD, a few milliseconds on slow disks) and blocks the calling
 //! worker thread and other state callers meanwhile.
 
-mod codec;
+pub(in crate::state) mod codec;
 mod fabs;
 mod logs;
 mod messages;
