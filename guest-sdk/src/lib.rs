@@ -89,6 +89,8 @@ pub mod http;
 pub mod log;
 pub mod message;
 pub mod mlflow;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod records;
 mod server;
 pub mod strategy;

@@ -1,7 +1,7 @@
 //! Builds every Wasm guest of the repository with one cargo invocation
 //! (`cargo build --profile guest --target wasm32-wasip2`) into `<target>/guests`, a
 //! target dir of their own so that the build neither waits on nor invalidates the host
-//! build, and assembles the three apps (pyproject.toml + client.wasm + server.wasm) that
+//! build, and assembles the apps (pyproject.toml + client.wasm + server.wasm) that
 //! tests submit with `sepal run`. Hands the paths to the library as `SEPAL_GUESTS_DIR` and
 //! `SEPAL_GUEST_APPS_DIR`.
 //!
@@ -14,6 +14,8 @@ use std::process::Command;
 const COMPONENTS: &[&str] = &[
     "quickstart-client",
     "quickstart-server",
+    "clinic-client",
+    "clinic-server",
     "hostile-client",
     "hostile-server",
     "mlflow-server",
@@ -29,6 +31,7 @@ const COMPONENTS: &[&str] = &[
 /// The apps: (name, the pyproject.toml, the ClientApp crate, the ServerApp crate).
 const APPS: &[(&str, &str, &str, &str)] = &[
     ("quickstart", "examples/quickstart/pyproject.toml", "quickstart-client", "quickstart-server"),
+    ("clinic", "examples/clinic/pyproject.toml", "clinic-client", "clinic-server"),
     ("hostile", "tests/apps/hostile/pyproject.toml", "hostile-client", "hostile-server"),
     ("mlflow", "tests/apps/mlflow/pyproject.toml", "quickstart-client", "mlflow-server"),
     ("dispatch", "bench/apps/dispatch-wasm/pyproject.toml", "dispatch-client", "dispatch-server"),
@@ -44,6 +47,10 @@ const SOURCES: &[&str] = &[
     "examples/quickstart/client",
     "examples/quickstart/server",
     "examples/quickstart/pyproject.toml",
+    "examples/clinic/app",
+    "examples/clinic/client",
+    "examples/clinic/server",
+    "examples/clinic/pyproject.toml",
     "tests/apps/hostile",
     "tests/apps/mlflow",
     "host/sandbox/tests/guests",

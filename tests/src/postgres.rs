@@ -28,7 +28,7 @@ pub struct Postgres {
     addr: SocketAddr,
     bin: PathBuf,
     // Dropped after `proc`: the server stops before its files go.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -67,7 +67,7 @@ impl Postgres {
         }
         let mut proc = Proc::spawn("postgres", server, log_dir)?;
         proc.wait_for_port(addr, START_TIMEOUT).context("waiting for PostgreSQL to listen")?;
-        let pg = Postgres { proc, addr, bin, _dir: dir };
+        let pg = Postgres { proc, addr, bin, dir };
         crate::poll("PostgreSQL to accept connections", START_TIMEOUT, Duration::from_millis(100), || {
             Ok(pg.psql("postgres", "SELECT 1").is_ok().then_some(()))
         })?;
@@ -101,6 +101,16 @@ impl Postgres {
             bail!("psql -d {database} -c {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Puts `lines` at the top of `pg_hba.conf` (first match wins) and reloads the
+    /// server, e.g. `host all alice 127.0.0.1/32 scram-sha-256` to make a role log in
+    /// with a password.
+    pub fn prepend_hba(&self, lines: &str) -> Result<()> {
+        let path = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).context("reading pg_hba.conf")?;
+        std::fs::write(&path, format!("{lines}\n{old}")).context("writing pg_hba.conf")?;
+        self.psql("postgres", "SELECT pg_reload_conf()").map(drop)
     }
 
     /// The server's pid (its backends are in its process group).

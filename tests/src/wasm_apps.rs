@@ -103,6 +103,20 @@ impl SepalFederation {
     /// `supernode_args` (node `i` also gets `--node-config "partition-id=i"`), and waits
     /// until each listens.
     pub fn start(nodes: usize, superlink_args: &[&str], supernode_args: &[&str]) -> Result<SepalFederation> {
+        let per_node: Vec<Vec<String>> = (0..nodes)
+            .map(|i| {
+                let mut args = vec!["--node-config".to_string(), format!("partition-id={i}")];
+                args.extend(supernode_args.iter().map(|a| a.to_string()));
+                args
+            })
+            .collect();
+        SepalFederation::start_nodes(superlink_args, &per_node)
+    }
+
+    /// Starts the SuperLink with `superlink_args` and one SuperNode per entry of
+    /// `supernodes`, each with its own extra arguments (its `--node-config`, its grants),
+    /// and waits until each listens.
+    pub fn start_nodes(superlink_args: &[&str], supernodes: &[Vec<String>]) -> Result<SepalFederation> {
         let tmp = tempfile::Builder::new().prefix("sepal-wasm-fed-").tempdir().context("creating a temp dir")?;
         let dir = tmp.path().to_path_buf();
         let tmp = if std::env::var_os("SEPAL_TEST_KEEP").is_some_and(|v| !v.is_empty() && v != "0") {
@@ -127,15 +141,14 @@ impl SepalFederation {
         fed.superlink = Some(superlink);
         ready?;
 
-        for i in 0..nodes {
+        for (i, node_args) in supernodes.iter().enumerate() {
             let clientappio = free_addr();
             let mut cmd = fed.sepal("supernode");
             cmd.arg("--insecure")
                 .args(["--superlink", &fleet.to_string()])
                 .args(["--clientappio-api-address", &clientappio.to_string()])
-                .args(["--node-config", &format!("partition-id={i}")])
                 .args(["--clientapp-bin", NO_PYTHON])
-                .args(supernode_args);
+                .args(node_args);
             let mut node = Proc::spawn(&format!("supernode-{i}"), cmd, &fed.log_dir())?;
             let ready = node.wait_for_port(clientappio, START_TIMEOUT);
             fed.supernodes.push(node);

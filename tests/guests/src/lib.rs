@@ -4,7 +4,8 @@
 //!
 //! - Components by crate: [`component`] (`"sepal-test-guest-echo"`, `"quickstart-client"`,
 //!   …) from `host/sandbox/tests/guests`, `tests/apps`, `examples` and `bench/guests`.
-//! - Apps ready for `sepal run`: [`app_dir`] (`"quickstart"`, `"hostile"`, `"dispatch"`, `"mlflow"`),
+//! - Apps ready for `sepal run`: [`app_dir`] (`"quickstart"`, `"clinic"`, `"hostile"`, `"dispatch"`,
+//!   `"mlflow"`),
 //!   each a directory with `pyproject.toml`, `client.wasm` and `server.wasm`.
 
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ mod tests {
 
     #[test]
     fn every_app_is_assembled() {
-        for name in ["quickstart", "hostile", "dispatch"] {
+        for name in ["quickstart", "clinic", "hostile", "dispatch", "mlflow"] {
             let dir = app_dir(name);
             for file in ["client.wasm", "server.wasm"] {
                 let bytes = std::fs::read(dir.join(file)).unwrap();

@@ -19,6 +19,11 @@ pub struct FederationBuilder {
     pub(super) supernode_args: Vec<String>,
     /// Extra arguments of one SuperNode only, `(i, arg)`.
     pub(super) supernode_args_at: Vec<(usize, String)>,
+    /// More node config of one SuperNode, `(i, "key=value ...")`, after its partition.
+    pub(super) node_config_at: Vec<(usize, String)>,
+    /// Extra arguments of the external ServerApp / ClientApp processes (process isolation).
+    pub(super) serverapp_args: Vec<String>,
+    pub(super) clientapp_args: Vec<String>,
     pub(super) env: Vec<(String, String)>,
     /// Per-node overrides of `supernode` (mixed federations).
     pub(super) supernode_overrides: Vec<(usize, Impl)>,
@@ -57,6 +62,9 @@ impl Default for FederationBuilder {
             superlink_args: Vec::new(),
             supernode_args: Vec::new(),
             supernode_args_at: Vec::new(),
+            node_config_at: Vec::new(),
+            serverapp_args: Vec::new(),
+            clientapp_args: Vec::new(),
             env: Vec::new(),
             supernode_overrides: Vec::new(),
             tls: None,
@@ -109,6 +117,25 @@ impl FederationBuilder {
         self.supernode_args.push(a.into());
         self
     }
+    /// More node config for SuperNode `i` (`key=value` pairs, as `--node-config` takes
+    /// them), after its `partition-id` and `num-partitions`.
+    pub fn node_config_at(mut self, i: usize, config: impl Into<String>) -> Self {
+        self.node_config_at.push((i, config.into()));
+        self
+    }
+
+    /// An extra argument for the external ServerApp process (process isolation).
+    pub fn serverapp_arg(mut self, a: impl Into<String>) -> Self {
+        self.serverapp_args.push(a.into());
+        self
+    }
+
+    /// An extra argument for every external ClientApp process (process isolation).
+    pub fn clientapp_arg(mut self, a: impl Into<String>) -> Self {
+        self.clientapp_args.push(a.into());
+        self
+    }
+
     /// An extra argument for SuperNode `i` only (e.g. its own key), after the shared ones.
     pub fn supernode_arg_at(mut self, i: usize, a: impl Into<String>) -> Self {
         self.supernode_args_at.push((i, a.into()));

@@ -353,7 +353,6 @@ impl Federation {
 
     fn spawn_supernode(&self, i: usize) -> Result<Proc> {
         let name = format!("supernode-{i}");
-        let n = self.spec.supernodes;
         let imp =
             self.spec.supernode_overrides.iter().rev().find(|(at, _)| *at == i).map_or(self.spec.supernode, |o| o.1);
         let mut cmd = self.command(imp, "flower-supernode", "supernode", &name)?;
@@ -367,7 +366,7 @@ impl Federation {
             .arg("--clientappio-api-address")
             .arg(self.clientappio[i].to_string())
             .arg("--node-config")
-            .arg(format!("partition-id={i} num-partitions={n}"));
+            .arg(self.node_config(i));
         if self.spec.isolation == Isolation::Process {
             cmd.args(["--isolation", "process"]);
         }
@@ -376,9 +375,20 @@ impl Federation {
         self.spawn(&name, cmd)
     }
 
+    /// SuperNode `i`'s `--node-config`: its partition, then what the test added.
+    fn node_config(&self, i: usize) -> String {
+        let mut config = format!("partition-id={i} num-partitions={}", self.spec.supernodes);
+        for (_, extra) in self.spec.node_config_at.iter().filter(|(at, _)| *at == i) {
+            config.push(' ');
+            config.push_str(extra);
+        }
+        config
+    }
+
     fn start_serverapp(&mut self) -> Result<()> {
         let mut cmd = self.command(self.spec.apps, "flwr-serverapp", "serverapp", "serverapp")?;
         cmd.arg("--insecure").arg("--serverappio-api-address").arg(self.serverappio.to_string());
+        cmd.args(&self.spec.serverapp_args);
         let p = self.spawn("serverapp", cmd)?;
         self.apps.push(p);
         Ok(())
@@ -388,6 +398,7 @@ impl Federation {
         let name = format!("clientapp-{i}");
         let mut cmd = self.command(self.spec.apps, "flwr-clientapp", "clientapp", &name)?;
         cmd.arg("--insecure").arg("--clientappio-api-address").arg(self.clientappio[i].to_string());
+        cmd.args(&self.spec.clientapp_args);
         let p = self.spawn(&name, cmd)?;
         self.apps.push(p);
         Ok(())

@@ -1,0 +1,3 @@
+//! The clinic ClientApp, exported as a Wasm component (`client.wasm`).
+
+sepal_sdk::export_client_app!(clinic_app::client_app());
