@@ -294,11 +294,12 @@ fn notes(rows: &[Row], plan: &Plan) -> Vec<String> {
             plan.request_timeout.as_secs()
         ),
         "Every request carries the node's public key, a timestamp and its ECDSA P-384 signature. The generator \
-         signs as a Sepal SuperNode does: one signed timestamp re-sent for 30 s (`sepal_wire::auth::RESIGN_AFTER`), \
-         so Sepal's SuperLink verifies a node's signature about once per 30 s and answers the other requests \
-         from its cache of verified triples, while Flower's SuperLink verifies every request. A Python \
+         signs as a Sepal SuperNode does: one signed timestamp re-sent for 30 s (`sepal_wire::auth::RESIGN_AFTER`; the \
+         first for a random part of that, so the nodes, registered together, do not re-sign together), so \
+         Sepal's SuperLink verifies a node's signature about once per 30 s (the P-384 check costs about 0.7 ms \
+         of CPU; 10,000 nodes make about 330 a second) and answers the other requests from its cache, while Flower's SuperLink verifies every request. A Python \
          SuperNode signs every request afresh, so against Sepal each of its requests costs a full verification \
-         (about 0.5 ms of CPU): on 2 cores that bounds a fleet of idle Python SuperNodes to a few thousand."
+         (about 0.7 ms of CPU): on 2 cores that bounds a fleet of idle Python SuperNodes to a few thousand."
             .to_string(),
         "SuperLink CPU is user + system time of the SuperLink process during the window (from /proc); CPU / \
          request divides it by the successful requests. Peak RSS is the process's VmHWM after both windows \

@@ -37,9 +37,10 @@ pub struct Signer {
     current: Arc<Mutex<Option<Signed>>>,
 }
 
-/// A timestamp and its signature, and when they were made.
+/// A timestamp and its signature, when they were made, and how long they are sent.
 struct Signed {
     made: Instant,
+    lifetime: Duration,
     timestamp: String,
     signature: Vec<u8>,
 }
@@ -112,10 +113,17 @@ impl Signer {
     /// [`RESIGN_AFTER`] old.
     pub fn sign_current(&self, md: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_none_or(|signed| signed.made.elapsed() >= RESIGN_AFTER) {
+        if current.as_ref().is_none_or(|signed| signed.made.elapsed() >= signed.lifetime) {
+            // The first timestamp is sent for a random part of the period: nodes started
+            // together (a fleet coming back after a SuperLink restart) would otherwise re-sign
+            // together every period and the SuperLink would verify them all in one burst.
+            let lifetime = match *current {
+                None => RESIGN_AFTER.mul_f64(rand::random::<f64>()).max(Duration::from_secs(1)),
+                Some(_) => RESIGN_AFTER,
+            };
             let timestamp = crate::time::now_iso();
             let signature = self.signature(&timestamp)?;
-            *current = Some(Signed { made: Instant::now(), timestamp, signature });
+            *current = Some(Signed { made: Instant::now(), lifetime, timestamp, signature });
         }
         let signed = current.as_ref().expect("just made");
         self.add_headers(&signed.timestamp, &signed.signature, md)
@@ -172,6 +180,21 @@ mod tests {
         assert_eq!(a.get(TIMESTAMP_HEADER), b.get(TIMESTAMP_HEADER));
         assert_eq!(a.get_bin(SIGNATURE_HEADER), b.get_bin(SIGNATURE_HEADER));
         assert!(crate::auth::verify(&a, None).is_ok(), "what is reused still verifies");
+    }
+
+    #[test]
+    fn nodes_started_together_re_sign_at_different_times() {
+        let lifetimes: Vec<Duration> = (0..16)
+            .map(|_| {
+                let signer = Signer::fresh();
+                signer.sign_current(&mut tonic::metadata::MetadataMap::new()).unwrap();
+                let current = signer.current.lock().unwrap();
+                current.as_ref().unwrap().lifetime
+            })
+            .collect();
+        assert!(lifetimes.iter().all(|l| (Duration::from_secs(1)..=RESIGN_AFTER).contains(l)), "{lifetimes:?}");
+        let spread = lifetimes.iter().max().unwrap().saturating_sub(*lifetimes.iter().min().unwrap());
+        assert!(spread > RESIGN_AFTER / 4, "first lifetimes spread over the period: {lifetimes:?}");
     }
 
     /// Keys made by the real `ssh-keygen` (P-256, its default, and P-384), when it is

@@ -9,7 +9,7 @@ use tonic::{Request, Status};
 
 use chrono::{DateTime, Utc};
 
-use super::cache::{self, VerifiedCache};
+use super::cache::{Triple, VerifiedCache};
 use super::{Allowlist, PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::keys::NodePublicKey;
 use crate::time::parse_iso;
@@ -65,16 +65,16 @@ pub fn verify_cached(
     cache: &VerifiedCache,
 ) -> Result<Vec<u8>, AuthError> {
     let (key, timestamp, signature) = headers(metadata)?;
-    let digest = cache::digest(&key, timestamp, &signature);
+    let triple = Triple::of(&key, timestamp, &signature);
     let now = Utc::now();
-    if let Some(signed_at) = cache.signed_at(&digest) {
+    if let Some(signed_at) = cache.signed_at(&triple) {
         return match in_window(signed_at, now) {
             true => Ok(key),
             false => Err(AuthError::InvalidTimestamp),
         };
     }
     let signed_at = check(&key, timestamp, &signature, allowlist, now)?;
-    cache.insert(digest, signed_at, now - chrono::Duration::milliseconds((MAX_AGE * 1000.0) as i64));
+    cache.insert(triple, signed_at, now - chrono::Duration::milliseconds((MAX_AGE * 1000.0) as i64));
     Ok(key)
 }
 
@@ -200,10 +200,11 @@ mod tests {
         assert_eq!(cache.len(), 1);
 
         // A remembered triple that has left the window is refused.
+        let (signer, cache) = (Signer::fresh(), VerifiedCache::default());
         let old = chrono::Utc::now() - chrono::Duration::seconds(400);
         let md = signed(&signer, &iso(old));
-        let digest = cache::digest(signer.public_pem().as_bytes(), &iso(old), &signature_of(&md));
-        cache.insert(digest, old, old - chrono::Duration::seconds(1));
+        let triple = Triple::of(signer.public_pem().as_bytes(), &iso(old), &signature_of(&md));
+        cache.insert(triple, old, old - chrono::Duration::seconds(1));
         assert_eq!(verify_cached(&md, None, &cache), Err(AuthError::InvalidTimestamp));
     }
 
