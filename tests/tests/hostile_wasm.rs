@@ -168,6 +168,20 @@ fn client_app_attacks_end_their_message_with_the_cause_and_the_node_keeps_servin
     eprintln!("client_app_attacks took {:?}", started.elapsed());
 }
 
+/// A memory limit above the sandbox's 1 GiB default is what the app gets: the memory bomb
+/// is stopped at the operator's 1.5 GiB, not earlier (the bomb touches one page per 16 MiB,
+/// so this is cheap).
+#[test]
+fn a_memory_limit_above_the_default_is_the_apps_to_use() {
+    let node = ["--wasm-time-limit", "20", "--wasm-memory-mb", "1536"];
+    let fed = SepalFederation::start(1, &["--wasm-time-limit", "120"], &node).unwrap();
+    let (_, log) = fanout(&fed, "bomb", "127.0.0.1:9");
+    let outcomes = client_outcomes(&log);
+    assert_eq!(outcomes.len(), 1, "log:\n{log}");
+    let needle = format!("memory limit of {} bytes", 1536u64 << 20);
+    assert!(outcomes[0].1.contains(&needle), "expected the bomb to stop at 1.5 GiB: {}", outcomes[0].1);
+}
+
 /// ServerApp attacks that must fail their run, and a needle the failure must name.
 const FAILING_SERVER_ATTACKS: &[(&str, &[&str])] = &[
     ("loop", &["did not finish within its deadline of 5s"]),

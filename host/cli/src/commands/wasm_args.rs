@@ -11,8 +11,9 @@ use sepal_sandbox::{Grants, HttpLimits, Limits, SandboxConfig};
 /// Flags shared by `sepal superlink` (ServerApps) and `sepal supernode` (ClientApps).
 #[derive(Debug, clap::Args)]
 pub struct WasmArgs {
-    /// Memory one Wasm app may use, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    /// Memory one Wasm app may use, in MiB (at most 4096: a wasm32 app's address space).
+    #[arg(long, default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     wasm_memory_mb: usize,
     /// Wall time one Wasm app invocation may take, in seconds [default: 600 for a
     /// ClientApp (which also stops before its message expires), 86400 for a ServerApp].
@@ -84,9 +85,13 @@ impl WasmArgs {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => sepal_executor::default_cache_dir(),
         };
-        let engine = SandboxConfig { artifact_dir: cache, ..SandboxConfig::default() };
+        let limits = self.limits(default_time)?;
+        // The engine's memory slots must fit the limit, or the sandbox's own 1 GiB default
+        // would quietly cap every app below what the operator allowed.
+        let engine =
+            SandboxConfig { artifact_dir: cache, max_memory_bytes: limits.memory_bytes, ..SandboxConfig::default() };
         let host_log_bytes = self.wasm_host_log_kib.unwrap_or(self.wasm_output_kib).saturating_mul(1024);
-        Ok(Settings { limits: self.limits(default_time)?, grants: self.grants()?, engine, host_log_bytes })
+        Ok(Settings { limits, grants: self.grants()?, engine, host_log_bytes })
     }
 
     /// The limits, with `default_time` when `--wasm-time-limit` is not given.
@@ -185,6 +190,18 @@ mod tests {
         let settings = Cli::parse_from(["x", "--wasm-no-cache"]).wasm.settings(Duration::from_secs(1)).unwrap();
         assert_eq!(settings.engine.artifact_dir, None);
         assert!(Cli::try_parse_from(["x", "--wasm-no-cache", "--wasm-cache-dir", "/c"]).is_err());
+    }
+
+    #[test]
+    fn the_memory_flag_sizes_the_engine_up_to_a_wasm32_address_space() {
+        let settings =
+            Cli::parse_from(["x", "--wasm-memory-mb", "3072"]).wasm.settings(Duration::from_secs(1)).unwrap();
+        assert_eq!(settings.limits.memory_bytes, 3 << 30);
+        assert_eq!(settings.engine.max_memory_bytes, 3 << 30, "the engine would cap the app at its 1 GiB default");
+        assert!(sepal_sandbox::Sandbox::new(settings.engine).is_ok());
+        for bad in ["0", "4097"] {
+            assert!(Cli::try_parse_from(["x", "--wasm-memory-mb", bad]).is_err(), "{bad} MiB accepted");
+        }
     }
 
     #[test]
