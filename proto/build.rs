@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".flwr.proto.PushObjectRequest.object_content")
         .bytes(".flwr.proto.PullObjectResponse.object_content")
         .bytes(".flwr.proto.InlineObject.object_content")
+        // Array data too: records convert to and from protobuf without copying tensors.
+        .bytes(".flwr.proto.Array.data")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -62,8 +62,8 @@ fn from_wit(e: WitAppError) -> AppError {
 }
 
 /// The body of the `client-app.handle` export.
-pub fn handle_client(app: &ClientApp, message: &[u8], context: &[u8]) -> Result<(Vec<u8>, Vec<u8>), WitAppError> {
-    app.handle_proto(message, context).map_err(to_wit)
+pub fn handle_client(app: &ClientApp, message: Vec<u8>, context: &[u8]) -> Result<(Vec<u8>, Vec<u8>), WitAppError> {
+    app.handle_proto_buffer(message, context).map_err(to_wit)
 }
 
 /// The body of the `server-app.run` export.
@@ -76,9 +76,9 @@ struct HostGrid;
 
 fn decode_all(replies: Vec<Vec<u8>>) -> Result<Vec<Message>, AppError> {
     replies
-        .iter()
+        .into_iter()
         .map(|bytes| {
-            Message::from_proto_bytes(bytes)
+            Message::from_proto_buffer(bytes)
                 .map_err(|e| AppError::new(format!("the host returned an invalid reply: {}", e.message)))
         })
         .collect()

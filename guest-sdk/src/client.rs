@@ -137,8 +137,21 @@ impl ClientApp {
     /// inline) and a `flwr.proto.Context`, runs [`ClientApp::handle`], and encodes the
     /// reply and the updated context.
     pub fn handle_proto(&self, message: &[u8], context: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AppError> {
-        let message = Message::from_proto_bytes(message)
-            .map_err(|e| AppError::new(format!("invalid instruction message: {}", e.message)))?;
+        self.handle_decoded(Message::from_proto_bytes(message), context)
+    }
+
+    /// [`ClientApp::handle_proto`] on a buffer the instruction may keep (its arrays are
+    /// slices of it): what the component export uses, as the host hands it the bytes.
+    pub fn handle_proto_buffer(&self, message: Vec<u8>, context: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AppError> {
+        self.handle_decoded(Message::from_proto_buffer(message), context)
+    }
+
+    fn handle_decoded(
+        &self,
+        message: Result<Message, AppError>,
+        context: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), AppError> {
+        let message = message.map_err(|e| AppError::new(format!("invalid instruction message: {}", e.message)))?;
         let mut context =
             Context::from_proto_bytes(context).map_err(|e| AppError::new(format!("invalid context: {}", e.message)))?;
         let reply = self.handle(message, &mut context)?;

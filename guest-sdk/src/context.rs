@@ -273,14 +273,13 @@ impl Context {
         prost::Message::encode_to_vec(&pb::Context::from(self))
     }
 
-    /// [`Context::to_proto_bytes`], consuming the context (the state's array data is
-    /// moved, not copied, before the encoding itself).
+    /// [`Context::to_proto_bytes`], consuming the context.
     pub fn into_proto_bytes(self) -> Vec<u8> {
         let pb = pb::Context {
             run_id: self.run_id,
             node_id: self.node_id,
             node_config: config_to_pb(&self.node_config),
-            state: Some(crate::wire::record_dict_into_pb(self.state)),
+            state: Some((&self.state).into()),
             run_config: config_to_pb(&self.run_config),
         };
         prost::Message::encode_to_vec(&pb)

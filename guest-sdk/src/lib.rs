@@ -94,7 +94,6 @@ pub mod postgres;
 pub mod records;
 mod server;
 pub mod strategy;
-mod wire;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -160,7 +159,7 @@ macro_rules! export_client_app {
                     $crate::__private::client::sepal::app::types::AppError,
                 > {
                     let app: $crate::ClientApp = $app;
-                    $crate::__private::handle_client(&app, &message, &context)
+                    $crate::__private::handle_client(&app, message, &context)
                 }
             }
 

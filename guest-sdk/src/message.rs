@@ -6,7 +6,6 @@ use sepal_proto::pb;
 
 use crate::error::AppError;
 use crate::records::RecordDict;
-use crate::wire;
 
 pub use sepal_core::{Error as MessageError, Metadata};
 
@@ -241,7 +240,17 @@ impl Message {
     /// Decodes a `flwr.proto.Message` with its content inline (the bytes that cross the
     /// Wasm boundary).
     pub fn from_proto_bytes(bytes: &[u8]) -> Result<Self, AppError> {
-        let pb: pb::Message = prost::Message::decode(bytes)?;
+        Self::decode(bytes)
+    }
+
+    /// [`Message::from_proto_bytes`] from a buffer the message may keep: its arrays' data
+    /// become slices of `bytes` instead of copies (a large model is not held twice).
+    pub fn from_proto_buffer(bytes: Vec<u8>) -> Result<Self, AppError> {
+        Self::decode(bytes::Bytes::from(bytes))
+    }
+
+    fn decode(buf: impl bytes::Buf) -> Result<Self, AppError> {
+        let pb: pb::Message = prost::Message::decode(buf)?;
         Message::try_from(pb)
     }
 
@@ -288,7 +297,7 @@ impl From<Message> for pb::Message {
     fn from(m: Message) -> Self {
         pb::Message {
             metadata: Some((&m.metadata).into()),
-            content: m.error.is_none().then(|| wire::record_dict_into_pb(m.content)),
+            content: m.error.is_none().then(|| (&m.content).into()),
             error: m.error.as_ref().map(Into::into),
         }
     }

@@ -109,6 +109,18 @@ fn message_round_trips_through_protobuf() {
 }
 
 #[test]
+fn a_message_decoded_from_its_buffer_keeps_array_data_in_place() {
+    let reply = instruction("train").reply(sample_content());
+    let bytes = reply.to_proto_bytes();
+    let range = bytes.as_ptr_range();
+    let decoded = Message::from_proto_buffer(bytes).unwrap();
+    assert_eq!(decoded, reply);
+    let w = &decoded.content().array_record("arrays").unwrap().get("w").unwrap().data;
+    assert!(range.contains(&w.as_ptr()), "the array's data was copied out of the buffer");
+    assert!(Message::from_proto_buffer(b"\xff\xff\xff".to_vec()).is_err());
+}
+
+#[test]
 fn array_conversions() {
     let content = sample_content();
     let arrays = content.array_record("arrays").unwrap();

@@ -46,7 +46,7 @@ pub fn now_secs() -> f64 {
 /// Sets the run, source (the SuperLink), creation time (now), no message id (the caller
 /// computes it from the objects), no `reply_to`, and Flower's default TTL when the app set
 /// none (or a non-positive one).
-pub fn prepare_instruction(bytes: &[u8], run_id: u64) -> Result<Message, RoutingError> {
+pub fn prepare_instruction(bytes: impl bytes::Buf, run_id: u64) -> Result<Message, RoutingError> {
     let wire = pb::Message::decode(bytes).map_err(|e| RoutingError::Decode(e.to_string()))?;
     let mut msg = Message::try_from(wire).map_err(|e| RoutingError::Invalid(e.to_string()))?;
     let m = &mut msg.metadata;
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn instructions_are_routed_by_the_host() {
-        let msg = prepare_instruction(&encoded(&instruction(5)), 3).unwrap();
+        let msg = prepare_instruction(&*encoded(&instruction(5)), 3).unwrap();
         let m = &msg.metadata;
         assert_eq!((m.run_id, m.src_node_id, m.dst_node_id), (3, SUPERLINK_NODE_ID, 5));
         assert!(m.message_id.is_empty() && m.reply_to_message_id.is_empty());
@@ -135,18 +135,18 @@ mod tests {
 
     #[test]
     fn bad_instructions_are_refused() {
-        assert!(matches!(prepare_instruction(b"\xff\xff", 1), Err(RoutingError::Decode(_))));
-        assert!(matches!(prepare_instruction(&[], 1), Err(RoutingError::Invalid(_))));
+        assert!(matches!(prepare_instruction(&b"\xff\xff"[..], 1), Err(RoutingError::Decode(_))));
+        assert!(matches!(prepare_instruction(&[][..], 1), Err(RoutingError::Invalid(_))));
         for dst in [0, SUPERLINK_NODE_ID] {
-            let err = prepare_instruction(&encoded(&instruction(dst)), 1).unwrap_err();
+            let err = prepare_instruction(&*encoded(&instruction(dst)), 1).unwrap_err();
             assert_eq!(err.to_string(), format!("invalid destination node {dst}"));
         }
         let mut both = instruction(5);
         both.error = Some(Error::new(0, "x"));
-        assert!(prepare_instruction(&encoded(&both), 1).is_err());
+        assert!(prepare_instruction(&*encoded(&both), 1).is_err());
         let mut untyped = instruction(5);
         untyped.metadata.message_type.clear();
-        assert!(prepare_instruction(&encoded(&untyped), 1).is_err());
+        assert!(prepare_instruction(&*encoded(&untyped), 1).is_err());
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Executor {
             )
             .await;
         let (reply, context_out) = ran.inspect_err(|e| self.observe(Side::Client, started, e.kind()))?;
-        let handled = finish_reply(instruction, context, node_id, &reply, &context_out);
+        let handled = finish_reply(instruction, context, node_id, reply, &context_out);
         self.observe(Side::Client, started, if handled.is_ok() { "ok" } else { "invalid_output" });
         handled
     }
@@ -65,10 +65,11 @@ fn finish_reply(
     instruction: &Message,
     context: &pb::Context,
     node_id: u64,
-    reply: &[u8],
+    reply: Vec<u8>,
     context_out: &[u8],
 ) -> Result<(Message, pb::Context), AppFailure> {
-    let reply: pb::Message = decode_reply(reply)?;
+    // From the owned buffer: the reply's arrays become slices of it, not copies.
+    let reply: pb::Message = decode_reply(bytes::Bytes::from(reply))?;
     let mut reply =
         Message::try_from(reply).map_err(|e| AppFailure::Raised(format!("the app's reply is invalid: {e}")))?;
     if reply.content.is_some() == reply.error.is_some() {

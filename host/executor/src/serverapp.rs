@@ -28,7 +28,7 @@ impl Executor {
             .server_runner()
             .run(component, &context.encode_to_vec(), grid, &self.settings.limits, &self.settings.grants, log)
             .await
-            .and_then(|out| decode_reply::<pb::Context>(&out));
+            .and_then(|out| decode_reply::<pb::Context>(&out[..]));
         self.observe(Side::Server, started, ran.as_ref().err().map_or("ok", SandboxError::kind));
         let returned = ran.map_err(server_failure)?;
         Ok(pb::Context { state: returned.state, ..context.clone() })

@@ -14,7 +14,7 @@
 //!     .client_runner()
 //!     .handle(&app, &message, &context, &Limits::default(), &Grants::none(), log)
 //!     .await?;                                                     // per message
-//! let reply: pb::Message = decode_reply(&reply)?;                  // untrusted bytes
+//! let reply: pb::Message = decode_reply(&reply[..])?;             // untrusted bytes
 //! ```
 //!
 //! # Defaults (what is denied, what can be granted, the limits)
@@ -110,11 +110,11 @@ pub use server::{GridError, GridFuture, GridHost, ServerRunner};
 /// Decodes bytes an app returned (a reply message or a context) as the protobuf type `M`.
 /// What the app returns is untrusted: bytes that are not a valid `M` become
 /// [`SandboxError::InvalidOutput`].
-pub fn decode_reply<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, SandboxError> {
+pub fn decode_reply<M: prost::Message + Default>(bytes: impl bytes::Buf) -> Result<M, SandboxError> {
+    let len = bytes.remaining();
     M::decode(bytes).map_err(|e| {
         SandboxError::InvalidOutput(format!(
-            "{} bytes are not a valid {}: {e}",
-            bytes.len(),
+            "{len} bytes are not a valid {}: {e}",
             std::any::type_name::<M>().rsplit("::").next().unwrap_or("message")
         ))
     })

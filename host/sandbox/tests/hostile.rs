@@ -58,7 +58,7 @@ async fn assert_healthy() {
         .handle(&echo(), &message, b"context", &Limits::default(), &Grants::none(), log.clone())
         .await
         .expect("a normal call after a hostile one");
-    let reply: pb::Message = decode_reply(&reply).expect("a valid reply");
+    let reply: pb::Message = decode_reply(&reply[..]).expect("a valid reply");
     assert_eq!(reply.metadata.unwrap().run_id, 7);
     assert_eq!(context, b"context");
     assert_eq!(log.lines_from(LogSource::App(LogLevel::Info)), [format!("echo: {} message bytes", message.len())]);
@@ -223,11 +223,11 @@ async fn a_panic_is_a_trap_carrying_the_panic_message() {
 async fn garbage_output_reaches_the_caller_and_decode_reply_rejects_it() {
     let (reply, context) = call("garbage").await.expect("the bytes come back");
     assert_eq!(reply, vec![0xff; 64]);
-    match decode_reply::<pb::Message>(&reply) {
+    match decode_reply::<pb::Message>(&reply[..]) {
         Err(SandboxError::InvalidOutput(why)) => assert!(why.contains("Message"), "{why}"),
         other => panic!("expected InvalidOutput, got {other:?}"),
     }
-    assert!(matches!(decode_reply::<pb::Context>(&context), Err(SandboxError::InvalidOutput(_))));
+    assert!(matches!(decode_reply::<pb::Context>(&context[..]), Err(SandboxError::InvalidOutput(_))));
     assert_healthy().await;
 }
 

@@ -94,9 +94,11 @@ impl GrpcGrid {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        let sent = messages.len();
         let (mut wires, mut trees, mut objects) = (Vec::new(), Vec::new(), HashMap::new());
-        for bytes in &messages {
-            let msg = prepare_instruction(bytes, self.run_id).map_err(|e| app_error(e.to_string()))?;
+        // Owned buffers: the decoded arrays are slices of them, not copies.
+        for bytes in messages {
+            let msg = prepare_instruction(Bytes::from(bytes), self.run_id).map_err(|e| app_error(e.to_string()))?;
             let (tree, encoded, id) = message_to_objects(&msg);
             let mut wire = msg.to_wire_pb();
             if let Some(meta) = wire.metadata.as_mut() {
@@ -113,8 +115,8 @@ impl GrpcGrid {
             ..Default::default()
         };
         let res = unary!(self.link, push_messages, req).map_err(|e| self.rpc_error(e))?;
-        if res.message_ids.len() != messages.len() {
-            let (got, sent) = (res.message_ids.len(), messages.len());
+        if res.message_ids.len() != sent {
+            let got = res.message_ids.len();
             return Err(GridError::Abort(format!("the SuperLink answered {got} message ids for {sent} messages")));
         }
         self.push_objects(&res.objects_to_push, &objects).await?;

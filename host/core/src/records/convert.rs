@@ -3,7 +3,6 @@
 //! Records convert to protobuf infallibly; the way back fails only when a `oneof` is unset
 //! or a message has no metadata.
 
-use bytes::Bytes;
 use sepal_proto::pb;
 use sepal_proto::pb::config_record_value::Value as PConfig;
 use sepal_proto::pb::metric_record_value::Value as PMetric;
@@ -17,13 +16,13 @@ use crate::error::RecordError;
 
 impl From<&Array> for pb::Array {
     fn from(a: &Array) -> Self {
-        pb::Array { dtype: a.dtype.clone(), shape: a.shape.clone(), stype: a.stype.clone(), data: a.data.to_vec() }
+        pb::Array { dtype: a.dtype.clone(), shape: a.shape.clone(), stype: a.stype.clone(), data: a.data.clone() }
     }
 }
 
 impl From<pb::Array> for Array {
     fn from(a: pb::Array) -> Self {
-        Array { dtype: a.dtype, shape: a.shape, stype: a.stype, data: Bytes::from(a.data) }
+        Array { dtype: a.dtype, shape: a.shape, stype: a.stype, data: a.data }
     }
 }
 

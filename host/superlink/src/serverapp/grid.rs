@@ -82,8 +82,10 @@ impl LinkGrid {
             return Ok(Vec::new());
         }
         let (mut wires, mut trees, mut made) = (Vec::new(), Vec::new(), Vec::new());
-        for bytes in &messages {
-            let msg = prepare_instruction(bytes, self.run_id).map_err(|e| app_error(e.to_string()))?;
+        // Owned buffers: the decoded arrays are slices of them, not copies.
+        for bytes in messages {
+            let msg =
+                prepare_instruction(bytes::Bytes::from(bytes), self.run_id).map_err(|e| app_error(e.to_string()))?;
             let (tree, objects, id) = message_to_objects(&msg);
             for (object_id, content) in &objects {
                 self.link.check_object_size(object_id, content.len()).map_err(refusal)?;

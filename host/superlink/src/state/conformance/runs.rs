@@ -149,8 +149,12 @@ pub(super) fn contexts_round_trip(make: Factory<'_>) {
         "a new run starts with an empty ServerApp context"
     );
     use pb::record_dict::item::Value as R;
-    let array =
-        pb::Array { dtype: "float32".into(), shape: vec![2, 1], stype: "numpy.ndarray".into(), data: vec![1; 8] };
+    let array = pb::Array {
+        dtype: "float32".into(),
+        shape: vec![2, 1],
+        stype: "numpy.ndarray".into(),
+        data: vec![1u8; 8].into(),
+    };
     let records = pb::RecordDict {
         items: vec![
             pb::record_dict::Item {

@@ -16,7 +16,7 @@ mod component {
             if let Some(raw) = hostile_app::raw_client_output(&message, &context) {
                 return Ok(raw);
             }
-            sepal_sdk::__private::handle_client(&hostile_app::client_app(), &message, &context)
+            sepal_sdk::__private::handle_client(&hostile_app::client_app(), message, &context)
         }
     }
 
