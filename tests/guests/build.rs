@@ -26,6 +26,8 @@ const COMPONENTS: &[&str] = &[
     "sandbox-client",
     "dispatch-client",
     "dispatch-server",
+    "large-model-client",
+    "large-model-server",
 ];
 
 /// The apps: (name, the pyproject.toml, the ClientApp crate, the ServerApp crate).
@@ -35,6 +37,7 @@ const APPS: &[(&str, &str, &str, &str)] = &[
     ("hostile", "tests/apps/hostile/pyproject.toml", "hostile-client", "hostile-server"),
     ("mlflow", "tests/apps/mlflow/pyproject.toml", "quickstart-client", "mlflow-server"),
     ("dispatch", "bench/apps/dispatch-wasm/pyproject.toml", "dispatch-client", "dispatch-server"),
+    ("large-model", "bench/apps/large-model-wasm/pyproject.toml", "large-model-client", "large-model-server"),
 ];
 
 /// What the guests are built from; a change in any of these rebuilds them.
@@ -56,6 +59,7 @@ const SOURCES: &[&str] = &[
     "host/sandbox/tests/guests",
     "bench/guests",
     "bench/apps/dispatch-wasm/pyproject.toml",
+    "bench/apps/large-model-wasm/pyproject.toml",
     "Cargo.lock",
     ".cargo/config.toml",
 ];

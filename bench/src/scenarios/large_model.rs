@@ -3,14 +3,16 @@
 //!
 //! Each implementation gets a fresh federation (SuperLink + 2 SuperNodes, subprocess
 //! isolation) running the same Python app (`bench/apps/large-model`, spawned as
-//! `flwr-serverapp` / `flwr-clientapp` by either implementation). The figures are the run's
-//! wall time from the SuperLink's own timestamps, the ServerApp's `send_and_receive` time,
-//! and CPU time and peak RSS of the SuperLink and SuperNode daemons (not of the app
-//! processes, which are the same Python code in both).
+//! `flwr-serverapp` / `flwr-clientapp` by either implementation); Sepal then runs the same
+//! job as Wasm apps (`bench/apps/large-model-wasm`, `bench/guests/large-model-*`), which run
+//! inside its daemons. The figures are the run's wall time from the SuperLink's own
+//! timestamps, the ServerApp's round-trip time, and CPU time and peak RSS of the SuperLink
+//! and SuperNode daemons (not of Python app processes, which are the same code in both).
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use sepal_tests::wasm_apps::{self, SepalFederation};
 use sepal_tests::{flwr::list_run, Federation, Impl, Isolation};
 
 use crate::measure::{proc_usage, run_wall_time, ProcUsage};
@@ -27,6 +29,10 @@ const FULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How long the ServerApp's `LARGE` line may take to show in `flwr log` after the run ended.
 const LOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Wasm apps' memory limit (`--wasm-memory-mb`): a 1 GiB array needs room for about
+/// three copies in the ClientApp (the instruction's bytes, the array, the reply's bytes).
+const WASM_MEMORY_MB: &str = "3584";
 
 /// What one implementation's run measured.
 #[derive(Clone, Debug)]
@@ -52,24 +58,31 @@ impl Measured {
 /// Runs the scenario.
 pub fn run(opts: &Opts) -> Result<Report> {
     let (size_mib, timeout) = if opts.smoke { (SMOKE_MIB, SMOKE_TIMEOUT) } else { (FULL_MIB, FULL_TIMEOUT) };
+    let wasm = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
+    if std::env::var_os("TMP_ONLY_WASM").is_some() {
+        eprintln!("WASM wall {:?} rt {:?} sl {:?} sn {:?}", wasm.wall, wasm.roundtrip, wasm.superlink, wasm.supernodes);
+        std::process::exit(0);
+    }
     let flower = measure(Impl::Python, size_mib, timeout).context("Python Flower run")?;
     let sepal = measure(Impl::Sepal, size_mib, timeout).context("Sepal run")?;
+    let _wasm2 = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
+    let rows = [("Flower 1.20.0", &flower), ("Sepal, Python apps", &sepal), ("Sepal, Wasm apps", &wasm)];
 
     let mut report = Report::new(
         "large-model",
         &format!("Large model: a {} ArrayRecord to 2 nodes and back", fmt_bytes(size_mib << 20)),
         String::new(),
     );
-    report.tables.push((String::new(), table(&flower, &sepal)));
+    report.tables.push((String::new(), table(&rows)));
     report.tables.push((
         "Against the payload (the array's size; four copies cross the SuperLink: two down, two up):".into(),
-        payload_table(size_mib << 20, &flower, &sepal),
+        payload_table(size_mib << 20, &rows),
     ));
-    report.notes = notes(size_mib, &flower, &sepal);
+    report.notes = notes(size_mib, &flower, &sepal, &wasm);
     Ok(report)
 }
 
-fn table(flower: &Measured, sepal: &Measured) -> Table {
+fn table(rows: &[(&str, &Measured)]) -> Table {
     let mut t = Table::new(&[
         "",
         "Wall time",
@@ -79,7 +92,7 @@ fn table(flower: &Measured, sepal: &Measured) -> Table {
         "SuperLink CPU",
         "SuperNodes CPU (sum of 2)",
     ]);
-    for (name, m) in [("Flower 1.20.0", flower), ("Sepal", sepal)] {
+    for (name, m) in rows {
         t.row(vec![
             name.to_string(),
             fmt_duration(m.wall),
@@ -90,29 +103,32 @@ fn table(flower: &Measured, sepal: &Measured) -> Table {
             fmt_duration(m.supernode_cpu()),
         ]);
     }
-    let secs = |f: fn(&Measured) -> Duration| fmt_ratio(f(flower).as_secs_f64(), f(sepal).as_secs_f64());
-    let bytes = |f: fn(&Measured) -> u64| fmt_ratio(f(flower) as f64, f(sepal) as f64);
-    t.row(vec![
-        "Flower / Sepal".to_string(),
-        secs(|m| m.wall),
-        secs(|m| m.roundtrip),
-        bytes(|m| m.superlink.peak_rss),
-        bytes(Measured::supernode_peak_rss),
-        secs(|m| m.superlink.cpu),
-        secs(Measured::supernode_cpu),
-    ]);
+    let (flower, sepal_rows) = rows.split_first().expect("Flower's row comes first");
+    for (name, sepal) in sepal_rows {
+        let secs = |f: fn(&Measured) -> Duration| fmt_ratio(f(flower.1).as_secs_f64(), f(sepal).as_secs_f64());
+        let bytes = |f: fn(&Measured) -> u64| fmt_ratio(f(flower.1) as f64, f(sepal) as f64);
+        t.row(vec![
+            format!("Flower / {name}"),
+            secs(|m| m.wall),
+            secs(|m| m.roundtrip),
+            bytes(|m| m.superlink.peak_rss),
+            bytes(Measured::supernode_peak_rss),
+            secs(|m| m.superlink.cpu),
+            secs(Measured::supernode_cpu),
+        ]);
+    }
     t
 }
 
 /// Throughput through the SuperLink and memory as multiples of the payload.
-fn payload_table(payload: u64, flower: &Measured, sepal: &Measured) -> Table {
+fn payload_table(payload: u64, rows: &[(&str, &Measured)]) -> Table {
     let mut t = Table::new(&[
         "",
         "Through the SuperLink (4 × payload / round-trip)",
         "SuperLink peak RSS / payload",
         "SuperNode peak RSS / payload",
     ]);
-    for (name, m) in [("Flower 1.20.0", flower), ("Sepal", sepal)] {
+    for (name, m) in rows {
         let mb_per_s = 4.0 * payload as f64 / 1e6 / m.roundtrip.as_secs_f64().max(1e-9);
         t.row(vec![
             name.to_string(),
@@ -124,29 +140,46 @@ fn payload_table(payload: u64, flower: &Measured, sepal: &Measured) -> Table {
     t
 }
 
-fn notes(size_mib: u64, flower: &Measured, sepal: &Measured) -> Vec<String> {
+fn notes(size_mib: u64, flower: &Measured, sepal: &Measured, wasm: &Measured) -> Vec<String> {
     let mut notes = vec![
         format!(
-            "One run per implementation on a fresh federation (SuperLink + 2 SuperNodes, subprocess \
-             isolation), both running the same Python app `bench/apps/large-model`: the ServerApp sends \
-             one {} float32 array (seeded random data, so no 20 MiB chunk is deduplicated) in one `train` \
-             message to each node with a single `send_and_receive`; each ClientApp replies with the array \
-             plus `partition-id + 1`; the ServerApp checks every element of both replies.",
+            "One run per row on a fresh federation (SuperLink + 2 SuperNodes, subprocess isolation). The \
+             first two run the same Python app `bench/apps/large-model`: the ServerApp sends one {} float32 \
+             array (seeded random data, so no 20 MiB chunk is deduplicated) in one `train` message to each \
+             node with a single `send_and_receive`; each ClientApp replies with the array plus \
+             `partition-id + 1`; the ServerApp checks every element of both replies.",
             fmt_bytes(size_mib << 20)
         ),
+        format!(
+            "The Wasm row does the same job with Wasm apps (`bench/apps/large-model-wasm`, run inside the \
+             SuperLink and the SuperNodes with `--wasm-memory-mb {WASM_MEMORY_MB}`). A wasm32 app has 4 GiB of \
+             address space, so its ServerApp pushes one message at a time, drops the array once both are \
+             sent and pulls the replies one at a time (checking against the regenerated seeded values); its \
+             round-trip runs from the first push to the last reply, without its own checking. The apps' \
+             memory is part of the SuperLink's and SuperNodes' RSS in this row."
+        ),
         "Wall time: the SuperLink's own run timestamps, `pending_at` (StartRun) to `finished_at`; it \
-         includes starting the Python ServerApp and ClientApps and creating and checking the array. \
-         App round-trip: the ServerApp's own clock around `send_and_receive` (serialising and pushing \
-         the messages, the nodes pulling them, the ClientApps' work, the replies coming back)."
+         includes starting the ServerApp and ClientApps and creating and checking the array. \
+         App round-trip (Python rows): the ServerApp's own clock around `send_and_receive` (serialising \
+         and pushing the messages, the nodes pulling them, the ClientApps' work, the replies coming back)."
             .to_string(),
         "Peak RSS (`VmHWM`) and CPU time (user + system) are of the SuperLink and SuperNode daemon \
          processes only, read from `/proc` after the run finished and before the federation is stopped; \
-         the ServerApp and ClientApp processes are the same Python code in both and are not counted."
-            .to_string(),
-        "There is no Wasm variant: a wasm32 app has a 4 GiB address space and could not hold the \
-         array, its serialised copy and the replies."
+         the Python ServerApp and ClientApp processes are the same code for Flower and Sepal and are not \
+         counted."
             .to_string(),
     ];
+    for (name, m) in [("Python apps", sepal), ("Wasm apps", wasm)] {
+        let behind = behind_flower(flower, m);
+        if !behind.is_empty() {
+            notes.push(format!("Sepal with {name} is not ahead of Flower here on: {}.", behind.join(", ")));
+        }
+    }
+    notes
+}
+
+/// The figures on which `sepal` does worse than `flower`.
+fn behind_flower(flower: &Measured, sepal: &Measured) -> Vec<&'static str> {
     let slower = [
         ("wall time", flower.wall < sepal.wall),
         ("app round-trip", flower.roundtrip < sepal.roundtrip),
@@ -155,11 +188,7 @@ fn notes(size_mib: u64, flower: &Measured, sepal: &Measured) -> Vec<String> {
         ("SuperLink CPU", flower.superlink.cpu < sepal.superlink.cpu),
         ("SuperNode CPU", flower.supernode_cpu() < sepal.supernode_cpu()),
     ];
-    let behind: Vec<&str> = slower.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect();
-    if !behind.is_empty() {
-        notes.push(format!("Sepal is not ahead of Flower here on: {}.", behind.join(", ")));
-    }
-    notes
+    slower.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect()
 }
 
 /// One run of the app on a fresh federation of `imp` components.
@@ -183,6 +212,28 @@ fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
     let wall = run_wall_time(&run)?;
     let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
         large_line(&flwr.log_show(run_id)?).transpose()
+    })?;
+    Ok(Measured { wall, roundtrip, superlink, supernodes })
+}
+
+/// One run of the Wasm apps on a fresh Sepal federation.
+fn measure_wasm(size_mib: u64, timeout: Duration) -> Result<Measured> {
+    let memory = ["--wasm-memory-mb", WASM_MEMORY_MB];
+    let mut fed = SepalFederation::start(2, &memory, &memory).context("starting the federation")?;
+    let app = wasm_apps::wasm_app("large-model");
+    let run_id = fed.submit(&app, &format!("size-mib={size_mib}"))?;
+    let status = sepal_tests::poll("the Wasm run to finish", timeout, Duration::from_millis(500), || {
+        let status = fed.ls()?.into_iter().find(|(id, _)| *id == run_id).map(|(_, s)| s);
+        Ok(status.filter(|s| s.starts_with("finished")))
+    })?;
+    if status != "finished:completed" {
+        bail!("the Wasm run ended as {status}:\n{}", fed.log_show(run_id).unwrap_or_default());
+    }
+    let superlink = proc_usage(fed.superlink().pid())?;
+    let supernodes = fed.supernodes().iter().map(|p| proc_usage(p.pid())).collect::<Result<Vec<_>>>()?;
+    let wall = run_wall_time(&list_run(fed.exec_addr(), run_id, None)?)?;
+    let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
+        large_line(&fed.log_show(run_id)?).transpose()
     })?;
     Ok(Measured { wall, roundtrip, superlink, supernodes })
 }
