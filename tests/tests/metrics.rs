@@ -68,3 +68,27 @@ fn metrics_move_with_a_run_and_health_answers() {
     let brought = sample(&node, "sepal_supernode_pull_seconds_count{result=\"message\"}").unwrap_or(0.0);
     assert_eq!(brought, replied, "{node}");
 }
+
+/// A Sepal SuperNode's held pulls count as its heartbeats at a Sepal SuperLink: after the
+/// one at start it sends none while it keeps pulling (Flower's schedule would send one
+/// every 18-22 s), and it stays online past the 60 s that first heartbeat bought.
+#[test]
+fn held_pulls_stand_in_for_heartbeats() {
+    let metrics = free_addr();
+    let _fed = SepalFederation::start(1, &["--metrics-address", &metrics.to_string()], &[]).unwrap();
+    sepal_tests::wait_for_port(metrics, Duration::from_secs(30)).unwrap();
+    let fleet = |method: &str| {
+        format!("sepal_grpc_calls_total{{service=\"flwr.proto.Fleet\",method=\"{method}\",code=\"Ok\"}}")
+    };
+    poll("the node online", Duration::from_secs(30), Duration::from_millis(200), || {
+        Ok((sample(&get(metrics, "/metrics").1, "sepal_nodes_online") == Some(1.0)).then_some(()))
+    })
+    .unwrap();
+
+    std::thread::sleep(Duration::from_secs(70));
+    let (_, text) = get(metrics, "/metrics");
+    assert_eq!(sample(&text, "sepal_nodes_online"), Some(1.0), "the node went offline:\n{text}");
+    assert_eq!(sample(&text, &fleet("SendNodeHeartbeat")), Some(1.0), "{text}");
+    let pulls = sample(&text, &fleet("PullMessages")).unwrap_or(0.0);
+    assert!(pulls >= 3.0, "{pulls} pulls in 70 s:\n{text}");
+}

@@ -30,12 +30,11 @@ fn asks_inline<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(sepal_wire::INLINE_OBJECTS_HEADER)
 }
 
-/// Tells a SuperNode that asked that this SuperLink takes reply objects inline.
-fn offer_inline<T>(asked: bool, mut reply: Reply<T>) -> Reply<T> {
-    if let (true, Ok(response)) = (asked, reply.as_mut()) {
-        response
-            .metadata_mut()
-            .insert(sepal_wire::INLINE_OBJECTS_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+/// Adds `header: 1` to a successful response when `say` holds (Sepal's extensions, which
+/// a Sepal SuperNode asked for: Flower's never see them).
+fn tell<T>(say: bool, header: &'static str, mut reply: Reply<T>) -> Reply<T> {
+    if let (true, Ok(response)) = (say, reply.as_mut()) {
+        response.metadata_mut().insert(header, tonic::metadata::MetadataValue::from_static("1"));
     }
     reply
 }
@@ -99,6 +98,10 @@ impl FleetService {
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let wait = requested_wait(&req);
+        if !wait.is_zero() {
+            // A held pull is a sign of life: the node need not heartbeat while it pulls.
+            self.link.state.keep_node_online(node_id, sepal_wire::PULL_HEARTBEAT_INTERVAL)?;
+        }
         if let Some(busy) = sepal_wire::busy_runs(req.metadata()).map_err(Error::InvalidArgument)? {
             self.link.node_busy_with(node_id, busy);
         }
@@ -281,8 +284,9 @@ impl Fleet for FleetService {
         reply(self.heartbeat(req))
     }
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Reply<pb::PullMessagesResponse> {
-        let asked = asks_inline(&req);
-        offer_inline(asked, reply(FleetService::pull_messages(self, req).await))
+        let (inline, held) = (asks_inline(&req), !requested_wait(&req).is_zero());
+        let replied = reply(FleetService::pull_messages(self, req).await);
+        tell(held, sepal_wire::PULL_IS_HEARTBEAT_HEADER, tell(inline, sepal_wire::INLINE_OBJECTS_HEADER, replied))
     }
     async fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Reply<pb::PushMessagesResponse> {
         reply(FleetService::push_messages(self, req))

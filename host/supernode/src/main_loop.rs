@@ -392,11 +392,16 @@ impl Shared {
 
 /// Sends a heartbeat every ~18-22 s (Flower's schedule), so the SuperLink sees the node
 /// as online; after a failure, retries as Flower does: after 1 s, doubling up to 20 s.
+/// Skipped while the node's held pulls count as heartbeats (a Sepal SuperLink says so).
 async fn heartbeat(fleet: Fleet, state: Arc<NodeState>) {
     let mut retry = HEARTBEAT_RETRY_FIRST;
     loop {
         let jitter: f64 = rand::Rng::gen_range(&mut rand::thread_rng(), -0.1..0.1);
         let every = Duration::from_secs_f64((HEARTBEAT_INTERVAL - 5.0) * (0.8 + jitter));
+        if fleet.pulled_as_heartbeat_lately() {
+            tokio::time::sleep(every).await;
+            continue;
+        }
         let failure = match fleet.heartbeat(state.node_id()).await {
             Ok(true) => None,
             Ok(false) => Some("not accepted".to_string()),

@@ -36,6 +36,16 @@ pub const MAX_GRPC_MESSAGE: usize = 2_147_483_647;
 /// this many milliseconds pass. Flower's clients never send it; Flower's servers ignore it.
 pub const WAIT_HEADER: &str = "sepal-wait-ms";
 
+/// Response metadata by which a Sepal SuperLink says that a held PullMessages (one that
+/// asked to wait with [`WAIT_HEADER`]) counted as the node's heartbeat at
+/// [`PULL_HEARTBEAT_INTERVAL`], so a Sepal SuperNode that keeps pulling need not also
+/// heartbeat. Flower's SuperLinks never send it: SuperNodes connected to one heartbeat as
+/// Flower's do.
+pub const PULL_IS_HEARTBEAT_HEADER: &str = "sepal-pull-is-heartbeat";
+
+/// The heartbeat interval a held pull stands for, in seconds (Flower's default).
+pub const PULL_HEARTBEAT_INTERVAL: f64 = 30.0;
+
 /// Metadata by which a Sepal SuperNode asks a Sepal SuperLink to carry an instruction's
 /// objects in the PullMessages response (`sepal_objects`), and by which the SuperLink's
 /// response says it takes a reply's objects in PushMessages the same way. Flower's

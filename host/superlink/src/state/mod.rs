@@ -344,6 +344,11 @@ pub trait LinkState: Send + Sync + 'static {
     /// Extends a node's liveness to `now + HEARTBEAT_PATIENCE * interval`.
     fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool>;
 
+    /// Extends a node's liveness to at least `now + HEARTBEAT_PATIENCE * interval`, never
+    /// shortening it (a held pull is a sign of life, but must not undo a heartbeat that
+    /// promised longer). False if the node does not exist.
+    fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool>;
+
     /// Nodes whose liveness has not lapsed, sorted.
     fn online_nodes(&self) -> StateResult<Vec<u64>>;
 

@@ -93,6 +93,7 @@ timed_state! {
         fn create_node(&self, heartbeat_interval: f64) -> StateResult<u64>;
         fn delete_node(&self, node_id: u64) -> StateResult<()>;
         fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool>;
+        fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool>;
         fn online_nodes(&self) -> StateResult<Vec<u64>>;
         fn bind_public_key(&self, node_id: u64, key: &[u8]) -> StateResult<()>;
         fn node_for_key(&self, key: &[u8]) -> StateResult<Option<u64>>;

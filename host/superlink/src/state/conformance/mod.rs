@@ -35,6 +35,7 @@ pub fn run_all(make: Factory<'_>) {
     fabs::fabs_are_stored_by_hash(make);
     fabs::fabs_are_stored_once(make);
     nodes::nodes_register_heartbeat_and_go_offline(make);
+    nodes::a_sign_of_life_extends_liveness_but_never_shortens_it(make);
     nodes::public_keys_bind_one_node(make);
     nodes::node_keys_follow_their_node(make);
     messages::instructions_reach_only_their_node_once(make);

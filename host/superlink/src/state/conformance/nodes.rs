@@ -19,6 +19,19 @@ pub(super) fn nodes_register_heartbeat_and_go_offline(make: Factory<'_>) {
     assert!(matches!(state.delete_node(a), Err(StateError::NodeNotFound(_))));
 }
 
+pub(super) fn a_sign_of_life_extends_liveness_but_never_shortens_it(make: Factory<'_>) {
+    let state = make();
+    let a = state.create_node(0.0).unwrap();
+    assert!(state.online_nodes().unwrap().is_empty());
+    assert!(state.keep_node_online(a, 30.0).unwrap());
+    assert_eq!(state.online_nodes().unwrap(), vec![a], "a sign of life brings a node online");
+    assert!(state.keep_node_online(a, 0.0).unwrap());
+    assert_eq!(state.online_nodes().unwrap(), vec![a], "a shorter one does not cut the longer");
+    assert!(state.ack_node_heartbeat(a, 0.0).unwrap());
+    assert!(state.online_nodes().unwrap().is_empty(), "a heartbeat still sets liveness as Flower does");
+    assert!(!state.keep_node_online(a ^ 1, 30.0).unwrap(), "an unknown node");
+}
+
 pub(super) fn public_keys_bind_one_node(make: Factory<'_>) {
     let state = make();
     let a = state.create_node(30.0).unwrap();

@@ -258,6 +258,15 @@ impl LinkState for MemoryState {
         Ok(true)
     }
 
+    fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool> {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&node_id) else {
+            return Ok(false);
+        };
+        node.online_until = node.online_until.max(now_secs() + HEARTBEAT_PATIENCE * interval);
+        Ok(true)
+    }
+
     fn online_nodes(&self) -> StateResult<Vec<u64>> {
         let now = now_secs();
         let inner = self.lock();

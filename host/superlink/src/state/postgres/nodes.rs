@@ -38,12 +38,12 @@ pub(super) async fn delete(pool: Pool, node_id: u64) -> StateResult<()> {
     Ok(())
 }
 
-pub(super) async fn ack_heartbeat(pool: Pool, node_id: u64, interval: f64) -> StateResult<bool> {
+/// Sets a node's liveness from `interval` with `sql` ($1 the node, $2 the new end).
+pub(super) async fn ack_heartbeat(pool: Pool, node_id: u64, interval: f64, sql: &'static str) -> StateResult<bool> {
     let mut conn = connect(&pool).await?;
     let tx = conn.transaction().await?;
     let until = sql_time(now_secs() + HEARTBEAT_PATIENCE * interval);
-    let updated =
-        exec(&tx, "UPDATE node SET online_until = $2 WHERE node_id = $1", &[&sql_id(node_id), &until]).await?;
+    let updated = exec(&tx, sql, &[&sql_id(node_id), &until]).await?;
     tx.commit().await?;
     Ok(updated > 0)
 }

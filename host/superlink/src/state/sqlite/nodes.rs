@@ -33,12 +33,11 @@ pub(super) fn delete(state: &SqliteState, node_id: u64) -> StateResult<()> {
     })
 }
 
-pub(super) fn ack_heartbeat(state: &SqliteState, node_id: u64, interval: f64) -> StateResult<bool> {
+/// Sets a node's liveness from `interval` with `sql` (?1 the node, ?2 the new end).
+pub(super) fn ack_heartbeat(state: &SqliteState, node_id: u64, interval: f64, sql: &str) -> StateResult<bool> {
     state.write(Commit::Relaxed, |conn| {
         let until = sql_time(now_secs() + HEARTBEAT_PATIENCE * interval);
-        let updated = conn
-            .prepare_cached("UPDATE node SET online_until = ?2 WHERE node_id = ?1")?
-            .execute(params![sql_id(node_id), until])?;
+        let updated = conn.prepare_cached(sql)?.execute(params![sql_id(node_id), until])?;
         Ok(updated > 0)
     })
 }
