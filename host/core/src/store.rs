@@ -118,7 +118,8 @@ impl ObjectStore {
             }
             stack.extend(t.children.iter());
         }
-        objects::message_from_objects(wire, tree, &objects)
+        // Every object here was hashed when it came in (`put`) or made here.
+        objects::message_from_checked_objects(wire, tree, &objects)
     }
 
     /// Ids in `tree` whose bytes are not in the store (yet), in depth-first order.

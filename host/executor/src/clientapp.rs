@@ -33,28 +33,25 @@ impl Executor {
     pub async fn handle_message(
         &self,
         component: &ClientComponent,
-        instruction: &Message,
+        instruction: Message,
         context: &pb::Context,
         node_id: u64,
         time_left: Duration,
         log: Arc<dyn LogSink>,
     ) -> Result<(Message, pb::Context), AppFailure> {
         let limits = self.settings.limits.clone().with_deadline_at_most(time_left);
+        let instruction_meta = pb::Metadata::from(&instruction.metadata);
+        // The app gets the encoding; the decoded copy (a whole model, maybe) goes now.
+        let encoded = pb::Message::from(&instruction).encode_to_vec();
+        drop(instruction);
         let started = Instant::now();
         let ran = self
             .sandbox
             .client_runner()
-            .handle(
-                component,
-                &pb::Message::from(instruction).encode_to_vec(),
-                &context.encode_to_vec(),
-                &limits,
-                &self.settings.grants,
-                log,
-            )
+            .handle(component, &encoded, &context.encode_to_vec(), &limits, &self.settings.grants, log)
             .await;
         let (reply, context_out) = ran.inspect_err(|e| self.observe(Side::Client, started, e.kind()))?;
-        let handled = finish_reply(instruction, context, node_id, reply, &context_out);
+        let handled = finish_reply(&instruction_meta, context, node_id, reply, &context_out);
         self.observe(Side::Client, started, if handled.is_ok() { "ok" } else { "invalid_output" });
         handled
     }
@@ -62,7 +59,7 @@ impl Executor {
 
 /// The app's reply and context, checked and routed as node `node_id`'s answer.
 fn finish_reply(
-    instruction: &Message,
+    instruction: &pb::Metadata,
     context: &pb::Context,
     node_id: u64,
     reply: Vec<u8>,
@@ -75,7 +72,7 @@ fn finish_reply(
     if reply.content.is_some() == reply.error.is_some() {
         return Err(AppFailure::Raised("the app's reply must carry either content or an error".into()));
     }
-    route_reply(&mut reply, &pb::Metadata::from(&instruction.metadata), node_id);
+    route_reply(&mut reply, instruction, node_id);
     let returned: pb::Context = decode_reply(context_out)?;
     // Only the state is the app's to change; identity and configs stay the node's.
     Ok((reply, pb::Context { state: returned.state, ..context.clone() }))

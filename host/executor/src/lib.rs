@@ -11,7 +11,7 @@
 //! let app = RunApp::read(&fab.content, &run.fab_hash)?;                        // once per run
 //! let component = executor.load_client(app.wasm(Side::Client)?).await?;          // compiled once per FAB
 //! let (reply, context) = executor
-//!     .handle_message(&component, &instruction, &context, node_id, time_to_reply(&meta, None), log)
+//!     .handle_message(&component, instruction, &context, node_id, time_to_reply(&meta, None), log)
 //!     .await?;                                                                  // per message
 //! ```
 //!

@@ -23,11 +23,32 @@ pub fn message_from_objects(
     tree: &pb::ObjectTree,
     objects: &HashMap<String, Bytes>,
 ) -> Result<Message, ObjectError> {
+    decode(wire, tree, objects, HashSet::new())
+}
+
+/// [`message_from_objects`] for objects that were checked against their ids when they were
+/// stored (an [`ObjectStore`](crate::store::ObjectStore) hashes every object it takes in, or
+/// made it itself): everything but the hashes is checked, so each object is hashed once per
+/// process, not once more per read.
+pub(crate) fn message_from_checked_objects(
+    wire: &pb::Message,
+    tree: &pb::ObjectTree,
+    objects: &HashMap<String, Bytes>,
+) -> Result<Message, ObjectError> {
+    decode(wire, tree, objects, objects.keys().cloned().collect())
+}
+
+fn decode(
+    wire: &pb::Message,
+    tree: &pb::ObjectTree,
+    objects: &HashMap<String, Bytes>,
+    verified: HashSet<String>,
+) -> Result<Message, ObjectError> {
     let wire_id = wire.metadata.as_ref().map_or("", |m| m.message_id.as_str());
     if !wire_id.is_empty() && wire_id != tree.object_id {
         return Err(ObjectError::MessageIdMismatch { wire: wire_id.to_owned(), object: tree.object_id.clone() });
     }
-    let mut decoder = Decoder { objects, verified: HashSet::new(), arrays: HashMap::new() };
+    let mut decoder = Decoder { objects, verified, arrays: HashMap::new() };
     let mut message = decoder.message(tree)?;
     message.metadata.message_id = tree.object_id.clone();
     Ok(message)

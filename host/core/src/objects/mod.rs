@@ -22,6 +22,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+pub(crate) use decode::message_from_checked_objects;
 pub use decode::message_from_objects;
 pub use encode::{encode_object, message_id, message_to_objects};
 

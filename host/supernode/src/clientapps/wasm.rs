@@ -74,7 +74,7 @@ impl Runner for WasmRunner {
         let log = Arc::new(ClientLog::new(run_id, self.executor.settings().host_log_bytes));
         let (reply, context) = self
             .executor
-            .handle_message(&component, &instruction, &entry.context, self.state.node_id(), time_left, log)
+            .handle_message(&component, instruction, &entry.context, self.state.node_id(), time_left, log)
             .await?;
         let (tree, id) = self.objects.insert_message(run_id, &reply);
         let mut wire = reply.to_wire_pb();
