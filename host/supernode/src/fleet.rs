@@ -34,8 +34,10 @@ pub struct Fleet {
     retry: RetryPolicy,
     /// Whether the SuperLink takes reply objects inline (a Sepal SuperLink).
     inline_push: Arc<AtomicBool>,
-    /// When the last pull that the SuperLink counted as a heartbeat was sent.
-    heartbeat_pull: Arc<Mutex<Option<Instant>>>,
+    /// Whether the SuperLink counts held pulls as heartbeats (it said so on the last pull).
+    pull_is_heartbeat: Arc<AtomicBool>,
+    /// When the last held pull was sent.
+    last_pull: Arc<Mutex<Option<Instant>>>,
 }
 
 /// An instruction as pulled: the message, its object tree, and those of its objects the
@@ -66,7 +68,13 @@ impl Fleet {
         let client = FleetClient::with_interceptor(channel, signer)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
-        Ok(Self { client, retry, inline_push: Arc::default(), heartbeat_pull: Arc::default() })
+        Ok(Self {
+            client,
+            retry,
+            inline_push: Arc::default(),
+            pull_is_heartbeat: Arc::default(),
+            last_pull: Arc::default(),
+        })
     }
 
     /// Registers this node; returns its id.
@@ -96,7 +104,7 @@ impl Fleet {
     /// and (a Sepal SuperLink) to carry its objects inline and to pass over the runs the
     /// node is `busy` with.
     pub async fn pull(&self, node_id: u64, wait: Duration, busy: &[u64]) -> Result<Option<Pulled>, Status> {
-        let sent = Instant::now();
+        *self.last_pull.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let res = self
             .retry
             .run("PullMessages", || {
@@ -112,21 +120,22 @@ impl Fleet {
             .await?;
         let offers_inline = res.metadata().contains_key(INLINE_OBJECTS_HEADER);
         self.inline_push.store(offers_inline, Ordering::Relaxed);
-        if res.metadata().contains_key(PULL_IS_HEARTBEAT_HEADER) {
-            *self.heartbeat_pull.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
-        }
+        self.pull_is_heartbeat.store(res.metadata().contains_key(PULL_IS_HEARTBEAT_HEADER), Ordering::Relaxed);
         let res = res.into_inner();
         let objects = res.sepal_objects.into_iter().map(|o| (o.object_id, o.object_content)).collect();
         let first = res.messages_list.into_iter().zip(res.message_object_trees).next();
         Ok(first.map(|(message, tree)| Pulled { message, tree, objects }))
     }
 
-    /// Whether a pull the SuperLink counted as a heartbeat was sent within the last
-    /// [`PULL_HEARTBEAT_INTERVAL`] seconds: the node is online for at least that long again,
-    /// so a heartbeat now would add nothing.
+    /// Whether the SuperLink counts held pulls as heartbeats and one was sent within the
+    /// last [`PULL_HEARTBEAT_INTERVAL`] seconds. The SuperLink extends liveness when a pull
+    /// arrives (by twice that interval), so the node is online for at least that long again
+    /// and a heartbeat now would add nothing. The pull still held counts: it was granted on
+    /// arrival, not when it returns.
     pub fn pulled_as_heartbeat_lately(&self) -> bool {
-        let last = *self.heartbeat_pull.lock().unwrap_or_else(|e| e.into_inner());
-        last.is_some_and(|sent| sent.elapsed().as_secs_f64() < PULL_HEARTBEAT_INTERVAL)
+        let last = *self.last_pull.lock().unwrap_or_else(|e| e.into_inner());
+        self.pull_is_heartbeat.load(Ordering::Relaxed)
+            && last.is_some_and(|sent| sent.elapsed().as_secs_f64() < PULL_HEARTBEAT_INTERVAL)
     }
 
     /// Whether the SuperLink takes a reply's objects inline (it said so on the last pull).
