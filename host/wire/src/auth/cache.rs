@@ -40,8 +40,8 @@ struct Verified {
     signed_at: DateTime<Utc>,
 }
 
-/// A request's (key, timestamp, signature), as the cache knows it: digests of the key and
-/// of the whole triple.
+/// A request's (key, timestamp, signature), as the cache knows it: a digest of the key (the
+/// entry's address) and one of the timestamp and signature (what the entry must match).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Triple {
     key: [u8; 32],
@@ -51,7 +51,7 @@ pub(crate) struct Triple {
 impl Triple {
     pub(crate) fn of(key: &[u8], timestamp: &str, signature: &[u8]) -> Triple {
         let mut h = Sha256::new();
-        for part in [key, timestamp.as_bytes(), signature] {
+        for part in [timestamp.as_bytes(), signature] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }

@@ -65,6 +65,17 @@ struct Instruction {
 }
 
 impl MemoryState {
+    /// Sets a node's `online_until` to `pick(current, now + HEARTBEAT_PATIENCE * interval)`;
+    /// false if the node does not exist.
+    fn set_liveness(&self, node_id: u64, interval: f64, pick: impl FnOnce(f64, f64) -> f64) -> bool {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&node_id) else {
+            return false;
+        };
+        node.online_until = pick(node.online_until, now_secs() + HEARTBEAT_PATIENCE * interval);
+        true
+    }
+
     /// An empty state.
     pub fn new() -> Self {
         Self::default()
@@ -250,21 +261,11 @@ impl LinkState for MemoryState {
     }
 
     fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool> {
-        let mut inner = self.lock();
-        let Some(node) = inner.nodes.get_mut(&node_id) else {
-            return Ok(false);
-        };
-        node.online_until = now_secs() + HEARTBEAT_PATIENCE * interval;
-        Ok(true)
+        Ok(self.set_liveness(node_id, interval, |_, fresh| fresh))
     }
 
     fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool> {
-        let mut inner = self.lock();
-        let Some(node) = inner.nodes.get_mut(&node_id) else {
-            return Ok(false);
-        };
-        node.online_until = node.online_until.max(now_secs() + HEARTBEAT_PATIENCE * interval);
-        Ok(true)
+        Ok(self.set_liveness(node_id, interval, f64::max))
     }
 
     fn online_nodes(&self) -> StateResult<Vec<u64>> {

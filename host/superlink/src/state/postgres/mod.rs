@@ -241,12 +241,12 @@ impl LinkState for PgState {
 
     fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool> {
         let sql = "UPDATE node SET online_until = $2 WHERE node_id = $1";
-        self.call(nodes::ack_heartbeat(self.pool.clone(), node_id, interval, sql))
+        self.call(nodes::set_liveness(self.pool.clone(), node_id, interval, sql))
     }
 
     fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool> {
         let sql = "UPDATE node SET online_until = GREATEST(online_until, $2) WHERE node_id = $1";
-        self.call(nodes::ack_heartbeat(self.pool.clone(), node_id, interval, sql))
+        self.call(nodes::set_liveness(self.pool.clone(), node_id, interval, sql))
     }
 
     fn online_nodes(&self) -> StateResult<Vec<u64>> {

@@ -39,7 +39,7 @@ pub(super) async fn delete(pool: Pool, node_id: u64) -> StateResult<()> {
 }
 
 /// Sets a node's liveness from `interval` with `sql` ($1 the node, $2 the new end).
-pub(super) async fn ack_heartbeat(pool: Pool, node_id: u64, interval: f64, sql: &'static str) -> StateResult<bool> {
+pub(super) async fn set_liveness(pool: Pool, node_id: u64, interval: f64, sql: &'static str) -> StateResult<bool> {
     let mut conn = connect(&pool).await?;
     let tx = conn.transaction().await?;
     let until = sql_time(now_secs() + HEARTBEAT_PATIENCE * interval);

@@ -253,12 +253,12 @@ impl LinkState for SqliteState {
     }
 
     fn ack_node_heartbeat(&self, node_id: u64, interval: f64) -> StateResult<bool> {
-        nodes::ack_heartbeat(self, node_id, interval, "UPDATE node SET online_until = ?2 WHERE node_id = ?1")
+        nodes::set_liveness(self, node_id, interval, "UPDATE node SET online_until = ?2 WHERE node_id = ?1")
     }
 
     fn keep_node_online(&self, node_id: u64, interval: f64) -> StateResult<bool> {
         let sql = "UPDATE node SET online_until = MAX(online_until, ?2) WHERE node_id = ?1";
-        nodes::ack_heartbeat(self, node_id, interval, sql)
+        nodes::set_liveness(self, node_id, interval, sql)
     }
 
     fn online_nodes(&self) -> StateResult<Vec<u64>> {

@@ -34,7 +34,7 @@ pub(super) fn delete(state: &SqliteState, node_id: u64) -> StateResult<()> {
 }
 
 /// Sets a node's liveness from `interval` with `sql` (?1 the node, ?2 the new end).
-pub(super) fn ack_heartbeat(state: &SqliteState, node_id: u64, interval: f64, sql: &str) -> StateResult<bool> {
+pub(super) fn set_liveness(state: &SqliteState, node_id: u64, interval: f64, sql: &str) -> StateResult<bool> {
     state.write(Commit::Relaxed, |conn| {
         let until = sql_time(now_secs() + HEARTBEAT_PATIENCE * interval);
         let updated = conn.prepare_cached(sql)?.execute(params![sql_id(node_id), until])?;
