@@ -59,13 +59,8 @@ impl Measured {
 pub fn run(opts: &Opts) -> Result<Report> {
     let (size_mib, timeout) = if opts.smoke { (SMOKE_MIB, SMOKE_TIMEOUT) } else { (FULL_MIB, FULL_TIMEOUT) };
     let wasm = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
-    if std::env::var_os("TMP_ONLY_WASM").is_some() {
-        eprintln!("WASM wall {:?} rt {:?} sl {:?} sn {:?}", wasm.wall, wasm.roundtrip, wasm.superlink, wasm.supernodes);
-        std::process::exit(0);
-    }
     let flower = measure(Impl::Python, size_mib, timeout).context("Python Flower run")?;
     let sepal = measure(Impl::Sepal, size_mib, timeout).context("Sepal run")?;
-    let _wasm2 = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
     let rows = [("Flower 1.20.0", &flower), ("Sepal, Python apps", &sepal), ("Sepal, Wasm apps", &wasm)];
 
     let mut report = Report::new(
