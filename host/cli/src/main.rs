@@ -15,6 +15,10 @@ use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
+/// Big buffers (a model's arrays on their way through) on huge pages: see `sepal_alloc`.
+#[global_allocator]
+static ALLOCATOR: sepal_alloc::HugeBuffers = sepal_alloc::HugeBuffers;
+
 /// Flower's deployment runtime (SuperLink and SuperNode) with a WebAssembly sandbox.
 #[derive(Parser)]
 #[command(name = "sepal", version, about)]
