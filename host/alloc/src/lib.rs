@@ -72,3 +72,94 @@ fn advise(block: *mut u8, size: usize) -> *mut u8 {
     }
     block
 }
+
+/// Runs `reserve`, then advises huge pages on the largest anonymous mapping that appeared
+/// meanwhile (in /proc/self/maps), if it has at least `min_len` bytes; returns what
+/// `reserve` returned and whether a mapping was advised.
+///
+/// For memory that is reserved once and handed out by another allocator, like wasmtime's
+/// pool of linear memories: an app that grows its memory by hundreds of MiB (a model)
+/// then faults it in 2 MiB at a time. Small memories are not affected, since the kernel
+/// only puts a huge page where a whole aligned 2 MiB of the mapping is accessible.
+pub fn with_huge_reservation<T>(min_len: usize, reserve: impl FnOnce() -> T) -> (T, bool) {
+    let before = anonymous_mappings();
+    let out = reserve();
+    let largest = anonymous_mappings()
+        .into_iter()
+        .filter(|m| !before.contains(m) && m.1 >= min_len.max(HUGE_PAGE))
+        .max_by_key(|m| m.1);
+    let Some((start, len)) = largest else {
+        return (out, false);
+    };
+    // SAFETY: the range is a whole mapping of this process, and MADV_HUGEPAGE changes no
+    // contents or permissions of it.
+    let advised =
+        unsafe { rustix::mm::madvise(start as *mut std::ffi::c_void, len, rustix::mm::Advice::LinuxHugepage) };
+    (out, advised.is_ok())
+}
+
+/// Start and length of every anonymous mapping of this process (none if /proc is not
+/// readable).
+fn anonymous_mappings() -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines().filter_map(anonymous_mapping).collect()
+}
+
+/// `start-end perms offset dev inode [path]`: anonymous when the inode is 0 and there is
+/// no path (not `[heap]`, `[stack]` or a file).
+fn anonymous_mapping(line: &str) -> Option<(usize, usize)> {
+    let mut fields = line.split_whitespace();
+    let range = fields.next()?;
+    let inode = fields.nth(3)?;
+    if inode != "0" || fields.next().is_some() {
+        return None;
+    }
+    let (lo, hi) = range.split_once('-')?;
+    let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+    Some((lo, hi.checked_sub(lo)?))
+}
+
+/// The value of `field` (as `AnonHugePages` or `VmFlags`) in /proc/self/smaps for the
+/// mapping that contains `addr`: for tests and diagnostics.
+pub fn smaps_field_at(addr: usize, field: &str) -> Option<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+        let bounds =
+            range.and_then(|(lo, hi)| Some((usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?)));
+        if let Some((lo, hi)) = bounds {
+            inside = (lo..hi).contains(&addr);
+        } else if let Some(value) = line.strip_prefix(field).and_then(|v| v.strip_prefix(':')).filter(|_| inside) {
+            return Some(value.trim().to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_are_read_as_anonymous_mappings_or_not() {
+        assert_eq!(
+            anonymous_mapping("7f00a0000000-7f00a0400000 rw-p 00000000 00:00 0 "),
+            Some((0x7f00a0000000, 4 << 20))
+        );
+        assert_eq!(anonymous_mapping("55d0c0a00000-55d0c0c00000 rw-p 00000000 00:00 0      [heap]"), None);
+        assert_eq!(anonymous_mapping("7f00a0000000-7f00a0001000 r--p 00000000 08:01 1234   /usr/lib/libc.so.6"), None);
+        assert_eq!(anonymous_mapping("garbage"), None);
+    }
+
+    #[test]
+    fn the_largest_new_reservation_is_advised() {
+        // glibc maps a block this big on its own: a new anonymous mapping.
+        let (block, advised) = with_huge_reservation(48 << 20, || vec![0u8; 64 << 20]);
+        assert!(advised);
+        let flags = smaps_field_at(block.as_ptr() as usize + (32 << 20), "VmFlags").expect("the block's mapping");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "not advised: {flags}");
+        let (_small, advised) = with_huge_reservation(128 << 20, || vec![0u8; 64 << 20]);
+        assert!(!advised, "a mapping under the minimum is left alone");
+    }
+}

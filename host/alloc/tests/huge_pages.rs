@@ -1,7 +1,7 @@
 //! The allocator as a process's global allocator: big buffers get huge pages (where the
 //! kernel offers them) and keep their contents when they grow.
 
-use sepal_alloc::{HugeBuffers, HUGE_BUFFER_BYTES};
+use sepal_alloc::{smaps_field_at, HugeBuffers, HUGE_BUFFER_BYTES};
 
 #[global_allocator]
 static ALLOCATOR: HugeBuffers = HugeBuffers;
@@ -12,33 +12,18 @@ fn thp_mode() -> Option<String> {
     Some(modes.split_whitespace().find(|m| m.starts_with('['))?.trim_matches(['[', ']']).to_string())
 }
 
-/// `AnonHugePages` of the mapping of /proc/self/smaps that contains `addr`, in KiB.
-fn huge_kib_at(addr: usize) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-    let mut inside = false;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ').filter(|(r, _)| r.contains('-') && !r.ends_with(':')) {
-            let (lo, hi) = range.split_once('-').expect("a range");
-            let (lo, hi) = (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
-            inside = (lo..hi).contains(&addr);
-        } else if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
-            return kib.trim().trim_end_matches("kB").trim().parse().expect("a number of kB");
-        }
-    }
-    panic!("no mapping contains {addr:#x}")
-}
-
 #[test]
 fn a_big_buffer_is_backed_by_huge_pages() {
     if thp_mode().is_none_or(|m| m == "never") {
         eprintln!("transparent huge pages are off on this machine; nothing to check");
         return;
     }
-    let mut buffer = vec![0u8; 4 * HUGE_BUFFER_BYTES];
+    let mut buffer = vec![0u8; 64 << 20];
     // Touch every page, as a received model would.
     buffer.iter_mut().step_by(4096).for_each(|b| *b = 1);
     let middle = buffer.as_ptr() as usize + buffer.len() / 2;
-    assert!(huge_kib_at(middle) > 0, "the buffer got no huge pages");
+    let huge = smaps_field_at(middle, "AnonHugePages").expect("the buffer's mapping");
+    assert_ne!(huge.trim_end_matches("kB").trim(), "0", "the buffer got no huge pages");
 }
 
 #[test]

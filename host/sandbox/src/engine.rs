@@ -217,8 +217,14 @@ fn spawn_ticker(engine: &Engine, tick: std::time::Duration, stop: Arc<AtomicBool
 impl Sandbox {
     /// Creates the engine, starts its epoch ticker thread and prepares the linkers.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&engine_config(&config)?)
-            .map_err(|e| SandboxError::Internal(format!("creating the engine: {e}")))?;
+        let engine_config = engine_config(&config)?;
+        // The engine reserves the pool of linear memories (one slot per concurrent app, the
+        // largest mapping it makes); on huge pages, a model-sized app memory faults in 2 MiB
+        // at a time (docs/benchmarks.md, large-model and sandbox).
+        let pool_at_least = config.max_memory_bytes.saturating_mul(config.concurrency as usize);
+        let (engine, huge) = sepal_alloc::with_huge_reservation(pool_at_least, || Engine::new(&engine_config));
+        let engine = engine.map_err(|e| SandboxError::Internal(format!("creating the engine: {e}")))?;
+        tracing::debug!(huge_pages = huge, "linear memory pool reserved");
         let link_err = |e: wasmtime::Error| SandboxError::Internal(format!("linking: {e}"));
 
         let mut client_linker = Linker::<ClientState>::new(&engine);
