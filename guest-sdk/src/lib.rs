@@ -112,6 +112,10 @@ pub use records::{
 };
 pub use server::{Grid, MainFn, ServerApp};
 
+/// The `bytes` crate: an [`Array`]'s data is a `bytes::Bytes`, and `BytesMut::from` it
+/// changes a model in place when nothing else holds it (docs/app-guide.md, "Large models").
+pub use bytes;
+
 /// Everything an app usually needs: `use sepal_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{

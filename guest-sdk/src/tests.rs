@@ -121,6 +121,21 @@ fn a_message_decoded_from_its_buffer_keeps_array_data_in_place() {
 }
 
 #[test]
+fn an_array_taken_out_of_its_message_changes_in_place() {
+    let bytes = instruction("train").reply(sample_content()).to_proto_bytes();
+    let range = bytes.as_ptr_range();
+    let mut decoded = Message::from_proto_buffer(bytes).unwrap();
+    let Some(Record::Array(mut arrays)) = decoded.take_content().remove("arrays") else { panic!("no arrays") };
+    let (b, w) = (arrays.remove("b").unwrap(), arrays.remove("w").unwrap());
+    // `w` shares the buffer with `b`: changing `b` copies it.
+    assert!(!range.contains(&crate::bytes::BytesMut::from(b.data).as_ptr()));
+    // Then `w` holds the buffer alone and takes it over.
+    let mut data = crate::bytes::BytesMut::from(w.data);
+    assert!(range.contains(&data.as_ptr()), "the array's data was copied");
+    data[0] ^= 1;
+}
+
+#[test]
 fn array_conversions() {
     let content = sample_content();
     let arrays = content.array_record("arrays").unwrap();

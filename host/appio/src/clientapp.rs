@@ -276,7 +276,7 @@ impl ClientApp {
         let (context, node_id) = (&inputs.context, inputs.context.node_id);
         let time_left = time_to_reply(&ins, None);
         let log = Arc::new(ClientLog::new(ins.run_id, self.executor.settings().host_log_bytes));
-        self.executor.handle_message(&component, instruction, context, node_id, time_left, log).await
+        self.executor.handle_message(&component, instruction.into(), context, node_id, time_left, log).await
     }
 
     /// The FAB's ClientApp component (hash verified, compiled off the async threads).

@@ -20,7 +20,7 @@ use sepal_proto::pb;
 
 use crate::error::ObjectError;
 use crate::objects::{self, is_valid_object_id, ObjectHead};
-use crate::records::Message;
+use crate::records::{Message, Metadata};
 
 /// The result of [`ObjectStore::get`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,24 @@ impl ObjectStore {
     /// The whole message whose wire form (metadata) and tree are given, decoded from the
     /// objects in the store; fails if an object is missing or does not decode.
     pub fn message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, ObjectError> {
-        let mut objects = std::collections::HashMap::new();
+        // Every object here was hashed when it came in (`put`) or made here.
+        objects::message_from_checked_objects(wire, tree, &self.objects_of(tree))
+    }
+
+    /// [`ObjectStore::message`] as the protobuf bytes (`flwr.proto.Message`) an app is
+    /// handed, each array's data copied once, from its chunks into the encoding; with the
+    /// message's metadata.
+    pub fn encoded_message(
+        &self,
+        wire: &pb::Message,
+        tree: &pb::ObjectTree,
+    ) -> Result<(Metadata, Vec<u8>), ObjectError> {
+        objects::encoded_message_from_checked_objects(wire, tree, &self.objects_of(tree))
+    }
+
+    /// The available objects of `tree`, by id.
+    fn objects_of(&self, tree: &pb::ObjectTree) -> HashMap<String, Bytes> {
+        let mut objects = HashMap::new();
         let mut stack = vec![tree];
         while let Some(t) = stack.pop() {
             if let ObjectLookup::Available(bytes) = self.get(&t.object_id) {
@@ -118,8 +135,7 @@ impl ObjectStore {
             }
             stack.extend(t.children.iter());
         }
-        // Every object here was hashed when it came in (`put`) or made here.
-        objects::message_from_checked_objects(wire, tree, &objects)
+        objects
     }
 
     /// Ids in `tree` whose bytes are not in the store (yet), in depth-first order.

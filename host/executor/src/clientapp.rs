@@ -25,25 +25,43 @@ pub fn time_to_reply(ins: &pb::Metadata, timeout: Option<Duration>) -> Duration 
     timeout.map_or(left, |t| t.min(left))
 }
 
+/// An instruction as a ClientApp is handed it: its protobuf bytes (`flwr.proto.Message`,
+/// content inline), and its metadata, which the reply is routed by.
+#[derive(Debug, Clone)]
+pub struct Instruction {
+    /// The message's metadata (its id is the id of its Message object).
+    pub metadata: pb::Metadata,
+    /// The whole message, encoded.
+    pub encoded: Vec<u8>,
+}
+
+impl From<Message> for Instruction {
+    /// Encodes a decoded message. An object store can write the encoding straight from
+    /// the message's objects instead (`ObjectStore::encoded_message`), one copy less.
+    fn from(message: Message) -> Self {
+        Instruction {
+            metadata: pb::Metadata::from(&message.metadata),
+            encoded: pb::Message::from(&message).encode_to_vec(),
+        }
+    }
+}
+
 impl Executor {
-    /// Runs `component` on `instruction` (content inline) with the run's `context`, as
+    /// Runs `component` on `instruction` with the run's `context`, as
     /// node `node_id`, for at most `time_left` (see [`time_to_reply`]) and the operator's
     /// limits. Returns the reply, routed as node `node_id`'s answer to the instruction, and
     /// the context with the app's new state.
     pub async fn handle_message(
         &self,
         component: &ClientComponent,
-        instruction: Message,
+        instruction: Instruction,
         context: &pb::Context,
         node_id: u64,
         time_left: Duration,
         log: Arc<dyn LogSink>,
     ) -> Result<(Message, pb::Context), AppFailure> {
         let limits = self.settings.limits.clone().with_deadline_at_most(time_left);
-        let instruction_meta = pb::Metadata::from(&instruction.metadata);
-        // The app gets the encoding; the decoded copy (a whole model, maybe) goes now.
-        let encoded = pb::Message::from(&instruction).encode_to_vec();
-        drop(instruction);
+        let Instruction { metadata: instruction_meta, encoded } = instruction;
         let started = Instant::now();
         let ran = self
             .sandbox

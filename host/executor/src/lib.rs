@@ -18,7 +18,7 @@
 //! # Layout
 //!
 //! - [`app`]: [`RunApp`], a run's FAB read and checked: each side's code, the run config.
-//! - `clientapp`: [`Executor::handle_message`] and [`time_to_reply`].
+//! - `clientapp`: [`Executor::handle_message`] on an [`Instruction`], and [`time_to_reply`].
 //! - `serverapp`: [`Executor::run_server`].
 //! - [`log`]: the one format of app output in a run's log (app text neutralised, host
 //!   lines tagged), and the sinks both sides use (batched and capped in the process log).
@@ -39,7 +39,7 @@ use bytes::Bytes;
 use sepal_sandbox::{ClientComponent, Grants, Limits, Sandbox, SandboxConfig, SandboxError, ServerComponent};
 
 pub use app::{AppCode, RunApp, Side};
-pub use clientapp::time_to_reply;
+pub use clientapp::{time_to_reply, Instruction};
 pub use failure::AppFailure;
 
 /// Where app code runs (`--isolation`), on a SuperLink (ServerApps) and on SuperNodes

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sepal_core::error::ObjectError;
-use sepal_core::records::Message;
+use sepal_core::records::{Message, Metadata};
 use sepal_core::store::{ObjectLookup, ObjectStore};
 use sepal_proto::pb;
 
@@ -212,6 +212,15 @@ impl Objects {
     /// See [`ObjectStore::message`].
     pub fn message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, ObjectError> {
         self.store.message(wire, tree)
+    }
+
+    /// See [`ObjectStore::encoded_message`].
+    pub fn encoded_message(
+        &self,
+        wire: &pb::Message,
+        tree: &pb::ObjectTree,
+    ) -> Result<(Metadata, Vec<u8>), ObjectError> {
+        self.store.encoded_message(wire, tree)
     }
 
     /// Deletes a message's objects that nothing else references (a confirmation), in

@@ -7,9 +7,12 @@ use prost::Message as _;
 use sepal_proto::pb;
 
 use super::json::Json;
+use super::spliced::{encode_with_array_data, ArrayData};
 use super::{validate_object, ObjectHead, ObjectType};
 use crate::error::ObjectError;
-use crate::records::{Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, OrderedMap, Record, RecordDict};
+use crate::records::{
+    Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, OrderedMap, Record, RecordDict,
+};
 
 /// Rebuilds a message from its object tree and objects.
 ///
@@ -38,26 +41,39 @@ pub(crate) fn message_from_checked_objects(
     decode(wire, tree, objects, objects.keys().cloned().collect())
 }
 
+/// What [`message_from_checked_objects`] decodes, as the protobuf bytes a Wasm app is
+/// handed (`flwr.proto.Message`), each array's data copied once: from its chunks straight
+/// into the encoding.
+pub(crate) fn encoded_message_from_checked_objects(
+    wire: &pb::Message,
+    tree: &pb::ObjectTree,
+    objects: &HashMap<String, Bytes>,
+) -> Result<(Metadata, Vec<u8>), ObjectError> {
+    let mut decoder = Decoder::new(objects, objects.keys().cloned().collect(), Some(Vec::new()));
+    let message = decoder.decode(wire, tree)?;
+    let data = decoder.deferred.unwrap_or_default();
+    let encoded = encode_with_array_data(&pb::Message::from(&message), &data)
+        .ok_or_else(|| malformed(&tree.object_id, "its arrays do not match their data"))?;
+    Ok((message.metadata, encoded))
+}
+
 fn decode(
     wire: &pb::Message,
     tree: &pb::ObjectTree,
     objects: &HashMap<String, Bytes>,
     verified: HashSet<String>,
 ) -> Result<Message, ObjectError> {
-    let wire_id = wire.metadata.as_ref().map_or("", |m| m.message_id.as_str());
-    if !wire_id.is_empty() && wire_id != tree.object_id {
-        return Err(ObjectError::MessageIdMismatch { wire: wire_id.to_owned(), object: tree.object_id.clone() });
-    }
-    let mut decoder = Decoder { objects, verified, arrays: HashMap::new() };
-    let mut message = decoder.message(tree)?;
-    message.metadata.message_id = tree.object_id.clone();
-    Ok(message)
+    Decoder::new(objects, verified, None).decode(wire, tree)
 }
 
 struct Decoder<'a> {
     objects: &'a HashMap<String, Bytes>,
     verified: HashSet<String>,
-    arrays: HashMap<String, Array>,
+    /// Arrays decoded so far, by id, with their chunks.
+    arrays: HashMap<String, (Array, Vec<Bytes>)>,
+    /// When set, arrays are decoded without their data (empty), and the chunks of each
+    /// go here, in the order the arrays come.
+    deferred: Option<ArrayData>,
 }
 
 /// A verified object: its type and its body.
@@ -70,7 +86,21 @@ fn malformed(id: &str, reason: impl Into<String>) -> ObjectError {
     ObjectError::malformed(id, reason)
 }
 
-impl Decoder<'_> {
+impl<'a> Decoder<'a> {
+    fn new(objects: &'a HashMap<String, Bytes>, verified: HashSet<String>, deferred: Option<ArrayData>) -> Self {
+        Decoder { objects, verified, arrays: HashMap::new(), deferred }
+    }
+
+    fn decode(&mut self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, ObjectError> {
+        let wire_id = wire.metadata.as_ref().map_or("", |m| m.message_id.as_str());
+        if !wire_id.is_empty() && wire_id != tree.object_id {
+            return Err(ObjectError::MessageIdMismatch { wire: wire_id.to_owned(), object: tree.object_id.clone() });
+        }
+        let mut message = self.message(tree)?;
+        message.metadata.message_id = tree.object_id.clone();
+        Ok(message)
+    }
+
     /// Looks up and verifies the tree node's object; its type must be one of `allowed`.
     fn node(&mut self, tree: &pb::ObjectTree, allowed: &[ObjectType]) -> Result<Node, ObjectError> {
         let id = tree.object_id.as_str();
@@ -164,31 +194,31 @@ impl Decoder<'_> {
     }
 
     fn array(&mut self, tree: &pb::ObjectTree) -> Result<Array, ObjectError> {
-        if let Some(array) = self.arrays.get(&tree.object_id) {
-            return Ok(array.clone());
-        }
         let id = &tree.object_id;
-        let node = self.node(tree, &[ObjectType::Array])?;
-        let meta = ArrayMeta::parse(&node.body).map_err(|e| malformed(id, e))?;
-        let chunk_ids = meta.chunk_ids(tree).map_err(|e| malformed(id, e))?;
-        check_all_used(id, tree, chunk_ids.iter().map(|t| t.object_id.as_str()))?;
-        let data = self.chunks(&chunk_ids)?;
-        let array = Array { dtype: meta.dtype, shape: meta.shape, stype: meta.stype, data };
-        self.arrays.insert(id.clone(), array.clone());
-        Ok(array)
+        if !self.arrays.contains_key(id) {
+            let node = self.node(tree, &[ObjectType::Array])?;
+            let meta = ArrayMeta::parse(&node.body).map_err(|e| malformed(id, e))?;
+            let chunk_ids = meta.chunk_ids(tree).map_err(|e| malformed(id, e))?;
+            check_all_used(id, tree, chunk_ids.iter().map(|t| t.object_id.as_str()))?;
+            let chunks = self.chunks(&chunk_ids)?;
+            let data = match (&self.deferred, chunks.as_slice()) {
+                (Some(_), _) | (None, []) => Bytes::new(),
+                (None, [one]) => one.clone(),
+                (None, many) => Bytes::from(many.concat()),
+            };
+            let array = Array { dtype: meta.dtype, shape: meta.shape, stype: meta.stype, data };
+            self.arrays.insert(id.clone(), (array, chunks));
+        }
+        let (array, chunks) = &self.arrays[id];
+        if let Some(deferred) = &mut self.deferred {
+            deferred.push(chunks.clone());
+        }
+        Ok(array.clone())
     }
 
-    /// Concatenates chunk bodies (no copy for a single chunk).
-    fn chunks(&mut self, chunks: &[&pb::ObjectTree]) -> Result<Bytes, ObjectError> {
-        let mut bodies = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            bodies.push(self.node(chunk, &[ObjectType::ArrayChunk])?.body);
-        }
-        Ok(match bodies.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => Bytes::from(many.concat()),
-        })
+    /// The bodies of the chunks, in order.
+    fn chunks(&mut self, chunks: &[&pb::ObjectTree]) -> Result<Vec<Bytes>, ObjectError> {
+        chunks.iter().map(|chunk| Ok(self.node(chunk, &[ObjectType::ArrayChunk])?.body)).collect()
     }
 }
 

@@ -25,7 +25,16 @@ pub fn encode_object(object_type: ObjectType, children: &[String], body: &[u8]) 
 /// before parents, first occurrence wins), and the message id (the Message object's id).
 /// `metadata.message_id` is not part of the encoding.
 pub fn message_to_objects(message: &Message) -> (pb::ObjectTree, Vec<(String, Bytes)>, String) {
-    let mut enc = Encoder::new(true);
+    message_to_objects_with(message, None)
+}
+
+/// [`message_to_objects`] that takes the chunks of array data it has seen before from
+/// `known` instead of cutting and hashing the data again.
+pub fn message_to_objects_with(
+    message: &Message,
+    known: Option<&mut dyn KnownChunks>,
+) -> (pb::ObjectTree, Vec<(String, Bytes)>, String) {
+    let mut enc = Encoder::new(true, known);
     let tree = enc.message(message);
     let id = tree.object_id.clone();
     (tree, enc.objects, id)
@@ -33,14 +42,39 @@ pub fn message_to_objects(message: &Message) -> (pb::ObjectTree, Vec<(String, By
 
 /// The message's id: its Message object's id (computed without keeping the objects).
 pub fn message_id(message: &Message) -> String {
-    Encoder::new(false).message(message).object_id
+    Encoder::new(false, None).message(message).object_id
+}
+
+/// Array data an encoder has seen before. A ServerApp sends the same model to every node,
+/// each message encoded on its own: without this, a 1 GiB model would be copied into
+/// chunks and hashed (0.7 s here) once per node.
+pub trait KnownChunks {
+    /// The chunk objects `(id, bytes)` of `data`, in order, if they are at hand and equal
+    /// to it byte for byte (see [`chunk_matches`]).
+    fn chunks_of(&mut self, data: &Bytes) -> Option<Vec<(String, Bytes)>>;
+    /// `data` was just cut into the chunks `ids`, in order.
+    fn learn(&mut self, data: &Bytes, ids: &[String]);
+}
+
+/// The data of the chunk at `index` of `data`.
+pub fn chunk_data(data: &Bytes, index: usize) -> Option<Bytes> {
+    let start = index.checked_mul(MAX_ARRAY_CHUNK_SIZE).filter(|s| *s < data.len())?;
+    Some(data.slice(start..data.len().min(start + MAX_ARRAY_CHUNK_SIZE)))
+}
+
+/// Whether `object` is exactly the ArrayChunk object of `slice`: then it has the id that
+/// hashing `slice` would give, without hashing (a comparison is several times faster).
+pub fn chunk_matches(object: &[u8], slice: &[u8]) -> bool {
+    let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
+    object.len() == head.len() + slice.len() && object[..head.len()] == head[..] && object[head.len()..] == *slice
 }
 
 /// Collects objects in post-order, each once.
-struct Encoder {
+struct Encoder<'k> {
     keep: bool,
     seen: HashSet<String>,
     objects: Vec<(String, Bytes)>,
+    known: Option<&'k mut dyn KnownChunks>,
 }
 
 fn leaf(object_id: String) -> pb::ObjectTree {
@@ -57,9 +91,9 @@ fn ids(trees: &[pb::ObjectTree]) -> Vec<String> {
     trees.iter().map(|t| t.object_id.clone()).collect()
 }
 
-impl Encoder {
-    fn new(keep: bool) -> Self {
-        Encoder { keep, seen: HashSet::new(), objects: Vec::new() }
+impl<'k> Encoder<'k> {
+    fn new(keep: bool, known: Option<&'k mut dyn KnownChunks>) -> Self {
+        Encoder { keep, seen: HashSet::new(), objects: Vec::new(), known }
     }
 
     fn add(&mut self, id: &str, bytes: impl FnOnce() -> Bytes) {
@@ -114,8 +148,17 @@ impl Encoder {
     }
 
     fn array(&mut self, a: &Array) -> pb::ObjectTree {
-        let chunk_ids: Vec<String> =
-            (0..a.data.len()).step_by(MAX_ARRAY_CHUNK_SIZE).map(|start| self.chunk(&a.data, start)).collect();
+        let chunk_ids = match self.known.as_mut().and_then(|k| k.chunks_of(&a.data)) {
+            Some(chunks) => chunks.into_iter().map(|(id, bytes)| self.add_chunk(id, || bytes)).collect(),
+            None => {
+                let ids: Vec<String> =
+                    (0..).map_while(|i| chunk_data(&a.data, i)).map(|slice| self.chunk(slice)).collect();
+                if let Some(known) = self.known.as_mut() {
+                    known.learn(&a.data, &ids);
+                }
+                ids
+            }
+        };
         let children = unique(chunk_ids.iter().cloned().map(leaf).collect());
         let indices: Vec<usize> =
             chunk_ids.iter().map(|id| children.iter().position(|t| t.object_id == *id).unwrap_or(0)).collect();
@@ -123,12 +166,15 @@ impl Encoder {
         self.emit(ObjectType::Array, children, body.as_bytes())
     }
 
-    /// Hashes the chunk at `start` without copying it; copies it only when kept.
-    fn chunk(&mut self, data: &Bytes, start: usize) -> String {
-        let slice = data.slice(start..data.len().min(start + MAX_ARRAY_CHUNK_SIZE));
+    /// Hashes a chunk without copying it; copies it only when kept.
+    fn chunk(&mut self, slice: Bytes) -> String {
         let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
         let id = hex::encode(Sha256::new().chain_update(&head).chain_update(&slice).finalize());
-        self.add(&id, || Bytes::from([head.as_slice(), &slice].concat()));
+        self.add_chunk(id, || Bytes::from([head.as_slice(), &slice].concat()))
+    }
+
+    fn add_chunk(&mut self, id: String, bytes: impl FnOnce() -> Bytes) -> String {
+        self.add(&id, bytes);
         id
     }
 }

@@ -17,14 +17,19 @@
 mod decode;
 mod encode;
 mod json;
+mod recent;
+mod spliced;
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub(crate) use decode::message_from_checked_objects;
 pub use decode::message_from_objects;
-pub use encode::{encode_object, message_id, message_to_objects};
+pub(crate) use decode::{encoded_message_from_checked_objects, message_from_checked_objects};
+pub use encode::{
+    chunk_data, chunk_matches, encode_object, message_id, message_to_objects, message_to_objects_with, KnownChunks,
+};
+pub use recent::RecentArrays;
 
 #[cfg(doc)]
 use sepal_proto::pb;

@@ -209,12 +209,17 @@ fn error_reply_vector() {
     assert_eq!(body.len(), 114);
 }
 
-#[test]
-fn chunked_vector() {
+/// A message with an array of three chunks, two of them equal.
+fn chunked() -> Message {
     let big = Array::from_f32(&vec![0.0; 15_728_608], &[15_728_608]).unwrap();
     assert_eq!(big.data.len(), 3 * MAX_ARRAY_CHUNK_SIZE);
     let arrays = ArrayRecord::new().with("w", small()).with("big", big);
-    let message = Message::with_content(metadata(), content(arrays));
+    Message::with_content(metadata(), content(arrays))
+}
+
+#[test]
+fn chunked_vector() {
+    let message = chunked();
     let (tree, objects, id) = message_to_objects(&message);
     assert_eq!(id, CHUNKED[9].1);
     assert_objects(&objects, &CHUNKED);
@@ -377,4 +382,73 @@ fn from_objects_checks_bodies_against_children() {
     wire.metadata.as_mut().unwrap().message_id.clear();
     let err = message_from_objects(&wire, &tree, &map).unwrap_err();
     assert!(err.to_string().contains("is not referenced by the body"), "{err}");
+}
+
+/// 2.5 chunks of data, no chunk like another.
+fn model_data() -> Vec<u8> {
+    (0..MAX_ARRAY_CHUNK_SIZE * 5 / 2).map(|i| (i % 251) as u8).collect()
+}
+
+/// A message with one array, of `data`.
+fn model_message(data: Vec<u8>) -> Message {
+    let model = Array {
+        dtype: "uint8".into(),
+        shape: vec![data.len() as i32],
+        stype: "numpy.ndarray".into(),
+        data: data.into(),
+    };
+    Message::with_content(metadata(), content(ArrayRecord::new().with("model", model)))
+}
+
+/// Every object of `objects` by id, as a store would hold them.
+fn stored(objects: &[(String, Bytes)]) -> HashMap<String, Bytes> {
+    objects.iter().cloned().collect()
+}
+
+#[test]
+fn an_array_sent_again_reuses_its_stored_chunks() {
+    let message = model_message(model_data());
+    let mut recent = RecentArrays::default();
+    let (first_tree, first, first_id) = message_to_objects_with(&message, Some(&mut recent.known(|_| None)));
+    assert_eq!(first_id, message_to_objects(&message).2, "the encoding does not depend on the memory");
+    let store = stored(&first);
+    let (tree, again, id) = message_to_objects_with(&message, Some(&mut recent.known(|id| store.get(id).cloned())));
+    assert_eq!((tree, id), (first_tree, first_id));
+    for (object_id, bytes) in again.iter().filter(|(_, b)| b.len() > MAX_ARRAY_CHUNK_SIZE / 2) {
+        assert_eq!(bytes.as_ptr(), store[object_id].as_ptr(), "chunk {object_id} was made again");
+    }
+}
+
+#[test]
+fn an_array_that_only_looks_the_same_is_hashed_afresh() {
+    let message = model_message(model_data());
+    let mut recent = RecentArrays::default();
+    let (_, first, _) = message_to_objects_with(&message, Some(&mut recent.known(|_| None)));
+    let store = stored(&first);
+    // One byte changed away from the sampled positions: the same length and sample.
+    let mut data = model_data();
+    data[MAX_ARRAY_CHUNK_SIZE + 12_345] ^= 0xff;
+    let changed = model_message(data);
+    let (_, _, id) = message_to_objects_with(&changed, Some(&mut recent.known(|id| store.get(id).cloned())));
+    assert_eq!(id, message_to_objects(&changed).2);
+    assert_ne!(id, message_to_objects(&message).2);
+    // Chunks no longer stored are made again too.
+    let (_, _, id) = message_to_objects_with(&message, Some(&mut recent.known(|_| None)));
+    assert_eq!(id, message_to_objects(&message).2);
+}
+
+#[test]
+fn the_encoding_for_an_app_is_written_from_the_chunks() {
+    use prost::Message as _;
+    let empty_array = ArrayRecord::new().with("none", Array::from_f32(&[], &[0]).unwrap()).with("w", small());
+    let sparse = Message::with_content(metadata(), RecordDict::new().with("a", empty_array.into()));
+    for message in [portable(), error_reply(), exotic(), exotic_error(), chunked(), model_message(model_data()), sparse]
+    {
+        let (tree, objects, _) = message_to_objects(&message);
+        let (objects, wire) = (stored(&objects), pb::Message::default());
+        let decoded = message_from_objects(&wire, &tree, &objects).unwrap();
+        let (metadata, encoded) = encoded_message_from_checked_objects(&wire, &tree, &objects).unwrap();
+        assert_eq!(metadata, decoded.metadata);
+        assert_eq!(encoded, pb::Message::from(&decoded).encode_to_vec(), "{}", message.metadata.message_type);
+    }
 }

@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
-use sepal_core::objects::message_to_objects;
-use sepal_core::records::Message;
+use sepal_core::objects::{message_to_objects_with, RecentArrays};
 use sepal_core::routing::prepare_instruction;
+use sepal_core::store::ObjectLookup;
 use sepal_proto::pb;
 use sepal_sandbox::{GridError, GridFuture, GridHost};
 
@@ -35,6 +34,9 @@ pub(crate) struct LinkGrid {
     /// id: they are handed to the app once complete, or replaced by an error reply if their
     /// sender leaves (or stalls) before finishing.
     uploading: Mutex<HashMap<String, Uploading>>,
+    /// The arrays the app pushed lately: the same model pushed to each node is cut and
+    /// hashed once while its chunks are stored.
+    recent: Mutex<RecentArrays>,
 }
 
 /// A reply whose message arrived but whose objects have not all arrived yet.
@@ -66,7 +68,7 @@ fn refusal(e: Error) -> GridError {
 
 impl LinkGrid {
     pub(crate) fn new(link: Arc<Link>, run_id: u64) -> LinkGrid {
-        LinkGrid { link, run_id, uploading: Mutex::default() }
+        LinkGrid { link, run_id, uploading: Mutex::default(), recent: Mutex::default() }
     }
 
     /// The app may only act while its run is running; otherwise the run is over.
@@ -82,11 +84,16 @@ impl LinkGrid {
             return Ok(Vec::new());
         }
         let (mut wires, mut trees, mut made) = (Vec::new(), Vec::new(), Vec::new());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = |id: &str| match self.link.objects.get(id) {
+            ObjectLookup::Available(bytes) => Some(bytes),
+            _ => None,
+        };
         // Owned buffers: the decoded arrays are slices of them, not copies.
         for bytes in messages {
             let msg =
                 prepare_instruction(bytes::Bytes::from(bytes), self.run_id).map_err(|e| app_error(e.to_string()))?;
-            let (tree, objects, id) = message_to_objects(&msg);
+            let (tree, objects, id) = message_to_objects_with(&msg, Some(&mut recent.known(stored)));
             for (object_id, content) in &objects {
                 self.link.check_object_size(object_id, content.len()).map_err(refusal)?;
             }
@@ -98,6 +105,7 @@ impl LinkGrid {
             trees.push(tree);
             made.extend(objects);
         }
+        drop(recent);
         let msgs = self.link.stored_messages(wires, trees).map_err(refusal)?;
         let (ids, _) = self.link.push_instructions(self.run_id, msgs, made).map_err(refusal)?;
         Ok(ids)
@@ -118,9 +126,9 @@ impl LinkGrid {
         let mut out = Vec::new();
         for id in ids {
             let Some(reply) = uploading.get(id) else { continue };
-            if let Some(message) = self.settle(reply)? {
+            if let Some(encoded) = self.settle(reply)? {
                 uploading.remove(id);
-                out.push((id.clone(), pb::Message::from(&message).encode_to_vec()));
+                out.push((id.clone(), encoded));
             }
         }
         Ok(out)
@@ -130,7 +138,7 @@ impl LinkGrid {
     /// ServerApp's ConfirmMessageReceived would); an error reply if its sender is no longer
     /// online or it stalled for [`OBJECT_WAIT`], so a node that dies mid-upload cannot hold
     /// the app; `None` while it is still uploading.
-    fn settle(&self, reply: &Uploading) -> Result<Option<Message>, GridError> {
+    fn settle(&self, reply: &Uploading) -> Result<Option<Vec<u8>>, GridError> {
         if self.link.objects.missing(&reply.tree).is_empty() {
             return self.take_message(&reply.wire, &reply.tree).map(Some);
         }
@@ -165,11 +173,13 @@ impl LinkGrid {
         self.take_message(&wire, &tree).map(Some)
     }
 
-    /// Decodes a reply whose objects are all in the store and drops the objects.
-    fn take_message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Message, GridError> {
-        let message = self.link.objects.message(wire, tree).map_err(|e| app_error(format!("reply unreadable: {e}")))?;
+    /// A reply whose objects are all in the store, as the app gets it (its protobuf
+    /// bytes); its objects are dropped.
+    fn take_message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Vec<u8>, GridError> {
+        let read = self.link.objects.encoded_message(wire, tree);
+        let (_, encoded) = read.map_err(|e| app_error(format!("reply unreadable: {e}")))?;
         self.link.objects.delete(&tree.object_id);
-        Ok(message)
+        Ok(encoded)
     }
 
     async fn send_and_receive(&self, messages: Vec<Vec<u8>>, timeout: Duration) -> Result<Vec<Vec<u8>>, GridError> {
@@ -223,7 +233,8 @@ impl GridHost for LinkGrid {
 
 #[cfg(test)]
 mod tests {
-    use sepal_core::records::{ConfigRecord, ConfigValue, Error as MsgError, Metadata, RecordDict};
+    use prost::Message as _;
+    use sepal_core::records::{ConfigRecord, ConfigValue, Error as MsgError, Message, Metadata, RecordDict};
     use sepal_core::routing::route_reply;
     use sepal_core::store::ObjectStore;
 
