@@ -28,9 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use sepal_core::records::Message;
 use sepal_core::routing::error_reply;
-use sepal_core::{message_from_objects, message_to_objects};
+use sepal_core::{encoded_message_from_objects, message_to_objects};
 use sepal_executor::log::ClientLog;
-use sepal_executor::{time_to_reply, AppFailure, Executor, RunApp, Settings, Side};
+use sepal_executor::{time_to_reply, AppFailure, Executor, Instruction, RunApp, Settings, Side};
 use sepal_proto::pb;
 use sepal_proto::pb::client_app_io_client::ClientAppIoClient;
 use sepal_sandbox::ClientComponent;
@@ -246,7 +246,7 @@ impl ClientApp {
     /// Pulls the instruction's objects and confirms it; the instruction, or why it is
     /// unusable (then the app is not run and the reply is an error). Fails only when the
     /// SuperNode cannot be talked to (or the token is no longer valid).
-    async fn instruction(&self, inputs: &Inputs) -> Result<Result<Message, AppFailure>, Error> {
+    async fn instruction(&self, inputs: &Inputs) -> Result<Result<Instruction, AppFailure>, Error> {
         let (node, run_id) = (inputs.node(), inputs.metadata().run_id);
         let pulled = pull_tree(&inputs.tree, |object_id| {
             let req = pb::PullObjectRequest { node, run_id, object_id };
@@ -260,7 +260,9 @@ impl ClientApp {
         };
         let req = pb::ConfirmMessageReceivedRequest { node, run_id, message_object_id: inputs.tree.object_id.clone() };
         unary!(self.node, confirm_message_received, req)?;
-        Ok(message_from_objects(&inputs.wire, &inputs.tree, &objects)
+        // Encoded for the app straight from the objects: the model is copied once.
+        Ok(encoded_message_from_objects(&inputs.wire, &inputs.tree, &objects)
+            .map(|(metadata, encoded)| Instruction { metadata: pb::Metadata::from(&metadata), encoded })
             .map_err(|e| AppFailure::Load(format!("the instruction's objects are unusable: {e}"))))
     }
 
@@ -268,7 +270,7 @@ impl ClientApp {
     async fn handle(
         &self,
         inputs: &Inputs,
-        instruction: Result<Message, AppFailure>,
+        instruction: Result<Instruction, AppFailure>,
     ) -> Result<(Message, pb::Context), AppFailure> {
         let instruction = instruction?;
         let component = self.component(&inputs.fab, &inputs.run).await?;
@@ -276,7 +278,7 @@ impl ClientApp {
         let (context, node_id) = (&inputs.context, inputs.context.node_id);
         let time_left = time_to_reply(&ins, None);
         let log = Arc::new(ClientLog::new(ins.run_id, self.executor.settings().host_log_bytes));
-        self.executor.handle_message(&component, instruction.into(), context, node_id, time_left, log).await
+        self.executor.handle_message(&component, instruction, context, node_id, time_left, log).await
     }
 
     /// The FAB's ClientApp component (hash verified, compiled off the async threads).

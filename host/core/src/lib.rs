@@ -29,8 +29,8 @@ pub mod store;
 
 pub use error::{NpyError, ObjectError, RecordError};
 pub use objects::{
-    is_valid_object_id, message_from_objects, message_id, message_to_objects, validate_object, ObjectHead, ObjectType,
-    MAX_ARRAY_CHUNK_SIZE,
+    encoded_message_from_objects, is_valid_object_id, message_from_objects, message_id, message_to_objects,
+    validate_object, ObjectHead, ObjectType, MAX_ARRAY_CHUNK_SIZE,
 };
 pub use records::{
     Array, ArrayRecord, ConfigRecord, ConfigValue, Error, Message, Metadata, MetricRecord, MetricValue, OrderedMap,

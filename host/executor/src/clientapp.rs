@@ -26,24 +26,15 @@ pub fn time_to_reply(ins: &pb::Metadata, timeout: Option<Duration>) -> Duration 
 }
 
 /// An instruction as a ClientApp is handed it: its protobuf bytes (`flwr.proto.Message`,
-/// content inline), and its metadata, which the reply is routed by.
+/// content inline), and its metadata, which the reply is routed by. Encode it straight from
+/// the message's objects (`ObjectStore::encoded_message`, `encoded_message_from_objects`):
+/// the model is then copied once.
 #[derive(Debug, Clone)]
 pub struct Instruction {
     /// The message's metadata (its id is the id of its Message object).
     pub metadata: pb::Metadata,
     /// The whole message, encoded.
     pub encoded: Vec<u8>,
-}
-
-impl From<Message> for Instruction {
-    /// Encodes a decoded message. An object store can write the encoding straight from
-    /// the message's objects instead (`ObjectStore::encoded_message`), one copy less.
-    fn from(message: Message) -> Self {
-        Instruction {
-            metadata: pb::Metadata::from(&message.metadata),
-            encoded: pb::Message::from(&message).encode_to_vec(),
-        }
-    }
 }
 
 impl Executor {

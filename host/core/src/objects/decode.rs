@@ -41,15 +41,34 @@ pub(crate) fn message_from_checked_objects(
     decode(wire, tree, objects, objects.keys().cloned().collect())
 }
 
-/// What [`message_from_checked_objects`] decodes, as the protobuf bytes a Wasm app is
-/// handed (`flwr.proto.Message`), each array's data copied once: from its chunks straight
-/// into the encoding.
+/// What [`message_from_objects`] decodes (checking every object the same way), as the
+/// protobuf bytes a Wasm app is handed (`flwr.proto.Message`), with the message's metadata.
+/// Each array's data is copied once: from its chunks straight into the encoding.
+pub fn encoded_message_from_objects(
+    wire: &pb::Message,
+    tree: &pb::ObjectTree,
+    objects: &HashMap<String, Bytes>,
+) -> Result<(Metadata, Vec<u8>), ObjectError> {
+    encode_for_app(wire, tree, objects, HashSet::new())
+}
+
+/// [`encoded_message_from_objects`] for objects checked when they were stored (see
+/// [`message_from_checked_objects`]).
 pub(crate) fn encoded_message_from_checked_objects(
     wire: &pb::Message,
     tree: &pb::ObjectTree,
     objects: &HashMap<String, Bytes>,
 ) -> Result<(Metadata, Vec<u8>), ObjectError> {
-    let mut decoder = Decoder::new(objects, objects.keys().cloned().collect(), Some(Vec::new()));
+    encode_for_app(wire, tree, objects, objects.keys().cloned().collect())
+}
+
+fn encode_for_app(
+    wire: &pb::Message,
+    tree: &pb::ObjectTree,
+    objects: &HashMap<String, Bytes>,
+    verified: HashSet<String>,
+) -> Result<(Metadata, Vec<u8>), ObjectError> {
+    let mut decoder = Decoder::new(objects, verified, Some(Vec::new()));
     let message = decoder.decode(wire, tree)?;
     let data = decoder.deferred.unwrap_or_default();
     let encoded = encode_with_array_data(&pb::Message::from(&message), &data)

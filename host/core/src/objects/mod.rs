@@ -24,8 +24,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub use decode::message_from_objects;
 pub(crate) use decode::{encoded_message_from_checked_objects, message_from_checked_objects};
+pub use decode::{encoded_message_from_objects, message_from_objects};
 pub use encode::{
     chunk_data, chunk_matches, encode_object, message_id, message_to_objects, message_to_objects_with, KnownChunks,
 };

@@ -449,6 +449,19 @@ fn the_encoding_for_an_app_is_written_from_the_chunks() {
         let decoded = message_from_objects(&wire, &tree, &objects).unwrap();
         let (metadata, encoded) = encoded_message_from_checked_objects(&wire, &tree, &objects).unwrap();
         assert_eq!(metadata, decoded.metadata);
+        assert_eq!(encoded_message_from_objects(&wire, &tree, &objects).unwrap().1, encoded);
         assert_eq!(encoded, pb::Message::from(&decoded).encode_to_vec(), "{}", message.metadata.message_type);
     }
+}
+
+#[test]
+fn the_encoding_for_an_app_checks_every_object() {
+    let (tree, objects, _) = message_to_objects(&chunked());
+    let mut objects = stored(&objects);
+    let chunk = tree.children[0].children[0].children[1].children[0].object_id.clone();
+    let mut tampered = objects[&chunk].to_vec();
+    *tampered.last_mut().unwrap() ^= 1;
+    objects.insert(chunk.clone(), tampered.into());
+    let err = encoded_message_from_objects(&pb::Message::default(), &tree, &objects).unwrap_err();
+    assert!(err.to_string().contains(&chunk), "{err}");
 }
