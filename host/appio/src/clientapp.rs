@@ -262,7 +262,7 @@ impl ClientApp {
         unary!(self.node, confirm_message_received, req)?;
         // Encoded for the app straight from the objects: the model is copied once.
         Ok(encoded_message_from_objects(&inputs.wire, &inputs.tree, &objects)
-            .map(|(metadata, encoded)| Instruction { metadata: pb::Metadata::from(&metadata), encoded })
+            .map(Instruction::from)
             .map_err(|e| AppFailure::Load(format!("the instruction's objects are unusable: {e}"))))
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use sepal_core::records::Message;
+use sepal_core::records::{Message, Metadata};
 use sepal_core::routing::{now_secs, route_reply};
 use sepal_proto::pb;
 use sepal_sandbox::{decode_reply, ClientComponent, LogSink};
@@ -35,6 +35,13 @@ pub struct Instruction {
     pub metadata: pb::Metadata,
     /// The whole message, encoded.
     pub encoded: Vec<u8>,
+}
+
+impl From<(Metadata, Vec<u8>)> for Instruction {
+    /// What `ObjectStore::encoded_message` and `encoded_message_from_objects` return.
+    fn from((metadata, encoded): (Metadata, Vec<u8>)) -> Self {
+        Instruction { metadata: pb::Metadata::from(&metadata), encoded }
+    }
 }
 
 impl Executor {

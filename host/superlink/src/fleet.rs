@@ -5,6 +5,7 @@
 //! node the request names, then act on the [`Link`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sepal_proto::pb;
 use sepal_proto::pb::fleet_server::Fleet;
@@ -19,9 +20,9 @@ use crate::state::{Change, StoredMessage};
 const RECONNECT_AFTER: u64 = 5;
 
 /// The longest a pull is held, whatever the client asks.
-const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
-fn requested_wait<T>(req: &Request<T>) -> std::time::Duration {
+fn requested_wait<T>(req: &Request<T>) -> Duration {
     sepal_wire::requested_wait(req.metadata(), MAX_WAIT)
 }
 
@@ -94,10 +95,14 @@ impl FleetService {
     }
 
     /// Hands out the node's next instruction. A Sepal SuperNode may ask (with the
-    /// [`sepal_wire::WAIT_HEADER`] metadata) to be held until one arrives; Flower's never do.
-    async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Result<pb::PullMessagesResponse> {
+    /// [`sepal_wire::WAIT_HEADER`] metadata) to be held until one arrives, for `wait`;
+    /// Flower's never do.
+    async fn pull_messages(
+        &self,
+        req: Request<pb::PullMessagesRequest>,
+        wait: Duration,
+    ) -> Result<pb::PullMessagesResponse> {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
-        let wait = requested_wait(&req);
         if !wait.is_zero() {
             // A held pull is a sign of life: the node need not heartbeat while it pulls.
             self.link.state.keep_node_online(node_id, sepal_wire::PULL_HEARTBEAT_INTERVAL)?;
@@ -284,9 +289,13 @@ impl Fleet for FleetService {
         reply(self.heartbeat(req))
     }
     async fn pull_messages(&self, req: Request<pb::PullMessagesRequest>) -> Reply<pb::PullMessagesResponse> {
-        let (inline, held) = (asks_inline(&req), !requested_wait(&req).is_zero());
-        let replied = reply(FleetService::pull_messages(self, req).await);
-        tell(held, sepal_wire::PULL_IS_HEARTBEAT_HEADER, tell(inline, sepal_wire::INLINE_OBJECTS_HEADER, replied))
+        let (inline, wait) = (asks_inline(&req), requested_wait(&req));
+        let replied = reply(FleetService::pull_messages(self, req, wait).await);
+        tell(
+            !wait.is_zero(),
+            sepal_wire::PULL_IS_HEARTBEAT_HEADER,
+            tell(inline, sepal_wire::INLINE_OBJECTS_HEADER, replied),
+        )
     }
     async fn push_messages(&self, req: Request<pb::PushMessagesRequest>) -> Reply<pb::PushMessagesResponse> {
         reply(FleetService::push_messages(self, req))

@@ -57,14 +57,14 @@ pub trait KnownChunks {
 }
 
 /// The data of the chunk at `index` of `data`.
-pub fn chunk_data(data: &Bytes, index: usize) -> Option<Bytes> {
+pub(crate) fn chunk_data(data: &Bytes, index: usize) -> Option<Bytes> {
     let start = index.checked_mul(MAX_ARRAY_CHUNK_SIZE).filter(|s| *s < data.len())?;
     Some(data.slice(start..data.len().min(start + MAX_ARRAY_CHUNK_SIZE)))
 }
 
 /// Whether `object` is exactly the ArrayChunk object of `slice`: then it has the id that
 /// hashing `slice` would give, without hashing (a comparison is several times faster).
-pub fn chunk_matches(object: &[u8], slice: &[u8]) -> bool {
+pub(crate) fn chunk_matches(object: &[u8], slice: &[u8]) -> bool {
     let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
     object.len() == head.len() + slice.len() && object[..head.len()] == head[..] && object[head.len()..] == *slice
 }
@@ -239,7 +239,12 @@ fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
 }
 
 fn put_len(buf: &mut Vec<u8>, tag: u32, value: &[u8]) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
+    put_len_header(buf, tag, value.len());
     buf.extend_from_slice(value);
+}
+
+/// The key and length of a length-delimited field, whose `len` bytes come next.
+pub(super) fn put_len_header(buf: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
 }

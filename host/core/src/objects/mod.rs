@@ -26,9 +26,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use decode::{encoded_message_from_checked_objects, message_from_checked_objects};
 pub use decode::{encoded_message_from_objects, message_from_objects};
-pub use encode::{
-    chunk_data, chunk_matches, encode_object, message_id, message_to_objects, message_to_objects_with, KnownChunks,
-};
+pub use encode::{encode_object, message_id, message_to_objects, message_to_objects_with, KnownChunks};
 pub use recent::RecentArrays;
 
 #[cfg(doc)]

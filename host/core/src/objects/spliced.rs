@@ -4,10 +4,12 @@
 //! a gigabyte less to copy and to hold.
 
 use bytes::Bytes;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, message, WireType};
+use prost::encoding::{encoded_len_varint, key_len, message};
 use prost::Message as _;
 use sepal_proto::pb;
 use sepal_proto::pb::record_dict::item::Value;
+
+use super::encode::put_len_header;
 
 /// The data of each array of a message, in the order its records and their arrays come,
 /// as the chunks it is made of.
@@ -35,7 +37,7 @@ pub(crate) fn encode_with_array_data(msg: &pb::Message, data: &ArrayData) -> Opt
         message::encode(1, meta, &mut buf);
     }
     if let (Some(content), Some(len)) = (&msg.content, content_len) {
-        put_header(2, len, &mut buf);
+        put_len_header(&mut buf, 2, len);
         write_record_dict(content, &mut data.iter(), &mut buf);
     }
     if let Some(error) = &msg.error {
@@ -50,11 +52,6 @@ fn delimited(len: usize) -> usize {
     encoded_len_varint(len as u64) + len
 }
 
-fn put_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-}
-
 fn data_len(chunks: &[Bytes]) -> usize {
     chunks.iter().map(Bytes::len).sum()
 }
@@ -62,6 +59,11 @@ fn data_len(chunks: &[Bytes]) -> usize {
 /// `RecordDict.Item` without its value (the key, as prost writes it).
 fn item_key(key: &str) -> pb::record_dict::Item {
     pb::record_dict::Item { key: key.to_owned(), value: None }
+}
+
+/// `ArrayRecord.Item` without its value.
+fn array_item_key(key: &str) -> pb::array_record::Item {
+    pb::array_record::Item { key: key.to_owned(), value: None }
 }
 
 fn record_dict_len(rd: &pb::RecordDict, arrays: &mut Arrays<'_>) -> Option<usize> {
@@ -81,7 +83,7 @@ fn record_dict_len(rd: &pb::RecordDict, arrays: &mut Arrays<'_>) -> Option<usize
 fn array_record_len(ar: &pb::ArrayRecord, arrays: &mut Arrays<'_>) -> Option<usize> {
     let mut len = 0;
     for item in &ar.items {
-        let key_only = pb::array_record::Item { key: item.key.clone(), value: None }.encoded_len();
+        let key_only = array_item_key(&item.key).encoded_len();
         let value = match &item.value {
             Some(array) => key_len(2) + delimited(array_len(array, arrays.next()?)),
             None => 0,
@@ -105,29 +107,29 @@ fn write_record_dict(rd: &pb::RecordDict, arrays: &mut Arrays<'_>, buf: &mut Vec
         let mut ahead = arrays.clone();
         let ar_len = array_record_len(ar, &mut ahead).unwrap_or(0);
         let key = item_key(&item.key);
-        put_header(1, key.encoded_len() + key_len(2) + delimited(ar_len), buf);
+        put_len_header(buf, 1, key.encoded_len() + key_len(2) + delimited(ar_len));
         key.encode_raw(buf);
-        put_header(2, ar_len, buf);
+        put_len_header(buf, 2, ar_len);
         write_array_record(ar, arrays, buf);
     }
 }
 
 fn write_array_record(ar: &pb::ArrayRecord, arrays: &mut Arrays<'_>, buf: &mut Vec<u8>) {
     for item in &ar.items {
-        let key = pb::array_record::Item { key: item.key.clone(), value: None };
+        let key = array_item_key(&item.key);
         let Some(array) = &item.value else {
             message::encode(1, &key, buf);
             continue;
         };
         let chunks = arrays.next().map_or(&[][..], Vec::as_slice);
         let len = array_len(array, chunks);
-        put_header(1, key.encoded_len() + key_len(2) + delimited(len), buf);
+        put_len_header(buf, 1, key.encoded_len() + key_len(2) + delimited(len));
         key.encode_raw(buf);
-        put_header(2, len, buf);
+        put_len_header(buf, 2, len);
         array.encode_raw(buf);
         let n = data_len(chunks);
         if n > 0 {
-            put_header(4, n, buf);
+            put_len_header(buf, 4, n);
             chunks.iter().for_each(|c| buf.extend_from_slice(c));
         }
     }

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use sepal_core::store::ObjectStore;
 use sepal_executor::log::ClientLog;
 use sepal_executor::{AppCode, AppFailure, Executor, Instruction};
-use sepal_proto::pb;
 use sepal_sandbox::ClientComponent;
 use tokio::time::Instant;
 
@@ -68,11 +67,11 @@ impl Runner for WasmRunner {
         let entry = self.state.run(run_id).ok_or_else(|| AppFailure::Load(format!("run {run_id} is not known")))?;
         let component = self.component(&job.run.fab_hash, wasm).await?;
         // Encoded for the app straight from the objects: the model is copied once.
-        let (metadata, encoded) = self
+        let instruction: Instruction = self
             .objects
             .encoded_message(&job.instruction, &job.tree)
-            .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?;
-        let instruction = Instruction { metadata: pb::Metadata::from(&metadata), encoded };
+            .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?
+            .into();
         let time_left = job.deadline.saturating_duration_since(Instant::now());
         let log = Arc::new(ClientLog::new(run_id, self.executor.settings().host_log_bytes));
         let (reply, context) = self
