@@ -162,6 +162,7 @@ impl FleetService {
             self.link.node_done_with(node_id, msg.metadata().run_id);
             match self.accept_reply(&msg, node_id) {
                 Ok((id, missing)) => {
+                    self.link.uploads.queue(msg.metadata().run_id, &id, &missing);
                     results.insert(id, 0);
                     runs_answered.push(msg.metadata().run_id);
                     for id in missing {
@@ -252,10 +253,14 @@ impl FleetService {
         Ok(pb::GetFabResponse { fab: Some(pb::Fab { hash_str: hash.clone(), content: content.to_vec() }) })
     }
 
-    fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Result<pb::PushObjectResponse> {
-        self.node_of(&req, &req.get_ref().node)?;
+    /// Stores a reply's object once its reply's turn has come (back-pressure: see
+    /// [`crate::link::ReplyQueues`]); until then the call is held.
+    async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Result<pb::PushObjectResponse> {
+        let node_id = self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
         self.link.require_running(body.run_id)?;
+        self.link.check_object_size(&body.object_id, body.object_content.len())?;
+        self.link.wait_for_upload_turn(node_id, body.run_id, &body.object_id).await?;
         let stored = self.link.push_object(body.run_id, &body.object_id, body.object_content)?;
         Ok(pb::PushObjectResponse { stored })
     }
@@ -307,7 +312,7 @@ impl Fleet for FleetService {
         reply(FleetService::get_fab(self, req))
     }
     async fn push_object(&self, req: Request<pb::PushObjectRequest>) -> Reply<pb::PushObjectResponse> {
-        reply(FleetService::push_object(self, req))
+        reply(FleetService::push_object(self, req).await)
     }
     async fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Reply<pb::PullObjectResponse> {
         reply(FleetService::pull_object(self, req))

@@ -30,6 +30,9 @@ pub struct InputLimits {
     pub max_run_messages: usize,
     /// Most runs whose ServerApps run at once; later runs wait, pending.
     pub max_concurrent_runs: usize,
+    /// Bytes a run may hold before its replies' uploads wait their turn (see
+    /// [`crate::link::ReplyQueues`]).
+    pub reply_buffer_bytes: usize,
 }
 
 impl Default for InputLimits {
@@ -45,6 +48,7 @@ impl Default for InputLimits {
             max_run_bytes: 4 << 30,
             max_run_messages: 100_000,
             max_concurrent_runs: 16,
+            reply_buffer_bytes: 128 << 20,
         }
     }
 }

@@ -19,6 +19,7 @@ use sepal_core::error::ObjectError;
 use sepal_core::records::{Message, Metadata};
 use sepal_core::store::{ObjectLookup, ObjectStore};
 use sepal_proto::pb;
+use tokio::sync::watch;
 
 use crate::state::{LinkState, StateResult};
 
@@ -29,6 +30,8 @@ pub struct Objects {
     max_kept_bytes: u64,
     /// Bytes kept in the state now (an estimate: counted as kept and forgotten here).
     kept_bytes: AtomicU64,
+    /// Bumped whenever objects are deleted (memory was freed).
+    freed: watch::Sender<u64>,
 }
 
 impl Objects {
@@ -36,7 +39,7 @@ impl Objects {
     /// than `max_run_bytes` (see [`ObjectStore::with_run_limit`]).
     pub fn new(state: Arc<dyn LinkState>, max_kept_bytes: u64, max_run_bytes: usize) -> Self {
         let store = ObjectStore::with_run_limit(max_run_bytes);
-        Objects { store, state, max_kept_bytes, kept_bytes: AtomicU64::new(0) }
+        Objects { store, state, max_kept_bytes, kept_bytes: AtomicU64::new(0), freed: watch::channel(0).0 }
     }
 
     /// Puts the kept objects of the messages stored in the state back in memory, and
@@ -236,6 +239,11 @@ impl Objects {
         self.forget(deleted);
     }
 
+    /// A receiver that sees every deletion of objects from now on.
+    pub fn freed(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
+    }
+
     /// How many objects are held in memory.
     pub fn len(&self) -> usize {
         self.store.len()
@@ -268,7 +276,11 @@ impl Objects {
     }
 
     fn forget(&self, deleted: Vec<(String, usize)>) {
-        if !self.state.keeps_objects() || deleted.is_empty() {
+        if deleted.is_empty() {
+            return;
+        }
+        self.freed.send_modify(|n| *n = n.wrapping_add(1));
+        if !self.state.keeps_objects() {
             return;
         }
         let bytes: u64 = deleted.iter().map(|(_, len)| *len as u64).sum();

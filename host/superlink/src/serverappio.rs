@@ -26,6 +26,9 @@ const REPLY_HOLD: Duration = Duration::from_millis(1500);
 /// without runs. Bounded, so that an idle app still gets Flower's empty answer now and then.
 const RUN_HOLD: Duration = Duration::from_secs(3);
 
+/// How long a PullObject for an object still being uploaded is held.
+const OBJECT_HOLD: Duration = Duration::from_secs(5);
+
 /// How often a held pull re-checks for expired messages, which no event announces.
 const EXPIRY_RECHECK: Duration = Duration::from_millis(500);
 
@@ -84,7 +87,7 @@ impl ServerAppIoService {
                 }
             }
             if wanted.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(res);
+                return Ok(self.oldest_first(req.run_id, res));
             }
             // A reply arrives, a node leaves, or (no event) a message expires.
             tokio::select! {
@@ -92,9 +95,18 @@ impl ServerAppIoService {
                 _ = nodes.changed() => {}
                 _ = tokio::time::sleep(EXPIRY_RECHECK) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = self.link.events.closed() => return Ok(res),
+                _ = self.link.events.closed() => return Ok(self.oldest_first(req.run_id, res)),
             }
         }
+    }
+
+    /// The replies in the order they arrived: a ServerApp taking them in the order given
+    /// takes first the one whose upload goes first (see [`crate::link::ReplyQueues`]).
+    fn oldest_first(&self, run_id: u64, res: pb::PullAppMessagesResponse) -> pb::PullAppMessagesResponse {
+        let mut pairs: Vec<_> = res.messages_list.into_iter().zip(res.message_object_trees).collect();
+        pairs.sort_by_cached_key(|(_, tree)| self.link.uploads.position(run_id, &tree.object_id));
+        let (messages_list, message_object_trees) = pairs.into_iter().unzip();
+        pb::PullAppMessagesResponse { messages_list, message_object_trees }
     }
 
     /// The run; an empty response for an unknown run, as Flower answers.
@@ -220,10 +232,27 @@ impl ServerAppIoService {
         Ok(pb::PushObjectResponse { stored })
     }
 
-    fn pull_object(&self, req: pb::PullObjectRequest) -> Result<pb::PullObjectResponse> {
+    /// An object. One still being uploaded is asked for (its reply may then upload out of
+    /// turn, see [`crate::link::ReplyQueues`]) and the call is held until it arrives, up to
+    /// [`OBJECT_HOLD`]: Flower's grid sleeps 1 s, doubling up to 10 s, after each "not
+    /// available", and a held answer spares it those sleeps.
+    async fn pull_object(&self, req: pb::PullObjectRequest) -> Result<pb::PullObjectResponse> {
         self.link.require_running(req.run_id)?;
         Self::require_superlink_node(&req.node)?;
-        Ok(self.link.pull_object(&req.object_id))
+        let deadline = tokio::time::Instant::now() + OBJECT_HOLD;
+        let mut stored = self.link.events.object_stored.subscribe();
+        loop {
+            let res = self.link.pull_object(&req.object_id);
+            if res.object_available || !res.object_found || tokio::time::Instant::now() >= deadline {
+                return Ok(res);
+            }
+            self.link.uploads.ask(req.run_id, &req.object_id);
+            tokio::select! {
+                _ = stored.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.link.events.closed() => return Ok(res),
+            }
+        }
     }
 
     fn confirm(&self, req: pb::ConfirmMessageReceivedRequest) -> Result<pb::ConfirmMessageReceivedResponse> {
@@ -275,7 +304,7 @@ impl ServerAppIo for ServerAppIoService {
         reply(ServerAppIoService::push_object(self, req.into_inner()))
     }
     async fn pull_object(&self, req: Request<pb::PullObjectRequest>) -> Reply<pb::PullObjectResponse> {
-        reply(ServerAppIoService::pull_object(self, req.into_inner()))
+        reply(ServerAppIoService::pull_object(self, req.into_inner()).await)
     }
     async fn confirm_message_received(
         &self,

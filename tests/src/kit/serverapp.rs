@@ -94,7 +94,7 @@ impl PlayedServerApp {
     }
 
     /// Waits for the reply to `id`, pulls its objects (waiting for those still being
-    /// uploaded, as Flower does) and returns it.
+    /// uploaded) and confirms it, as Flower's grid does, and returns it.
     pub async fn receive(&mut self, id: &str) -> Message {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -102,12 +102,24 @@ impl PlayedServerApp {
                 pb::PullAppMessagesRequest { run_id: self.run_id, message_ids: vec![id.into()], ..Default::default() };
             let res = self.sio.pull_messages(req).await.expect("PullMessages").into_inner();
             if let (Some(wire), Some(tree)) = (res.messages_list.first(), res.message_object_trees.first()) {
-                let objects = self.pull_objects(tree, deadline).await;
-                return message_from_objects(wire, tree, &objects).expect("a whole reply");
+                return self.take(wire, tree).await;
             }
             assert!(Instant::now() < deadline, "no reply to {id}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Pulls the objects of a pulled reply (waiting for those still being uploaded) and
+    /// confirms it, as Flower's grid does; the whole reply.
+    pub async fn take(&mut self, wire: &pb::Message, tree: &pb::ObjectTree) -> Message {
+        let objects = self.pull_objects(tree, Instant::now() + WAIT).await;
+        let req = pb::ConfirmMessageReceivedRequest {
+            node: superlink(),
+            run_id: self.run_id,
+            message_object_id: tree.object_id.clone(),
+        };
+        self.sio.confirm_message_received(req).await.expect("ConfirmMessageReceived");
+        message_from_objects(wire, tree, &objects).expect("a whole reply")
     }
 
     async fn pull_objects(&mut self, tree: &pb::ObjectTree, deadline: Instant) -> HashMap<String, Bytes> {

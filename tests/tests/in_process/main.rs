@@ -12,5 +12,6 @@ mod launcher;
 mod log_parity;
 mod process_mode;
 mod python_clientapps;
+mod reply_uploads;
 mod supernode;
 mod tls;

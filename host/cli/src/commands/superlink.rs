@@ -59,6 +59,11 @@ pub struct SuperlinkArgs {
     /// a push past it is refused (Sepal addition).
     #[arg(long, default_value_t = 100_000)]
     max_run_messages: usize,
+    /// MiB a run may hold before its replies upload one at a time: past it, a pushed
+    /// object waits until the ServerApp takes the replies that arrived before its own, or
+    /// asks for it (Sepal addition).
+    #[arg(long, default_value_t = 128)]
+    reply_buffer_mb: usize,
     /// Most runs whose ServerApps run at once; later runs stay pending, and their logs
     /// say why, until one ends (Sepal addition).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
@@ -252,6 +257,7 @@ impl SuperlinkArgs {
             max_kept_object_bytes: self.max_kept_objects_mb << 20,
             max_run_bytes: self.max_run_mb.saturating_mul(1 << 20),
             max_run_messages: self.max_run_messages,
+            reply_buffer_bytes: self.reply_buffer_mb.saturating_mul(1 << 20),
             max_concurrent_runs: self.max_concurrent_runs as usize,
             ..InputLimits::default()
         };

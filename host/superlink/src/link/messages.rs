@@ -68,6 +68,7 @@ impl Link {
         self.check_object_size(object_id, content.len())?;
         match self.objects.put(object_id, content).map_err(|e| self.refused(run_id, e.into())) {
             Ok(true) => {
+                self.uploads.stored(run_id, object_id);
                 self.notify(Change::ObjectStored);
                 Ok(true)
             }

@@ -1,15 +1,17 @@
 //! What the three services share: the state, the object store, wake-ups, and the rules
 //! that more than one service applies: run status gates (here), message validation and
-//! objects ([`messages`]), per-run quotas and admission ([`quotas`]), and which run a
-//! node serves next ([`turns`]).
+//! objects ([`messages`]), per-run quotas and admission ([`quotas`]), which run a node
+//! serves next ([`turns`]), and when a reply's objects may upload ([`uploads`]).
 
 mod changes;
 mod messages;
 mod quotas;
 mod turns;
+mod uploads;
 mod wakeups;
 
 pub use messages::{require_valid, validate_message};
+pub use uploads::{ReplyQueues, MAX_WAITING_PER_NODE};
 pub use wakeups::Wakeups;
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +37,8 @@ pub struct Link {
     pub events: Events,
     /// How much input is accepted.
     pub limits: InputLimits,
+    /// Each run's replies in the order they arrived, for back-pressure on their uploads.
+    pub uploads: ReplyQueues,
     /// Per run: held while a push is checked against the run's quotas and stored.
     push_locks: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
     /// Per node: the run it was last handed an instruction from (runs take turns).
@@ -102,6 +106,7 @@ impl Link {
             objects,
             events: Events::default(),
             limits,
+            uploads: ReplyQueues::default(),
             push_locks: Mutex::default(),
             last_served: Mutex::default(),
             released: Mutex::default(),
@@ -158,6 +163,7 @@ impl Link {
             Err(e) => tracing::warn!(run_id, "cannot drop the finished run's messages: {e}"),
         }
         self.objects.delete_run(run_id);
+        self.uploads.forget_run(run_id);
         self.events.replies.forget(run_id);
         lock(&self.push_locks).remove(&run_id);
         lock(&self.told_over_quota).remove(&run_id);

@@ -131,7 +131,23 @@ impl LinkGrid {
                 out.push((id.clone(), encoded));
             }
         }
+        if out.is_empty() {
+            self.ask_for_one(ids.iter().filter_map(|id| uploading.get(id)));
+        }
         Ok(out)
+    }
+
+    /// The app waits on these replies and none is in: unless one of them is uploading
+    /// (its turn came), the first is asked for, so the app never waits on a reply whose
+    /// upload waits for the app to take another (see [`crate::link::ReplyQueues`]).
+    fn ask_for_one<'a>(&self, waited: impl Iterator<Item = &'a Uploading>) {
+        let present = |id: &str| self.link.objects.contains(id);
+        let waited: Vec<&str> = waited.map(|r| r.tree.object_id.as_str()).collect();
+        if !waited.iter().any(|reply| self.link.uploads.has_turn(self.run_id, reply, &present)) {
+            if let Some(first) = waited.first() {
+                self.link.uploads.ask(self.run_id, first);
+            }
+        }
     }
 
     /// The reply once its objects are all uploaded (its objects are then dropped, as a
@@ -277,7 +293,8 @@ mod tests {
         wire.metadata.as_mut().unwrap().message_id = id;
         let stored = StoredMessage { message: wire, tree };
         grid.link.state.store_reply(stored.clone()).unwrap().unwrap();
-        grid.link.objects.preregister(grid.run_id, &stored.tree).unwrap();
+        let missing = grid.link.objects.preregister(grid.run_id, &stored.tree).unwrap();
+        grid.link.uploads.queue(grid.run_id, &stored.tree.object_id, &missing);
         on_node
     }
 
@@ -295,6 +312,23 @@ mod tests {
         assert_eq!(reply.metadata.reply_to_message_id, id);
         assert_eq!(reply.metadata.message_type, "train");
         assert!(grid.uploading.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_app_waiting_on_a_reply_lets_it_upload_before_older_ones() {
+        let (grid, node, ins, id) = delivered_instruction().await;
+        // An older reply of the run that has not uploaded yet.
+        let (older, _) = ObjectStore::new()
+            .insert_message(grid.run_id, &Message::with_content(Metadata::default(), RecordDict::new()));
+        let missing = grid.link.objects.preregister(grid.run_id, &older).unwrap();
+        grid.link.uploads.queue(grid.run_id, &older.object_id, &missing);
+        store_reply_without_objects(&grid, node, &ins);
+        assert!(grid.pull(std::slice::from_ref(&id)).await.unwrap().is_empty());
+
+        let tree = grid.uploading.lock().unwrap()[&id].tree.clone();
+        let present = |id: &str| grid.link.objects.contains(id);
+        assert!(grid.link.uploads.has_turn(grid.run_id, &tree.object_id, &present), "the awaited reply may upload");
+        assert!(grid.link.uploads.has_turn(grid.run_id, &older.object_id, &present), "the older one still may");
     }
 
     #[tokio::test]
