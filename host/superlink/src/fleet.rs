@@ -162,7 +162,8 @@ impl FleetService {
             self.link.node_done_with(node_id, msg.metadata().run_id);
             match self.accept_reply(&msg, node_id) {
                 Ok((id, missing)) => {
-                    self.link.uploads.queue(msg.metadata().run_id, &id, &missing);
+                    let present = |id: &str| self.link.objects.contains(id);
+                    self.link.uploads.queue(msg.metadata().run_id, &id, &missing, &present);
                     results.insert(id, 0);
                     runs_answered.push(msg.metadata().run_id);
                     for id in missing {

@@ -50,6 +50,7 @@ struct RunReplies {
 struct Queued {
     seq: u64,
     asked: bool,
+    /// Its objects not yet pushed (their `owner` entries).
     missing: Vec<String>,
 }
 
@@ -84,9 +85,12 @@ impl RunReplies {
 
 impl ReplyQueues {
     /// Queues a reply of `run_id` that arrived with `missing` objects still to be pushed.
-    pub fn queue(&self, run_id: u64, reply: &str, missing: &[String]) {
+    /// Replies taken meanwhile are let go of first, so that a long run's queue stays as
+    /// long as its replies not yet taken.
+    pub fn queue(&self, run_id: u64, reply: &str, missing: &[String], present: &dyn Fn(&str) -> bool) {
         let mut runs = lock(&self.runs);
         let run = runs.entry(run_id).or_default();
+        run.drop_gone(present);
         if run.replies.contains_key(reply) {
             return;
         }
@@ -101,8 +105,12 @@ impl ReplyQueues {
 
     /// The object arrived: it no longer waits for anything.
     pub fn stored(&self, run_id: u64, object_id: &str) {
-        if let Some(run) = lock(&self.runs).get_mut(&run_id) {
-            run.owner.remove(object_id);
+        let mut runs = lock(&self.runs);
+        let Some(run) = runs.get_mut(&run_id) else { return };
+        if let Some(reply) = run.owner.remove(object_id) {
+            if let Some(q) = run.replies.get_mut(&reply) {
+                q.missing.retain(|id| id != object_id);
+            }
         }
     }
 
@@ -238,16 +246,16 @@ mod tests {
     #[test]
     fn under_the_buffer_every_object_is_stored_at_once() {
         let q = ReplyQueues::default();
-        q.queue(1, "a", &ids(&["a1"]));
-        q.queue(1, "b", &ids(&["b1"]));
+        q.queue(1, "a", &ids(&["a1"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1"]), &|_| true);
         assert!(q.may_store(1, "b1", 10, 100, &|_| true));
     }
 
     #[test]
     fn over_the_buffer_only_the_oldest_reply_uploads_until_it_is_taken() {
         let q = ReplyQueues::default();
-        q.queue(1, "a", &ids(&["a1", "a2"]));
-        q.queue(1, "b", &ids(&["b1"]));
+        q.queue(1, "a", &ids(&["a1", "a2"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1"]), &|_| true);
         assert!(q.may_store(1, "a1", 500, 100, &|_| true));
         assert!(!q.may_store(1, "b1", 500, 100, &|_| true));
         // The ServerApp took "a": its objects are gone.
@@ -257,8 +265,8 @@ mod tests {
     #[test]
     fn a_reply_the_server_app_asks_for_uploads_out_of_turn() {
         let q = ReplyQueues::default();
-        q.queue(1, "a", &ids(&["a1"]));
-        q.queue(1, "b", &ids(&["b1", "b2"]));
+        q.queue(1, "a", &ids(&["a1"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1", "b2"]), &|_| true);
         let asked = q.asked.subscribe();
         q.ask(1, "b2");
         assert!(asked.has_changed().unwrap());
@@ -269,9 +277,9 @@ mod tests {
     #[test]
     fn other_runs_and_unknown_objects_do_not_wait() {
         let q = ReplyQueues::default();
-        q.queue(1, "a", &ids(&["a1"]));
-        q.queue(1, "b", &ids(&["b1"]));
-        q.queue(2, "c", &ids(&["c1"]));
+        q.queue(1, "a", &ids(&["a1"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1"]), &|_| true);
+        q.queue(2, "c", &ids(&["c1"]), &|_| true);
         assert!(q.may_store(2, "c1", 500, 100, &|_| true));
         assert!(q.may_store(1, "instruction-object", 500, 100, &|_| true));
         q.stored(1, "b1");
@@ -279,10 +287,22 @@ mod tests {
     }
 
     #[test]
+    fn replies_taken_are_let_go_of_as_others_arrive() {
+        let q = ReplyQueues::default();
+        for i in 0..1000 {
+            let taken = format!("r{}", i.max(1) - 1);
+            q.queue(1, &format!("r{i}"), &ids(&["x"]), &|id| id != taken);
+        }
+        let runs = lock(&q.runs);
+        assert_eq!(runs[&1].replies.len(), 1, "only the reply not yet taken is queued");
+        assert_eq!(runs[&1].owner.len(), 1);
+    }
+
+    #[test]
     fn replies_are_ordered_by_arrival() {
         let q = ReplyQueues::default();
-        q.queue(1, "first", &[]);
-        q.queue(1, "second", &[]);
+        q.queue(1, "first", &[], &|_| true);
+        q.queue(1, "second", &[], &|_| true);
         assert!(q.position(1, "first") < q.position(1, "second"));
         assert_eq!(q.position(1, "unknown"), u64::MAX);
         q.forget_run(1);

@@ -294,7 +294,7 @@ mod tests {
         let stored = StoredMessage { message: wire, tree };
         grid.link.state.store_reply(stored.clone()).unwrap().unwrap();
         let missing = grid.link.objects.preregister(grid.run_id, &stored.tree).unwrap();
-        grid.link.uploads.queue(grid.run_id, &stored.tree.object_id, &missing);
+        grid.link.uploads.queue(grid.run_id, &stored.tree.object_id, &missing, &|_| true);
         on_node
     }
 
@@ -321,7 +321,7 @@ mod tests {
         let (older, _) = ObjectStore::new()
             .insert_message(grid.run_id, &Message::with_content(Metadata::default(), RecordDict::new()));
         let missing = grid.link.objects.preregister(grid.run_id, &older).unwrap();
-        grid.link.uploads.queue(grid.run_id, &older.object_id, &missing);
+        grid.link.uploads.queue(grid.run_id, &older.object_id, &missing, &|_| true);
         store_reply_without_objects(&grid, node, &ins);
         assert!(grid.pull(std::slice::from_ref(&id)).await.unwrap().is_empty());
 
