@@ -4,8 +4,9 @@
 //! Each implementation gets a fresh federation (SuperLink + 2 SuperNodes, subprocess
 //! isolation) running the same Python app (`bench/apps/large-model`, spawned as
 //! `flwr-serverapp` / `flwr-clientapp` by either implementation); Sepal then runs the same
-//! job as Wasm apps (`bench/apps/large-model-wasm`, `bench/guests/large-model-*`), which run
-//! inside its daemons. The figures are the run's wall time from the SuperLink's own
+//! job as Wasm apps (`bench/apps/large-model-wasm`, `bench/guests/large-model-*`), run
+//! inside its daemons, and once more in `sepal serverapp` / `sepal clientapp` processes
+//! beside them (process isolation). The figures are the run's wall time from the SuperLink's own
 //! timestamps, the ServerApp's round-trip time, and CPU time and peak RSS of the SuperLink
 //! and SuperNode daemons (not of Python app processes, which are the same code in both).
 
@@ -59,9 +60,16 @@ impl Measured {
 pub fn run(opts: &Opts) -> Result<Report> {
     let (size_mib, timeout) = if opts.smoke { (SMOKE_MIB, SMOKE_TIMEOUT) } else { (FULL_MIB, FULL_TIMEOUT) };
     let wasm = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
-    let flower = measure(Impl::Python, size_mib, timeout).context("Python Flower run")?;
-    let sepal = measure(Impl::Sepal, size_mib, timeout).context("Sepal run")?;
-    let rows = [("Flower 1.20.0", &flower), ("Sepal, Python apps", &sepal), ("Sepal, Wasm apps", &wasm)];
+    let wasm_apart =
+        measure(Impl::Sepal, Apps::WasmProcesses, size_mib, timeout).context("Sepal run with Wasm app processes")?;
+    let flower = measure(Impl::Python, Apps::Python, size_mib, timeout).context("Python Flower run")?;
+    let sepal = measure(Impl::Sepal, Apps::Python, size_mib, timeout).context("Sepal run")?;
+    let rows = [
+        ("Flower 1.20.0", &flower),
+        ("Sepal, Python apps", &sepal),
+        ("Sepal, Wasm apps", &wasm),
+        ("Sepal, Wasm app processes", &wasm_apart),
+    ];
 
     let mut report = Report::new(
         "large-model",
@@ -73,7 +81,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
         "Against the payload (the array's size; four copies cross the SuperLink: two down, two up):".into(),
         payload_table(size_mib << 20, &rows),
     ));
-    report.notes = notes(size_mib, &flower, &sepal, &wasm);
+    report.notes = notes(size_mib, &rows);
     Ok(report)
 }
 
@@ -135,7 +143,7 @@ fn payload_table(payload: u64, rows: &[(&str, &Measured)]) -> Table {
     t
 }
 
-fn notes(size_mib: u64, flower: &Measured, sepal: &Measured, wasm: &Measured) -> Vec<String> {
+fn notes(size_mib: u64, rows: &[(&str, &Measured)]) -> Vec<String> {
     let mut notes = vec![
         format!(
             "One run per row on a fresh federation (SuperLink + 2 SuperNodes, subprocess isolation). The \
@@ -149,10 +157,15 @@ fn notes(size_mib: u64, flower: &Measured, sepal: &Measured, wasm: &Measured) ->
             "The Wasm row does the same job with Wasm apps (`bench/apps/large-model-wasm`, run inside the \
              SuperLink and the SuperNodes with `--wasm-memory-mb {WASM_MEMORY_MB}`). A wasm32 app has 4 GiB of \
              address space, so its ServerApp pushes one message at a time, drops the array once both are \
-             sent and pulls the replies one at a time (checking against the regenerated seeded values); its \
-             round-trip runs from the first push to the last reply, without its own checking. The apps' \
+             sent and takes the replies as they come in (checking against the regenerated seeded values); \
+             its round-trip runs from the first push to the last reply, without its own checking. The apps' \
              memory is part of the SuperLink's and SuperNodes' RSS in this row."
         ),
+        "The last row runs the same Wasm apps in process isolation: the SuperLink and SuperNodes run \
+         none, `sepal serverapp` and one `sepal clientapp` per node run them beside the daemons (over \
+         ServerAppIo and ClientAppIo), so the daemons' RSS is their own and, as with the Python apps, \
+         the app processes' is not counted."
+            .to_string(),
         "Wall time: the SuperLink's own run timestamps, `pending_at` (StartRun) to `finished_at`; it \
          includes starting the ServerApp and ClientApps and creating and checking the array. \
          App round-trip (Python rows): the ServerApp's own clock around `send_and_receive` (serialising \
@@ -164,10 +177,11 @@ fn notes(size_mib: u64, flower: &Measured, sepal: &Measured, wasm: &Measured) ->
          counted."
             .to_string(),
     ];
-    for (name, m) in [("Python apps", sepal), ("Wasm apps", wasm)] {
-        let behind = behind_flower(flower, m);
+    let (flower, sepal_rows) = rows.split_first().expect("Flower's row comes first");
+    for (name, m) in sepal_rows {
+        let behind = behind_flower(flower.1, m);
         if !behind.is_empty() {
-            notes.push(format!("Sepal with {name} is not ahead of Flower here on: {}.", behind.join(", ")));
+            notes.push(format!("{name} is not ahead of Flower here on: {}.", behind.join(", ")));
         }
     }
     notes
@@ -186,17 +200,38 @@ fn behind_flower(flower: &Measured, sepal: &Measured) -> Vec<&'static str> {
     slower.iter().filter(|(_, b)| *b).map(|(n, _)| *n).collect()
 }
 
-/// One run of the app on a fresh federation of `imp` components.
-fn measure(imp: Impl, size_mib: u64, timeout: Duration) -> Result<Measured> {
-    let mut fed = Federation::builder()
-        .superlink(imp)
-        .supernode(imp)
-        .supernodes(2)
-        .isolation(Isolation::Subprocess)
-        .start()
-        .context("starting the federation")?;
+/// Which apps a [`measure`] run runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Apps {
+    /// `bench/apps/large-model`, in `flwr-serverapp` / `flwr-clientapp` processes the
+    /// daemons start (subprocess isolation).
+    Python,
+    /// The Wasm apps in `sepal serverapp` / `sepal clientapp` processes beside the daemons
+    /// (process isolation).
+    WasmProcesses,
+}
+
+/// One run of `apps` on a fresh federation of `imp` components.
+fn measure(imp: Impl, apps: Apps, size_mib: u64, timeout: Duration) -> Result<Measured> {
+    let mut builder = Federation::builder().superlink(imp).supernode(imp).supernodes(2);
+    builder = match apps {
+        Apps::Python => builder.isolation(Isolation::Subprocess),
+        Apps::WasmProcesses => builder
+            .isolation(Isolation::Process)
+            .apps(Impl::Sepal)
+            .serverapp_arg("--wasm-memory-mb")
+            .serverapp_arg(WASM_MEMORY_MB)
+            .clientapp_arg("--wasm-memory-mb")
+            .clientapp_arg(WASM_MEMORY_MB),
+    };
+    let mut fed = builder.start().context("starting the federation")?;
+    let config = format!("size-mib={size_mib}");
+    // `flwr` submits the Python app, and shows either run's log.
     let flwr = fed.flwr_app(&crate::bench_app("large-model"))?;
-    let run_id = flwr.run(&["--run-config", &format!("size-mib={size_mib}")])?;
+    let run_id = match apps {
+        Apps::Python => flwr.run(&["--run-config", &config])?,
+        Apps::WasmProcesses => wasm_apps::sepal_run(fed.exec_addr(), &wasm_apps::wasm_app("large-model"), &config)?,
+    };
     flwr.wait_for_status(run_id, |s| s == "finished:completed", timeout)?;
 
     // The daemons' counters, before anything is stopped.

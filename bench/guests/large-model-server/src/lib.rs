@@ -6,8 +6,9 @@
 //!
 //! The same job as the Python app in `bench/apps/large-model`, shaped for a wasm32 address
 //! space (4 GiB): messages are pushed one at a time, the array is dropped once they are
-//! sent (the check regenerates the seeded values), and replies are pulled one at a time,
-//! so the app holds at most about two copies of the array. The round trip is the time from
+//! sent (the check regenerates the seeded values), and replies are taken as they come in,
+//! which at a Sepal SuperLink is one at a time (it uploads large replies in turn), so the
+//! app holds at most about two copies of the array. The round trip is the time from
 //! the first push to the last reply, without the app's own checking.
 
 use std::time::{Duration, Instant};
@@ -41,11 +42,14 @@ fn server_main(grid: &mut dyn Grid, ctx: &mut Context) -> Result<(), AppError> {
     drop(array);
 
     let (mut ok, mut checking) = (0, Duration::ZERO);
-    for id in ids {
-        let reply = wait_for_reply(grid, id, started + reply_timeout)?;
-        let checked = Instant::now();
-        ok += usize::from(reply_ok(&reply, &header, len));
-        checking += checked.elapsed();
+    let mut waiting = ids;
+    while !waiting.is_empty() {
+        for reply in wait_for_replies(grid, &waiting, started + reply_timeout)? {
+            waiting.retain(|id| id != reply.reply_to_message_id());
+            let checked = Instant::now();
+            ok += usize::from(reply_ok(&reply, &header, len));
+            checking += checked.elapsed();
+        }
     }
     let roundtrip = started.elapsed().saturating_sub(checking).as_secs_f64();
     info!("LARGE roundtrip_s={roundtrip:.3} ok={ok} nodes={} size_mib={size_mib}", nodes.len());
@@ -60,15 +64,16 @@ fn seconds(ctx: &Context, key: &str, default: f64) -> Result<Duration, AppError>
         .map_err(|e| AppError::new(format!("{key}: {e}")))
 }
 
-/// Polls for the reply to instruction `id` until `deadline`.
-fn wait_for_reply(grid: &mut dyn Grid, id: String, deadline: Instant) -> Result<Message, AppError> {
-    let ids = [id];
+/// Polls for replies to the instructions `ids` until some are in (whichever come first:
+/// a Sepal SuperLink uploads large replies one at a time) or `deadline` passes.
+fn wait_for_replies(grid: &mut dyn Grid, ids: &[String], deadline: Instant) -> Result<Vec<Message>, AppError> {
     loop {
-        if let Some(reply) = grid.pull_messages(&ids)?.pop() {
-            return Ok(reply);
+        let replies = grid.pull_messages(ids)?;
+        if !replies.is_empty() {
+            return Ok(replies);
         }
         if Instant::now() >= deadline {
-            return Err(AppError::new(format!("no reply to {} before the reply timeout", ids[0])));
+            return Err(AppError::new(format!("{} replies missing at the reply timeout", ids.len())));
         }
         grid.sleep(POLL);
     }
