@@ -6,8 +6,9 @@
 //! venv from scripts/python-env.sh.
 
 use std::thread;
+use std::time::Duration;
 
-use sepal_tests::{python_reference_final, scenarios, Federation, Isolation};
+use sepal_tests::{python_reference_final, scenarios, Federation, Impl, Isolation};
 
 /// Runs the 2-round scenario on `sepal superlink` while the Python reference runs in
 /// another thread, and compares the FINAL lines.
@@ -96,4 +97,29 @@ fn a_straggler_python_supernode_survives_and_serves_the_next_round() {
     for node in fed.supernode_procs() {
         node.ensure_running().unwrap_or_else(|e| panic!("a Python SuperNode did not survive the straggler: {e:#}"));
     }
+}
+
+/// Back-pressure on reply uploads with Flower's own components: past a 1 MiB reply buffer,
+/// two Python SuperNodes' 24 MiB replies upload one at a time (the second node's PushObject
+/// calls are held until Flower's ServerApp has taken the first reply), and the ServerApp
+/// still gets both replies whole from its one `send_and_receive`.
+#[test]
+fn python_supernodes_upload_large_replies_in_turn() {
+    let mut fed = Federation::builder()
+        .superlink(Impl::Sepal)
+        .supernode(Impl::Python)
+        .supernodes(2)
+        .superlink_arg("--reply-buffer-mb")
+        .superlink_arg("1")
+        .env("SEPAL_LOG", "info,sepal_superlink::link::uploads=debug")
+        .start()
+        .unwrap();
+    let flwr = fed.flwr_app(&sepal_tests::repo_root().join("bench/apps/large-model")).unwrap();
+    let run_id = flwr.run(&["--run-config", "size-mib=24"]).unwrap();
+    let status = flwr.wait_for_status(run_id, |s| s.starts_with("finished"), Duration::from_secs(300)).unwrap();
+    let log = flwr.log_show(run_id).unwrap();
+    assert_eq!(status, "finished:completed", "{log}");
+    assert!(log.contains("ok=2 nodes=2"), "both replies arrive whole:\n{log}");
+    let own = fed.superlink_proc().expect("a SuperLink").log();
+    assert!(own.contains("object push waits for its reply's turn"), "no upload waited its turn:\n{own}");
 }
