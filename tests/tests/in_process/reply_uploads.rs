@@ -122,6 +122,9 @@ async fn past_the_reply_buffer_replies_upload_in_the_order_the_server_app_takes_
     let (mut server, ins, [mut first, mut second]) = two_replies(&link).await;
     // The second reply uploads while the run holds less than the buffer, then waits.
     let held = second.push_until_held().await;
+    // The first reply is the one to take next: it uploads whatever the run holds.
+    first.push_rest().await;
+    assert!(!held.is_finished(), "the second reply still waits");
     // A run beside it uploads as usual.
     let (fleet, node) = link.register_node().await;
     let mut other = PlayedServerApp::start(&link, kit::fab(&PyProject::new("beside")), Default::default()).await;
@@ -129,9 +132,6 @@ async fn past_the_reply_buffer_replies_upload_in_the_order_the_server_app_takes_
     let mut beside = Reply::pushed(fleet, node, 3.0).await;
     beside.push_rest().await;
     assert!(other.receive(&other_ins).await.content == Some(content(3.0)), "the run beside gets its reply");
-    // The first reply is the one to take next: it uploads whatever the run holds.
-    first.push_rest().await;
-    assert!(!held.is_finished(), "the second reply still waits");
 
     // Asked for both, the ServerApp gets them oldest first.
     let req = pb::PullAppMessagesRequest {

@@ -8,6 +8,9 @@
 //! reply that is itself waiting, and a run holds about its buffer plus the reply being
 //! taken.
 //!
+//! A reply whose node stops uploading cannot hold the others back for long: once no object
+//! of the run has arrived for [`STALLED_AFTER`], the oldest waiting push goes on.
+//!
 //! A waiting push holds its request (and its object) in memory: each node may have at most
 //! [`MAX_WAITING_PER_NODE`] waiting at once, as many as Flower's SuperNode pushes at once.
 //! With a state shared by replicas there is no back-pressure: a reply may upload to one
@@ -15,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -25,20 +28,31 @@ use crate::error::{Error, Result};
 /// Most pushes of one node waiting for their reply's turn at once.
 pub const MAX_WAITING_PER_NODE: usize = 8;
 
-/// How often a waiting push re-checks without a wake-up (a message may expire).
+/// How long a run's uploads may make no progress before a waiting push goes on anyway.
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+/// How often a waiting push re-checks without a wake-up (a message may expire, the
+/// uploads may stall).
 const RECHECK: Duration = Duration::from_secs(2);
 
 /// The replies of every run, in the order they arrived, until their ServerApp takes them.
-#[derive(Default)]
 pub struct ReplyQueues {
     runs: Mutex<HashMap<u64, RunReplies>>,
     waiting: Mutex<HashMap<u64, usize>>,
     /// Bumped when a reply is asked for (a waiting push may now go on).
     asked: watch::Sender<u64>,
+    stalled_after: Duration,
 }
 
-#[derive(Default)]
+impl Default for ReplyQueues {
+    fn default() -> Self {
+        Self::with_stall(STALLED_AFTER)
+    }
+}
+
 struct RunReplies {
+    /// When an object of one of the run's queued replies last arrived (or the first reply).
+    progress: Instant,
     next_seq: u64,
     /// Replies not yet taken, oldest first: arrival number -> reply (message) id.
     order: BTreeMap<u64, String>,
@@ -55,6 +69,16 @@ struct Queued {
 }
 
 impl RunReplies {
+    fn new() -> Self {
+        RunReplies {
+            progress: Instant::now(),
+            next_seq: 0,
+            order: BTreeMap::new(),
+            replies: HashMap::new(),
+            owner: HashMap::new(),
+        }
+    }
+
     fn remove(&mut self, reply: &str) {
         if let Some(q) = self.replies.remove(reply) {
             self.order.remove(&q.seq);
@@ -84,12 +108,17 @@ impl RunReplies {
 }
 
 impl ReplyQueues {
+    /// Queues whose uploads count as stalled after `stalled_after` without progress.
+    pub fn with_stall(stalled_after: Duration) -> Self {
+        ReplyQueues { runs: Mutex::default(), waiting: Mutex::default(), asked: watch::channel(0).0, stalled_after }
+    }
+
     /// Queues a reply of `run_id` that arrived with `missing` objects still to be pushed.
     /// Replies taken meanwhile are let go of first, so that a long run's queue stays as
     /// long as its replies not yet taken.
     pub fn queue(&self, run_id: u64, reply: &str, missing: &[String], present: &dyn Fn(&str) -> bool) {
         let mut runs = lock(&self.runs);
-        let run = runs.entry(run_id).or_default();
+        let run = runs.entry(run_id).or_insert_with(RunReplies::new);
         run.drop_gone(present);
         if run.replies.contains_key(reply) {
             return;
@@ -108,6 +137,7 @@ impl ReplyQueues {
         let mut runs = lock(&self.runs);
         let Some(run) = runs.get_mut(&run_id) else { return };
         if let Some(reply) = run.owner.remove(object_id) {
+            run.progress = Instant::now();
             if let Some(q) = run.replies.get_mut(&reply) {
                 q.missing.retain(|id| id != object_id);
             }
@@ -130,10 +160,26 @@ impl ReplyQueues {
         let mut runs = lock(&self.runs);
         let Some(run) = runs.get_mut(&run_id) else { return true };
         run.drop_gone(present);
-        match run.owner.get(object_id) {
-            Some(reply) => run.has_turn(reply),
-            None => true,
+        let Some(reply) = run.owner.get(object_id) else { return true };
+        if run.has_turn(reply) {
+            return true;
         }
+        // The replies uploading stalled: this one goes on in their place.
+        if run.progress.elapsed() >= self.stalled_after {
+            let reply = reply.clone();
+            tracing::info!(
+                run_id,
+                reply,
+                "no reply object arrived for {:?}: a waiting reply uploads",
+                self.stalled_after
+            );
+            run.progress = Instant::now();
+            if let Some(q) = run.replies.get_mut(&reply) {
+                q.asked = true;
+            }
+            return true;
+        }
+        false
     }
 
     /// The ServerApp asks for the reply that `object_id` belongs to (or that is
@@ -284,6 +330,19 @@ mod tests {
         assert!(q.may_store(1, "instruction-object", 500, 100, &|_| true));
         q.stored(1, "b1");
         assert!(q.may_store(1, "b1", 500, 100, &|_| true), "an object already stored is not held back");
+    }
+
+    #[test]
+    fn a_stalled_upload_lets_the_next_reply_through() {
+        let q = ReplyQueues::with_stall(Duration::from_millis(50));
+        q.queue(1, "a", &ids(&["a1"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1", "b2"]), &|_| true);
+        assert!(!q.may_store(1, "b1", 500, 100, &|_| true));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(q.may_store(1, "b1", 500, 100, &|_| true), "nothing arrived for a while: b goes on");
+        q.queue(1, "c", &ids(&["c1"]), &|_| true);
+        assert!(q.may_store(1, "b2", 500, 100, &|_| true), "b keeps its turn");
+        assert!(!q.may_store(1, "c1", 500, 100, &|_| true), "c waits again");
     }
 
     #[test]
