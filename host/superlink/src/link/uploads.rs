@@ -51,7 +51,8 @@ impl Default for ReplyQueues {
 }
 
 struct RunReplies {
-    /// When an object of one of the run's queued replies last arrived (or the first reply).
+    /// When an object of one of the run's queued replies last arrived, or uploads began
+    /// after a time without any (the quiet time between rounds is no stall).
     progress: Instant,
     next_seq: u64,
     /// Replies not yet taken, oldest first: arrival number -> reply (message) id.
@@ -122,6 +123,9 @@ impl ReplyQueues {
         run.drop_gone(present);
         if run.replies.contains_key(reply) {
             return;
+        }
+        if run.owner.is_empty() {
+            run.progress = Instant::now();
         }
         let seq = run.next_seq;
         run.next_seq += 1;
@@ -343,6 +347,16 @@ mod tests {
         q.queue(1, "c", &ids(&["c1"]), &|_| true);
         assert!(q.may_store(1, "b2", 500, 100, &|_| true), "b keeps its turn");
         assert!(!q.may_store(1, "c1", 500, 100, &|_| true), "c waits again");
+    }
+
+    #[test]
+    fn the_quiet_time_before_a_round_is_no_stall() {
+        let q = ReplyQueues::with_stall(Duration::from_millis(50));
+        q.queue(1, "last-round", &[], &|_| true);
+        std::thread::sleep(Duration::from_millis(60));
+        q.queue(1, "a", &ids(&["a1"]), &|_| true);
+        q.queue(1, "b", &ids(&["b1"]), &|_| true);
+        assert!(!q.may_store(1, "b1", 500, 100, &|id| id != "last-round"), "b waits for a");
     }
 
     #[test]
