@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use sepal_tests::wasm_apps::{self, SepalFederation};
+use sepal_tests::wasm_apps;
 use sepal_tests::{flwr::list_run, Federation, Impl, Isolation};
 
 use crate::measure::{proc_usage, run_wall_time, ProcUsage};
@@ -59,7 +59,7 @@ impl Measured {
 /// Runs the scenario.
 pub fn run(opts: &Opts) -> Result<Report> {
     let (size_mib, timeout) = if opts.smoke { (SMOKE_MIB, SMOKE_TIMEOUT) } else { (FULL_MIB, FULL_TIMEOUT) };
-    let wasm = measure_wasm(size_mib, timeout).context("Sepal run with the Wasm apps")?;
+    let wasm = measure(Impl::Sepal, Apps::Wasm, size_mib, timeout).context("Sepal run with the Wasm apps")?;
     let wasm_apart =
         measure(Impl::Sepal, Apps::WasmProcesses, size_mib, timeout).context("Sepal run with Wasm app processes")?;
     let flower = measure(Impl::Python, Apps::Python, size_mib, timeout).context("Python Flower run")?;
@@ -206,6 +206,8 @@ enum Apps {
     /// `bench/apps/large-model`, in `flwr-serverapp` / `flwr-clientapp` processes the
     /// daemons start (subprocess isolation).
     Python,
+    /// The Wasm apps, inside the daemons (subprocess isolation).
+    Wasm,
     /// The Wasm apps in `sepal serverapp` / `sepal clientapp` processes beside the daemons
     /// (process isolation).
     WasmProcesses,
@@ -216,6 +218,12 @@ fn measure(imp: Impl, apps: Apps, size_mib: u64, timeout: Duration) -> Result<Me
     let mut builder = Federation::builder().superlink(imp).supernode(imp).supernodes(2);
     builder = match apps {
         Apps::Python => builder.isolation(Isolation::Subprocess),
+        Apps::Wasm => builder
+            .isolation(Isolation::Subprocess)
+            .superlink_arg("--wasm-memory-mb")
+            .superlink_arg(WASM_MEMORY_MB)
+            .supernode_arg("--wasm-memory-mb")
+            .supernode_arg(WASM_MEMORY_MB),
         Apps::WasmProcesses => builder
             .isolation(Isolation::Process)
             .apps(Impl::Sepal)
@@ -230,7 +238,9 @@ fn measure(imp: Impl, apps: Apps, size_mib: u64, timeout: Duration) -> Result<Me
     let flwr = fed.flwr_app(&crate::bench_app("large-model"))?;
     let run_id = match apps {
         Apps::Python => flwr.run(&["--run-config", &config])?,
-        Apps::WasmProcesses => wasm_apps::sepal_run(fed.exec_addr(), &wasm_apps::wasm_app("large-model"), &config)?,
+        Apps::Wasm | Apps::WasmProcesses => {
+            wasm_apps::sepal_run(fed.exec_addr(), &wasm_apps::wasm_app("large-model"), &config)?
+        }
     };
     flwr.wait_for_status(run_id, |s| s == "finished:completed", timeout)?;
 
@@ -242,28 +252,6 @@ fn measure(imp: Impl, apps: Apps, size_mib: u64, timeout: Duration) -> Result<Me
     let wall = run_wall_time(&run)?;
     let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
         large_line(&flwr.log_show(run_id)?).transpose()
-    })?;
-    Ok(Measured { wall, roundtrip, superlink, supernodes })
-}
-
-/// One run of the Wasm apps on a fresh Sepal federation.
-fn measure_wasm(size_mib: u64, timeout: Duration) -> Result<Measured> {
-    let memory = ["--wasm-memory-mb", WASM_MEMORY_MB];
-    let mut fed = SepalFederation::start(2, &memory, &memory).context("starting the federation")?;
-    let app = wasm_apps::wasm_app("large-model");
-    let run_id = fed.submit(&app, &format!("size-mib={size_mib}"))?;
-    let status = sepal_tests::poll("the Wasm run to finish", timeout, Duration::from_millis(500), || {
-        let status = fed.ls()?.into_iter().find(|(id, _)| *id == run_id).map(|(_, s)| s);
-        Ok(status.filter(|s| s.starts_with("finished")))
-    })?;
-    if status != "finished:completed" {
-        bail!("the Wasm run ended as {status}:\n{}", fed.log_show(run_id).unwrap_or_default());
-    }
-    let superlink = proc_usage(fed.superlink().pid())?;
-    let supernodes = fed.supernodes().iter().map(|p| proc_usage(p.pid())).collect::<Result<Vec<_>>>()?;
-    let wall = run_wall_time(&list_run(fed.exec_addr(), run_id, None)?)?;
-    let roundtrip = sepal_tests::poll("the ServerApp's LARGE line", LOG_TIMEOUT, Duration::from_secs(1), || {
-        large_line(&fed.log_show(run_id)?).transpose()
     })?;
     Ok(Measured { wall, roundtrip, superlink, supernodes })
 }
