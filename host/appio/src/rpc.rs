@@ -30,7 +30,7 @@ pub(crate) fn channel(address: &str) -> Result<Channel, Error> {
     if endpoint.uri().host().is_none() || endpoint.uri().port_u16().is_none() {
         return Err(Error::Address { address: address.to_owned(), reason: "expected HOST:PORT".into() });
     }
-    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT).tcp_nodelay(true).connect_lazy())
+    Ok(sepal_wire::net::tuned(endpoint).connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy())
 }
 
 /// Calls `f` until it succeeds, fails with another code than UNAVAILABLE, or

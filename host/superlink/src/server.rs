@@ -117,7 +117,7 @@ impl Listeners {
 
 /// A server whose calls are recorded by `layer`.
 fn base_server(layer: &RpcLayer) -> Server<Stack<RpcLayer, Identity>> {
-    Server::builder().layer(layer.clone())
+    sepal_wire::net::server().layer(layer.clone())
 }
 
 /// A server for Fleet or Exec: with TLS when configured.
@@ -126,7 +126,7 @@ fn public_server(
     layer: &RpcLayer,
 ) -> Result<Server<Stack<RpcLayer, Identity>>, tonic::transport::Error> {
     match tls {
-        Some(tls) => Server::builder().tls_config(tls.clone()).map(|s| s.layer(layer.clone())),
+        Some(tls) => sepal_wire::net::server().tls_config(tls.clone()).map(|s| s.layer(layer.clone())),
         None => Ok(base_server(layer)),
     }
 }

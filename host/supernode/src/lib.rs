@@ -138,14 +138,10 @@ pub async fn serve_signed(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(RpcLayer::new(rpc))
-            .add_service(service)
-            .serve_with_incoming_shutdown(sepal_wire::net::incoming(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let router = sepal_wire::net::server().layer(RpcLayer::new(rpc)).add_service(service);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(sepal_wire::net::incoming(listener), async {
+        let _ = stop_rx.await;
+    }));
     tracing::info!(clientappio = %local, superlink = %config.superlink, "SuperNode starting");
     let node = main_loop::SuperNode::new(&config, fleet, state.clone(), objects, runner, metrics);
     let result = node.run(shutdown).await;
