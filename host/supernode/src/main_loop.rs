@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sepal_core::routing::error_reply;
 use sepal_core::store::{ObjectLookup, ObjectStore};
 use sepal_executor::{time_to_reply, AppFailure, RunApp, Side};
 use sepal_proto::pb;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -33,6 +35,10 @@ const PULL_WAIT: Duration = Duration::from_secs(20);
 
 /// Pause between pulls when the SuperLink answers at once (a Flower SuperLink).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many object pushes a node has in flight at once, over all its replies: fewer than a
+/// Sepal SuperLink lets wait per node (8, as many as Flower's SuperNode pushes at once).
+const CONCURRENT_PUSHES: usize = 4;
 
 /// A running SuperNode.
 pub struct SuperNode {
@@ -49,6 +55,8 @@ struct Shared {
     metrics: NodeMetrics,
     node_config: HashMap<String, pb::Scalar>,
     clientapp_timeout: Option<Duration>,
+    /// [`CONCURRENT_PUSHES`] permits.
+    push_slots: Semaphore,
 }
 
 /// What went wrong with one instruction before the ClientApp could run.
@@ -93,6 +101,7 @@ impl SuperNode {
             metrics,
             node_config: config.node_config.clone(),
             clientapp_timeout: config.clientapp_timeout,
+            push_slots: Semaphore::new(CONCURRENT_PUSHES),
         };
         Self { shared: Arc::new(shared), max_concurrent: config.max_concurrent_messages.max(1) }
     }
@@ -370,13 +379,15 @@ impl Shared {
                 .map(|(object_id, content)| pb::InlineObject { object_id, object_content: content })
                 .collect();
             let wanted = self.fleet.push_reply(node_id, reply, tree, inline).await?;
-            for id in wanted {
+            let pushes = wanted.into_iter().map(|id| async move {
                 let ObjectLookup::Available(content) = self.objects.get(&id) else {
                     return Err(Status::internal(format!("reply object {id} is missing on this node")));
                 };
-                self.fleet.push_object(node_id, run_id, &id, content).await?;
-            }
-            Ok(())
+                let _slot = self.push_slots.acquire().await.map_err(|_| Status::cancelled("shutting down"))?;
+                self.fleet.push_object(node_id, run_id, &id, content).await
+            });
+            // Several at once, so the SuperLink checks one object while the next arrives.
+            stream::iter(pushes).buffer_unordered(CONCURRENT_PUSHES).try_for_each(|_| async { Ok(()) }).await
         }
         .await;
         match result {
