@@ -23,6 +23,7 @@
 pub mod error;
 pub mod npy;
 pub mod objects;
+pub mod parallel;
 pub mod records;
 pub mod routing;
 pub mod store;

@@ -9,6 +9,7 @@ use sepal_proto::pb;
 use sha2::{Digest, Sha256};
 
 use super::{json, object_id, ObjectHead, ObjectType, MAX_ARRAY_CHUNK_SIZE};
+use crate::parallel;
 use crate::records::{Array, ArrayRecord, Error, Message, Metadata, Record, RecordDict};
 
 /// The bytes and id of one object.
@@ -65,7 +66,7 @@ pub(crate) fn chunk_data(data: &Bytes, index: usize) -> Option<Bytes> {
 /// Whether `object` is exactly the ArrayChunk object of `slice`: then it has the id that
 /// hashing `slice` would give, without hashing (a comparison is several times faster).
 pub(crate) fn chunk_matches(object: &[u8], slice: &[u8]) -> bool {
-    let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
+    let head = chunk_head(slice.len());
     object.len() == head.len() + slice.len() && object[..head.len()] == head[..] && object[head.len()..] == *slice
 }
 
@@ -151,8 +152,7 @@ impl<'k> Encoder<'k> {
         let chunk_ids = match self.known.as_mut().and_then(|k| k.chunks_of(&a.data)) {
             Some(chunks) => chunks.into_iter().map(|(id, bytes)| self.add_chunk(id, || bytes)).collect(),
             None => {
-                let ids: Vec<String> =
-                    (0..).map_while(|i| chunk_data(&a.data, i)).map(|slice| self.chunk(slice)).collect();
+                let ids = self.chunks(&a.data);
                 if let Some(known) = self.known.as_mut() {
                     known.learn(&a.data, &ids);
                 }
@@ -166,17 +166,37 @@ impl<'k> Encoder<'k> {
         self.emit(ObjectType::Array, children, body.as_bytes())
     }
 
-    /// Hashes a chunk without copying it; copies it only when kept.
-    fn chunk(&mut self, slice: Bytes) -> String {
-        let head = ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(slice.len());
-        let id = hex::encode(Sha256::new().chain_update(&head).chain_update(&slice).finalize());
-        self.add_chunk(id, || Bytes::from([head.as_slice(), &slice].concat()))
+    /// Cuts `data` into chunk objects: hashes every chunk without copying it, then copies
+    /// those kept (each distinct chunk once). Both steps spread over the CPUs: a 1 GiB
+    /// model is 0.7 s of hashing on one core.
+    fn chunks(&mut self, data: &Bytes) -> Vec<String> {
+        let slices: Vec<Bytes> = (0..).map_while(|i| chunk_data(data, i)).collect();
+        let ids = parallel::map(&slices, |slice| {
+            hex::encode(Sha256::new().chain_update(chunk_head(slice.len())).chain_update(slice).finalize())
+        });
+        let mut kept = Vec::new();
+        for (id, slice) in ids.iter().zip(&slices) {
+            if self.keep && !self.seen.contains(id) && !kept.iter().any(|(k, _)| k == id) {
+                kept.push((id.clone(), slice));
+            }
+        }
+        let copies =
+            parallel::map(&kept, |(_, slice)| Bytes::from([chunk_head(slice.len()).as_slice(), slice].concat()));
+        for ((id, _), bytes) in kept.into_iter().zip(copies) {
+            self.add(&id, || bytes);
+        }
+        ids
     }
 
     fn add_chunk(&mut self, id: String, bytes: impl FnOnce() -> Bytes) -> String {
         self.add(&id, bytes);
         id
     }
+}
+
+/// The head of an ArrayChunk object whose data is `len` bytes.
+fn chunk_head(len: usize) -> Vec<u8> {
+    ObjectHead { object_type: ObjectType::ArrayChunk, children: Vec::new() }.to_bytes(len)
 }
 
 /// `{"dtype": …, "shape": […], "stype": …, "arraychunk_ids": […]}`.
