@@ -72,6 +72,10 @@ impl Runner for WasmRunner {
             .encoded_message(&job.instruction, &job.tree)
             .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?
             .into();
+        // The app gets its own copy: the node need not hold the model twice while it runs.
+        if let Some(meta) = &job.instruction.metadata {
+            self.objects.delete(&meta.message_id);
+        }
         let time_left = job.deadline.saturating_duration_since(Instant::now());
         let log = Arc::new(ClientLog::new(run_id, self.executor.settings().host_log_bytes));
         let (reply, context) = self
