@@ -64,8 +64,7 @@ impl Fleet {
         signer: Signer,
         retry: RetryPolicy,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel =
-            sepal_wire::net::tuned(tls.endpoint(address)?).connect_timeout(Duration::from_secs(10)).connect_lazy();
+        let channel = tls.endpoint(address)?.connect_timeout(Duration::from_secs(10)).connect_lazy();
         let client = FleetClient::with_interceptor(channel, signer)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);

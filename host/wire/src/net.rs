@@ -1,4 +1,5 @@
-//! The sockets a server accepts, and the HTTP/2 settings of every Sepal server and client.
+//! The sockets a server accepts, and the HTTP/2 settings of every Sepal server and client
+//! (clients get them through [`crate::tls::ClientTls::endpoint`] or [`tuned`]).
 //!
 //! tonic applies its `tcp_nodelay` setting only to listeners it binds itself; a server fed
 //! with an already-bound listener (as every Sepal server is, so tests can bind port 0) gets

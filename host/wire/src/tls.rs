@@ -104,15 +104,16 @@ impl ClientTls {
         !matches!(self, ClientTls::Insecure)
     }
 
-    /// An endpoint for `address` (`HOST:PORT`); with TLS the server certificate must name
-    /// HOST (a DNS name, or an IP address in an `IP:` SAN).
+    /// An endpoint for `address` (`HOST:PORT`) with Sepal's HTTP/2 settings
+    /// ([`crate::net::tuned`]); with TLS the server certificate must name HOST (a DNS name,
+    /// or an IP address in an `IP:` SAN).
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
         let config = match self {
-            ClientTls::Insecure => return Endpoint::from_shared(format!("http://{address}")),
+            ClientTls::Insecure => return Endpoint::from_shared(format!("http://{address}")).map(crate::net::tuned),
             ClientTls::Ca(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
             ClientTls::SystemRoots => ClientTlsConfig::new().with_native_roots(),
         };
-        Endpoint::from_shared(format!("https://{address}"))?.tls_config(config)
+        Endpoint::from_shared(format!("https://{address}"))?.tls_config(config).map(crate::net::tuned)
     }
 }
 
