@@ -116,13 +116,19 @@ impl ObjectStore {
 
     /// [`ObjectStore::message`] as the protobuf bytes (`flwr.proto.Message`) an app is
     /// handed, each array's data copied once, from its chunks into the encoding; with the
-    /// message's metadata.
-    pub fn encoded_message(
+    /// message's metadata. The message is taken out of the store: its objects that nothing
+    /// else references are deleted first and `deleted` is told which (their bytes live
+    /// until the encoding is built), so what waits on the run's share of the store goes on
+    /// meanwhile.
+    pub fn take_encoded_message(
         &self,
         wire: &pb::Message,
         tree: &pb::ObjectTree,
+        deleted: impl FnOnce(Vec<(String, usize)>),
     ) -> Result<(Metadata, Vec<u8>), ObjectError> {
-        objects::encoded_message_from_checked_objects(wire, tree, &self.objects_of(tree))
+        let objects = self.objects_of(tree);
+        deleted(self.delete(&tree.object_id));
+        objects::encoded_message_from_checked_objects(wire, tree, &objects)
     }
 
     /// The available objects of `tree`, by id.

@@ -27,7 +27,7 @@ pub fn time_to_reply(ins: &pb::Metadata, timeout: Option<Duration>) -> Duration 
 
 /// An instruction as a ClientApp is handed it: its protobuf bytes (`flwr.proto.Message`,
 /// content inline), and its metadata, which the reply is routed by. Encode it straight from
-/// the message's objects (`ObjectStore::encoded_message`, `encoded_message_from_objects`):
+/// the message's objects (`ObjectStore::take_encoded_message`, `encoded_message_from_objects`):
 /// the model is then copied once.
 #[derive(Debug, Clone)]
 pub struct Instruction {
@@ -38,7 +38,7 @@ pub struct Instruction {
 }
 
 impl From<(Metadata, Vec<u8>)> for Instruction {
-    /// What `ObjectStore::encoded_message` and `encoded_message_from_objects` return.
+    /// What `ObjectStore::take_encoded_message` and `encoded_message_from_objects` return.
     fn from((metadata, encoded): (Metadata, Vec<u8>)) -> Self {
         Instruction { metadata: pb::Metadata::from(&metadata), encoded }
     }

@@ -217,13 +217,14 @@ impl Objects {
         self.store.message(wire, tree)
     }
 
-    /// See [`ObjectStore::encoded_message`].
-    pub fn encoded_message(
+    /// See [`ObjectStore::take_encoded_message`]: the deletion is a confirmation (in memory
+    /// and in the state), made before the encoding is built.
+    pub fn take_encoded_message(
         &self,
         wire: &pb::Message,
         tree: &pb::ObjectTree,
     ) -> Result<(Metadata, Vec<u8>), ObjectError> {
-        self.store.encoded_message(wire, tree)
+        self.store.take_encoded_message(wire, tree, |deleted| self.forget(deleted))
     }
 
     /// Deletes a message's objects that nothing else references (a confirmation), in

@@ -224,6 +224,34 @@ fn insert_message_stores_a_synthetic_reply() {
 }
 
 #[test]
+fn a_taken_message_is_encoded_whole_and_gone_from_the_store_before_it_is() {
+    use prost::Message as _;
+    let store = ObjectStore::new();
+    let (tree2, objects2, id2) = parts(2);
+    let (tree3, objects3, _) = parts(3);
+    store.preregister(1, &tree2).unwrap();
+    store.preregister(1, &tree3).unwrap();
+    push_all(&store, &objects2);
+    push_all(&store, &objects3);
+    let wire = message(2).to_wire_pb();
+
+    let mut told = Vec::new();
+    let (meta, encoded) = store
+        .take_encoded_message(&wire, &tree2, |deleted| {
+            // Deleted before the encoding is built: a waiting upload may go on.
+            assert!(!store.contains(&id2));
+            told = deleted;
+        })
+        .unwrap();
+    assert_eq!(told, vec![(id2.clone(), objects2.iter().find(|(id, _)| *id == id2).unwrap().1.len())]);
+    assert_eq!(meta.dst_node_id, 2);
+    let decoded = Message::try_from(pb::Message::decode(encoded.as_slice()).unwrap()).unwrap();
+    assert_eq!(decoded.content, message(2).content);
+    // The arrays are shared with message 3, which is still whole.
+    assert!(ids(&objects3).iter().all(|id| available(&store, id)));
+}
+
+#[test]
 fn total_bytes_counts_available_objects() {
     let store = ObjectStore::new();
     let (tree, objects, _) = parts(2);

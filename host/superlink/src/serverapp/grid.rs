@@ -190,11 +190,11 @@ impl LinkGrid {
     }
 
     /// A reply whose objects are all in the store, as the app gets it (its protobuf
-    /// bytes); its objects are dropped.
+    /// bytes); its objects are dropped first, so that an upload waiting for the app to
+    /// take this reply goes on while it is encoded.
     fn take_message(&self, wire: &pb::Message, tree: &pb::ObjectTree) -> Result<Vec<u8>, GridError> {
-        let read = self.link.objects.encoded_message(wire, tree);
+        let read = self.link.objects.take_encoded_message(wire, tree);
         let (_, encoded) = read.map_err(|e| app_error(format!("reply unreadable: {e}")))?;
-        self.link.objects.delete(&tree.object_id);
         Ok(encoded)
     }
 

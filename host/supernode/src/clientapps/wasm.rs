@@ -66,16 +66,13 @@ impl Runner for WasmRunner {
         let run_id = job.run.run_id;
         let entry = self.state.run(run_id).ok_or_else(|| AppFailure::Load(format!("run {run_id} is not known")))?;
         let component = self.component(&job.run.fab_hash, wasm).await?;
-        // Encoded for the app straight from the objects: the model is copied once.
+        // Encoded for the app straight from the objects: the model is copied once. The app
+        // gets its own copy, so the node need not hold the model twice while it runs.
         let instruction: Instruction = self
             .objects
-            .encoded_message(&job.instruction, &job.tree)
+            .take_encoded_message(&job.instruction, &job.tree, drop)
             .map_err(|e| AppFailure::Load(format!("the instruction's objects are incomplete: {e}")))?
             .into();
-        // The app gets its own copy: the node need not hold the model twice while it runs.
-        if let Some(meta) = &job.instruction.metadata {
-            self.objects.delete(&meta.message_id);
-        }
         let time_left = job.deadline.saturating_duration_since(Instant::now());
         let log = Arc::new(ClientLog::new(run_id, self.executor.settings().host_log_bytes));
         let (reply, context) = self
