@@ -15,7 +15,8 @@ use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
-/// Big buffers (a model's arrays on their way through) on huge pages: see `sepal_alloc`.
+/// Big buffers (a model's arrays on their way through) on huge pages, from one arena: see
+/// `sepal_alloc`.
 #[global_allocator]
 static ALLOCATOR: sepal_alloc::HugeBuffers = sepal_alloc::HugeBuffers;
 
@@ -78,6 +79,8 @@ fn parse(args: Vec<OsString>) -> Result<Command, clap::Error> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts (see `sepal_alloc::share_one_arena` for what it is worth).
+    sepal_alloc::share_one_arena();
     // A clap error prints the help, version or usage error and exits as clap always does.
     let command = parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     // The demo prints the run's own log; the servers' logs would drown it.
