@@ -309,6 +309,12 @@ fn notes(rows: &[Row], plan: &Plan) -> Vec<String> {
             .to_string(),
         "Sepal answers a Flower-style pull at once; its SuperNode's held (long-poll) pull is not used here."
             .to_string(),
+        format!(
+            "Flower's SuperLink is measured up to {} nodes, the largest count here that it sustains: it answers \
+             at most about 900 requests/s even saturated, and 10,000 idle nodes send about 3,800/s, so its rows \
+             there would only time out.",
+            plan.python_max
+        ),
     ];
     for r in rows {
         for (label, w) in [("saturated", &r.saturated), ("idle", &r.idle)] {
