@@ -55,8 +55,10 @@ unsafe impl GlobalAlloc for HugeBuffers {
 }
 
 /// Makes every thread of this process allocate from one glibc arena (`M_ARENA_MAX` 1);
-/// returns whether it did (not on other C libraries). Call it first in `main`, before any
-/// thread starts: a thread keeps the arena it first allocated from.
+/// returns whether it did: not on other C libraries, nor when the environment sets the
+/// arena count itself (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`), which an
+/// operator of a many-core machine may prefer. Call it first in `main`, before any thread
+/// starts: a thread keeps the arena it first allocated from.
 ///
 /// glibc gives threads arenas of their own (up to 8 per core). After the first big
 /// mapping is freed, glibc serves blocks up to its size (a 20 MiB chunk, a gRPC message)
@@ -64,11 +66,15 @@ unsafe impl GlobalAlloc for HugeBuffers {
 /// a big buffer that another thread asks for comes from fresh memory instead. Which
 /// worker thread happened to handle which request then decided the SuperLink's peak RSS:
 /// 1.2x to 1.75x the payload in the large-model benchmark, 1.2x with one arena, and no
-/// slower (a request's small allocations are served from per-thread caches, without
-/// the arena's lock).
+/// slower on 2 cores (a request's small allocations are served from per-thread caches,
+/// without the arena's lock; bigger ones take it).
 pub fn share_one_arena() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
+            return false;
+        }
         // SAFETY: mallopt only sets a parameter of glibc's allocator; it takes effect for
         // threads that have not allocated yet.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) == 1 }

@@ -18,7 +18,7 @@ fn big_buffer_at() -> usize {
 
 fn main() {
     if !sepal_alloc::share_one_arena() {
-        println!("one_arena: not glibc, nothing to test");
+        println!("one_arena: not glibc, or the environment sets the arenas: nothing to test");
         return;
     }
     // The first big block glibc maps on its own; freeing it raises its threshold, so the
