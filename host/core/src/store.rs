@@ -114,12 +114,10 @@ impl ObjectStore {
         objects::message_from_checked_objects(wire, tree, &self.objects_of(tree))
     }
 
-    /// [`ObjectStore::message`] as the protobuf bytes (`flwr.proto.Message`) an app is
-    /// handed, each array's data copied once, from its chunks into the encoding; with the
-    /// message's metadata. The message is taken out of the store: its objects that nothing
-    /// else references are deleted first and `deleted` is told which (their bytes live
-    /// until the encoding is built), so what waits on the run's share of the store goes on
-    /// meanwhile.
+    /// Takes a message out of the store as the protobuf bytes an app is handed (each array
+    /// copied once, from its chunks), with its metadata. Its objects that nothing else
+    /// references are deleted first and `deleted` told which (their bytes live until the
+    /// encoding is built), so what waits on the run's share of the store goes on meanwhile.
     pub fn take_encoded_message(
         &self,
         wire: &pb::Message,

@@ -260,6 +260,8 @@ impl FleetService {
         let node_id = self.node_of(&req, &req.get_ref().node)?;
         let body = req.into_inner();
         self.link.require_running(body.run_id)?;
+        // Refused at once, not after waiting for its turn (`push_object` checks again for
+        // the other callers).
         self.link.check_object_size(&body.object_id, body.object_content.len())?;
         self.link.wait_for_upload_turn(node_id, body.run_id, &body.object_id).await?;
         let stored = self.link.push_object(body.run_id, &body.object_id, body.object_content)?;
