@@ -310,9 +310,8 @@ impl ObjectStore {
     }
 
     /// Deletes the object if no registered parent references it, then, the same way, its
-    /// children (what `ConfirmMessageReceived` does with a message id). Unknown ids are
-    /// ignored.
-    /// Returns the ids deleted, with the bytes each held.
+    /// children (what `ConfirmMessageReceived` does with a message id; unknown ids are
+    /// ignored). Returns the ids deleted, with the bytes each held.
     pub fn delete(&self, object_id: &str) -> Vec<(String, usize)> {
         let mut deleted = Vec::new();
         self.lock().delete(object_id, &mut deleted);

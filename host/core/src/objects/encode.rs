@@ -51,7 +51,7 @@ pub fn message_id(message: &Message) -> String {
 /// chunks and hashed (0.7 s here) once per node.
 pub trait KnownChunks {
     /// The chunk objects `(id, bytes)` of `data`, in order, if they are at hand and equal
-    /// to it byte for byte (see [`chunk_matches`]).
+    /// to it byte for byte (see `chunk_matches`).
     fn chunks_of(&mut self, data: &Bytes) -> Option<Vec<(String, Bytes)>>;
     /// `data` was just cut into the chunks `ids`, in order.
     fn learn(&mut self, data: &Bytes, ids: &[String]);
